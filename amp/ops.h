@@ -1,0 +1,55 @@
+#pragma once
+/// The ops retort's models and losses call. Each consults the thread's amp::Autocast state
+/// and the op policy (amp/policy.h): with autocast off they are the plain LibTorch op;
+/// with it on, inputs are cast at the op (low precision for matmul-like ops, fp32 for
+/// numerically sensitive ones, widest type for promoting ones).
+///   auto h = amp::linear(x, fc->weight, fc->bias);   // bf16 under a bf16 Autocast
+/// This header is the contract between amp/ and models/, distill/; amp/ owns the rest.
+#include <torch/torch.h>
+
+namespace retort::amp {
+
+// --- lower precision -----------------------------------------------------------------
+torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias = {});
+torch::Tensor matmul(const torch::Tensor& a, const torch::Tensor& b);
+torch::Tensor bmm(const torch::Tensor& a, const torch::Tensor& b);
+torch::Tensor addmm(const torch::Tensor& bias, const torch::Tensor& a, const torch::Tensor& b);
+torch::Tensor baddbmm(const torch::Tensor& bias, const torch::Tensor& a, const torch::Tensor& b,
+                      double beta = 1.0, double alpha = 1.0);
+torch::Tensor conv2d(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias,
+                     torch::IntArrayRef stride = 1, torch::IntArrayRef padding = 0,
+                     torch::IntArrayRef dilation = 1, int64_t groups = 1);
+/// q @ k^T * scale, the attention-score matmul.
+torch::Tensor attention_scores(const torch::Tensor& q, const torch::Tensor& k, double scale);
+
+// --- fp32 ----------------------------------------------------------------------------
+torch::Tensor softmax(const torch::Tensor& x, int64_t dim);
+torch::Tensor log_softmax(const torch::Tensor& x, int64_t dim);
+torch::Tensor layer_norm(const torch::Tensor& x, torch::IntArrayRef shape, const torch::Tensor& weight,
+                         const torch::Tensor& bias, double eps = 1e-5);
+torch::Tensor group_norm(const torch::Tensor& x, int64_t groups, const torch::Tensor& weight,
+                         const torch::Tensor& bias, double eps = 1e-5);
+torch::Tensor batch_norm(const torch::Tensor& x, const torch::Tensor& running_mean, const torch::Tensor& running_var,
+                         const torch::Tensor& weight, const torch::Tensor& bias, bool training,
+                         double momentum = 0.1, double eps = 1e-5);
+torch::Tensor exp(const torch::Tensor& x);
+torch::Tensor log(const torch::Tensor& x);
+torch::Tensor pow(const torch::Tensor& x, double exponent);
+torch::Tensor sum(const torch::Tensor& x);
+torch::Tensor mean(const torch::Tensor& x);
+torch::Tensor norm(const torch::Tensor& x, double p = 2.0);
+/// Losses: always fp32 in, fp32 out. reduction: mean.
+torch::Tensor cross_entropy(const torch::Tensor& logits, const torch::Tensor& target);
+torch::Tensor mse_loss(const torch::Tensor& input, const torch::Tensor& target);
+/// KL(softmax(teacher/T) || softmax(student/T)) * T^2, batch mean.
+torch::Tensor kl_div_temperature(const torch::Tensor& student_logits, const torch::Tensor& teacher_logits,
+                                 double temperature);
+/// mean(1 - cos(a_i, b_i)) over rows after flattening all but dim 0.
+torch::Tensor cosine_loss(const torch::Tensor& a, const torch::Tensor& b);
+
+// --- promote to the widest input type -------------------------------------------------
+torch::Tensor add(const torch::Tensor& a, const torch::Tensor& b);
+torch::Tensor cat(torch::TensorList tensors, int64_t dim);
+torch::Tensor stack(torch::TensorList tensors, int64_t dim);
+
+}  // namespace retort::amp

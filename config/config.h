@@ -1,0 +1,149 @@
+#pragma once
+/// Hydra-style configuration: compose a recipe with its `defaults:` list and command-line
+/// overrides, resolve interpolations, then read typed, validated options structs.
+///
+///   auto composed = config::compose({"recipes/fmnist/teacher.yaml", {"optim.lr=3e-4"}});
+///   config::Reader reader(composed.config);
+///   auto trainer = reader.section<TrainerOptions>("trainer");
+///   auto optim   = reader.section<OptimOptions>("optim");
+///   reader.finish();   // throws ConfigError listing every problem, with full key paths
+///
+/// Options structs declare their keys once:
+///   struct TrainerOptions {
+///     int64_t max_epochs = 10;
+///     static void declare(config::Fields<TrainerOptions>& f) {
+///       f.add("max_epochs", &TrainerOptions::max_epochs, "epochs to train").min(1);
+///     }
+///   };
+/// This header is the contract between config/ and its users; config/ owns the rest.
+#include <yaml-cpp/yaml.h>
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/error.h"
+
+namespace retort::config {
+
+namespace fs = std::filesystem;
+
+// ------------------------------------------------------------------------------------
+// Composition
+// ------------------------------------------------------------------------------------
+
+struct ComposeRequest {
+  fs::path recipe;                     ///< the primary YAML file
+  std::vector<std::string> overrides;  ///< a.b=1, +a.b=1, ++a.b=1, ~a.b, group=opt, +group=opt
+  /// Extra roots searched for config groups after the recipe's own directory and its
+  /// ancestors up to the nearest folder named `recipes`.
+  std::vector<fs::path> search_path;
+};
+
+struct Composed {
+  YAML::Node config;                          ///< composed, overridden, interpolations resolved
+  std::string recipe_text;                    ///< the primary recipe as written
+  std::vector<std::string> overrides;         ///< as given on the command line
+  std::map<std::string, std::string> choices; ///< config group -> option chosen
+};
+
+/// Throws ConfigError (file, key and value in the message) on any problem.
+Composed compose(const ComposeRequest& request);
+
+/// Composes from YAML text already in memory (rank 0's result received by other ranks;
+/// interpolations are already resolved there, so this only parses).
+YAML::Node parse(const std::string& yaml_text, const std::string& origin);
+
+/// Deterministic block-style YAML (keys in insertion order); parse(emit(x)) == x.
+std::string emit(const YAML::Node& node);
+
+/// xxhash64 of emit(node): every rank checks it against rank 0's.
+uint64_t hash(const YAML::Node& node);
+
+/// The first key path where two trees differ ("" when equal), for mismatch messages.
+std::string first_difference(const YAML::Node& a, const YAML::Node& b);
+
+/// Config groups visible from a recipe: group -> its options (for --help).
+std::map<std::string, std::vector<std::string>> list_groups(const fs::path& recipe,
+                                                            const std::vector<fs::path>& search_path = {});
+
+/// Sweep expansion for `-m`: an override whose value is a comma list (a=1,2 or
+/// model=cnn_small,cnn_large; not inside [] or {} or quotes) becomes one axis of the
+/// cartesian product. Returns one override list per run, in row-major order.
+std::vector<std::vector<std::string>> expand_sweep(const std::vector<std::string>& overrides);
+
+// ------------------------------------------------------------------------------------
+// Typed access with validation
+// ------------------------------------------------------------------------------------
+
+/// One declared key, for validation and for `--help`.
+struct KeyInfo {
+  std::string path;        ///< full dotted path, e.g. "trainer.max_epochs"
+  std::string type;        ///< "int", "float", "bool", "string", "list[int]", ...
+  std::string default_value;
+  std::string constraint;  ///< ">= 1", "one of: adamw, sgd", "" when none
+  std::string help;
+};
+
+template <class T>
+class Fields;
+
+/// A declared field; the fluent setters add constraints.
+class FieldBase {
+ public:
+  virtual ~FieldBase() = default;
+  FieldBase& min(double v);           ///< inclusive
+  FieldBase& max(double v);           ///< inclusive
+  FieldBase& greater_than(double v);  ///< exclusive
+  FieldBase& less_than(double v);     ///< exclusive
+  FieldBase& one_of(std::vector<std::string> choices);
+  FieldBase& optional_key();          ///< the key may be absent (default used); all keys are by default
+  // Implementation detail for config/: owned by the config helper.
+  struct Impl;
+  std::shared_ptr<Impl> impl;
+};
+
+/// Supported member types: bool, int, int64_t, double, std::string,
+/// std::vector<int64_t>, std::vector<double>, std::vector<std::string>,
+/// std::optional<each of those scalars>, YAML::Node (free-form subtree, not validated).
+/// Keys may be dotted ("teacher.checkpoint") to reach nested maps.
+template <class T>
+class Fields {
+ public:
+  template <class V>
+  FieldBase& add(const std::string& key, V T::*member, const std::string& help);
+  // ... implementation in config/ (config_impl.h)
+};
+
+class Reader {
+ public:
+  explicit Reader(YAML::Node root);
+  ~Reader();
+
+  /// Reads the map at `path` ("" for the root) into T, collecting every problem instead of
+  /// throwing. A missing section yields T's defaults.
+  template <class T>
+  T section(const std::string& path);
+
+  /// Throws ConfigError listing all problems collected so far plus every key present in
+  /// the tree that no section declared (with the nearest declared key suggested).
+  /// Keys under sections registered with allow_extra() are not reported.
+  void finish();
+  void allow_extra(const std::string& path);
+
+  /// Every key declared so far (for --help).
+  const std::vector<KeyInfo>& declared() const;
+};
+
+/// The keys of one options struct, as `--help` lists them.
+template <class T>
+std::vector<KeyInfo> describe(const std::string& path);
+
+/// Nearest candidate by edit distance, "" when nothing is close.
+std::string suggest(const std::string& key, const std::vector<std::string>& candidates);
+
+}  // namespace retort::config
