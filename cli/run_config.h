@@ -1,0 +1,34 @@
+#pragma once
+/// The typed view of a composed recipe: every section read and validated in one pass, so
+/// that all problems are reported together before any work starts.
+///   RunConfig rc = read_run_config(composed.config);   // ConfigError listing every problem
+#include <yaml-cpp/yaml.h>
+
+#include <vector>
+
+#include "amp/options.h"
+#include "config/config.h"
+#include "data/options.h"
+#include "models/model.h"
+#include "trainer/options.h"
+#include "trainer/trainer.h"
+
+namespace retort::cli {
+
+struct RunConfig {
+  trainer::RunOptions run;
+  trainer::TrainerOptions trainer;
+  trainer::OptimOptions optim;
+  data::DataOptions data;
+  models::ModelOptions model;
+  amp::AmpOptions amp;
+  trainer::DdpOptions ddp;
+  YAML::Node tree;  ///< the composed, resolved config
+};
+
+RunConfig read_run_config(const YAML::Node& tree);
+
+/// Every key the train command understands, for `retort train <recipe> --help`.
+std::vector<config::KeyInfo> describe_run_config();
+
+}  // namespace retort::cli

@@ -1,0 +1,246 @@
+// `retort train <recipe> [overrides...] [--cfg] [--help] [-m]`
+#include <ctime>
+#include <iomanip>
+#include <iostream>
+#include <sstream>
+
+#include "cli/commands.h"
+#include "cli/run_config.h"
+#include "core/error.h"
+#include "core/fs.h"
+#include "data/data.h"
+#include "launch/communicator.h"
+#include "launch/world.h"
+#include "models/model.h"
+#include "trainer/metrics.h"
+#include "trainer/task.h"
+#include "trainer/trainer.h"
+
+namespace retort::cli {
+namespace {
+
+struct TrainArgs {
+  std::string recipe;
+  std::vector<std::string> overrides;
+  bool print_cfg = false;
+  bool help = false;
+  bool multirun = false;
+};
+
+TrainArgs parse_train_args(const Args& args) {
+  TrainArgs a;
+  for (const auto& arg : args) {
+    if (arg == "--cfg") {
+      a.print_cfg = true;
+    } else if (arg == "--help" || arg == "-h") {
+      a.help = true;
+    } else if (arg == "-m" || arg == "--multirun") {
+      a.multirun = true;
+    } else if (arg.size() > 1 && arg[0] == '-' && arg[1] == '-') {
+      throw UsageError("unknown option '" + arg + "' for train (options: --cfg, --help, -m)");
+    } else if (a.recipe.empty() && arg.find('=') == std::string::npos && arg[0] != '~' && arg[0] != '+') {
+      a.recipe = arg;
+    } else {
+      a.overrides.push_back(arg);
+    }
+  }
+  if (a.recipe.empty()) throw UsageError("train: missing recipe (usage: retort train <recipe.yaml> [key=value ...])");
+  return a;
+}
+
+std::string yaml_list(const std::vector<std::string>& items) {
+  YAML::Node n(YAML::NodeType::Sequence);
+  for (const auto& s : items) n.push_back(s);
+  return config::emit(n);
+}
+
+/// Composes on rank 0 (so ${now:...} is one instant for the whole job) and hands the
+/// result to every rank; each rank checks the hash of what it received.
+config::Composed compose_everywhere(const TrainArgs& a, launch::Communicator& comm) {
+  config::Composed composed;
+  std::string text, hash;
+  if (comm.rank() == 0) {
+    composed = config::compose({a.recipe, a.overrides, {}});
+    text = config::emit(composed.config);
+    hash = hex64(config::hash(composed.config));
+  }
+  if (comm.size() == 1) return composed;
+  comm.broadcast_string(text, 0);
+  comm.broadcast_string(hash, 0);
+  std::string recipe_text = composed.recipe_text;
+  comm.broadcast_string(recipe_text, 0);
+  if (comm.rank() != 0) {
+    composed.config = config::parse(text, "config from rank 0");
+    composed.recipe_text = recipe_text;
+    composed.overrides = a.overrides;
+  }
+  const std::string mine = hex64(config::hash(composed.config));
+  if (mine != hash)
+    throw ConfigError("rank " + std::to_string(comm.rank()) + ": config hash " + mine + " differs from rank 0's " + hash);
+  return composed;
+}
+
+struct RunSummary {
+  trainer::TrainResult result;
+  std::filesystem::path dir;
+};
+
+RunSummary run_one(const config::Composed& composed, launch::World& world) {
+  // --- CONFIG: every problem reported before anything is created -------------------------
+  RunConfig rc = read_run_config(composed.config);
+  rc.data.validate();
+  const torch::Device device = world.pick_device();
+  auto comm = launch::make_communicator(world, device);
+  const int threads = trainer::set_threads(rc.trainer.threads);
+
+  // --- DATA AND MODEL: fail on bad input before the run directory exists -----------------
+  auto train_set = std::make_shared<data::Dataset>(data::load_dataset(rc.data, "train"));
+  auto test_set = std::make_shared<data::Dataset>(data::load_dataset(rc.data, "test"));
+  torch::manual_seed(static_cast<uint64_t>(rc.trainer.seed));
+  auto model = models::make_model(rc.model);
+
+  // --- RUN DIRECTORY (rank 0 writes; one run, one directory) ------------------------------
+  const std::filesystem::path run_dir = rc.run.dir;
+  const std::string config_text = config::emit(composed.config);
+  if (comm->rank() == 0) {
+    try {
+      ensure_writable_dir(run_dir / "config");
+    } catch (const Error& e) {
+      throw Error(std::string("run.dir: ") + e.what());
+    }
+    write_file_atomic(run_dir / "config" / "recipe.yaml", composed.recipe_text);
+    write_file_atomic(run_dir / "config" / "overrides.yaml", yaml_list(composed.overrides));
+    write_file_atomic(run_dir / "config" / "config.yaml", config_text);
+    trainer::attach_log_file(run_dir / "train.log");
+  }
+  auto log = trainer::logger();
+  if (comm->rank() == 0) {
+    log->info("retort {} | run dir {} | {} rank(s), backend {}, device {}, {} thread(s)", RETORT_VERSION,
+              run_dir.string(), comm->size(), comm->backend(), device.str(), threads);
+    log->info("model {}: {} parameters | data {}: {} train / {} test samples", rc.model.name,
+              models::count_parameters(*model), rc.data.name, train_set->size(), test_set->size());
+  }
+
+  // --- TRAIN -------------------------------------------------------------------------------
+  trainer::TrainerSetup setup;
+  setup.trainer = rc.trainer;
+  setup.optim = rc.optim;
+  setup.data = rc.data;
+  setup.amp = rc.amp;
+  setup.ddp = rc.ddp;
+  setup.run_dir = run_dir;
+  setup.config_yaml = config_text;
+  setup.comm = comm;
+  setup.device = device;
+  setup.task = std::make_shared<trainer::SupervisedTask>(model);
+  setup.train_set = train_set;
+  setup.test_set = rc.trainer.eval ? test_set : nullptr;
+  trainer::Trainer trainer(std::move(setup));
+  RunSummary summary{trainer.fit(), run_dir};
+  if (comm->rank() == 0) {
+    const auto& r = summary.result;
+    if (r.last_eval.samples > 0)
+      log->info("done: {} steps in {:.1f} s ({:.0f} samples/s) | test accuracy {:.2f} %, loss {:.4f} | {}", r.steps,
+                r.train_seconds, r.samples_per_s, 100.0 * r.last_eval.accuracy, r.last_eval.loss, run_dir.string());
+    else
+      log->info("done: {} steps in {:.1f} s ({:.0f} samples/s) | {}", r.steps, r.train_seconds, r.samples_per_s,
+                run_dir.string());
+  }
+  return summary;
+}
+
+void print_help(const TrainArgs& a) {
+  std::cout << "usage: retort train " << a.recipe << " [key=value | +key=value | ++key=value | ~key | group=option ...]\n"
+            << "       [--cfg] print the resolved config and exit; [-m] sweep comma-separated values\n\n";
+  std::cout << "config groups:\n";
+  for (const auto& [group, options] : config::list_groups(a.recipe)) {
+    std::cout << "  " << group << ":";
+    for (const auto& o : options) std::cout << " " << o;
+    std::cout << "\n";
+  }
+  std::cout << "\nkeys:\n";
+  for (const auto& k : describe_run_config()) {
+    std::cout << "  " << std::left << std::setw(26) << k.path << " " << std::setw(13) << k.type << " default "
+              << std::setw(10) << k.default_value;
+    if (!k.constraint.empty()) std::cout << " [" << k.constraint << "]";
+    std::cout << "  " << k.help << "\n";
+  }
+}
+
+std::string now_string(const char* format) {
+  std::time_t t = std::time(nullptr);
+  std::tm tm{};
+  localtime_r(&t, &tm);
+  char buf[64];
+  std::strftime(buf, sizeof buf, format, &tm);
+  return buf;
+}
+
+int multirun(const TrainArgs& a, launch::World& world) {
+  if (world.size() > 1) throw UsageError("-m runs a sweep one run after another in one process; launch it without mpirun");
+  const auto runs = config::expand_sweep(a.overrides);
+  const std::string base = "multirun/" + now_string("%Y-%m-%d") + "/" + now_string("%H-%M-%S");
+  struct Row {
+    std::string overrides, status;
+    double accuracy = -1, loss = -1;
+    int64_t steps = 0;
+  };
+  std::vector<Row> rows;
+  for (size_t i = 0; i < runs.size(); ++i) {
+    Row row;
+    for (const auto& o : runs[i]) row.overrides += (row.overrides.empty() ? "" : " ") + o;
+    std::cerr << "[multirun " << i << "/" << runs.size() << "] " << row.overrides << "\n";
+    try {
+      auto overrides = runs[i];
+      overrides.push_back("++run.dir=" + base + "/" + std::to_string(i));
+      launch::LocalCommunicator local;
+      auto composed = compose_everywhere({a.recipe, overrides, false, false, false}, local);
+      composed.overrides = runs[i];
+      auto summary = run_one(composed, world);
+      row.status = "ok";
+      row.steps = summary.result.steps;
+      row.accuracy = summary.result.last_eval.accuracy;
+      row.loss = summary.result.last_eval.loss;
+    } catch (const std::exception& e) {
+      row.status = std::string("failed: ") + e.what();
+    }
+    trainer::detach_log_files();
+    rows.push_back(row);
+  }
+  std::ostringstream table;
+  table << "\n| # | overrides | status | steps | test accuracy | test loss |\n|---|---|---|---|---|---|\n";
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const auto& r = rows[i];
+    table << "| " << i << " | " << r.overrides << " | " << r.status << " | " << r.steps << " | ";
+    if (r.accuracy >= 0) table << std::fixed << std::setprecision(2) << 100 * r.accuracy << " % | " << std::setprecision(4) << r.loss << " |\n";
+    else table << "- | - |\n";
+  }
+  std::cout << table.str();
+  write_file_atomic(std::filesystem::path(base) / "summary.md", table.str());
+  for (const auto& r : rows)
+    if (r.status != "ok") return kExitOther;
+  return kExitOk;
+}
+
+}  // namespace
+
+int train(launch::World& world, const Args& args) {
+  TrainArgs a = parse_train_args(args);
+  if (a.help) {
+    print_help(a);
+    return kExitOk;
+  }
+  launch::install_stop_handlers();
+  if (a.multirun) return multirun(a, world);
+  // Config travels over the CPU (MPI) communicator, whatever the training device.
+  auto boot = launch::make_communicator(world, torch::kCPU);
+  auto composed = compose_everywhere(a, *boot);
+  if (a.print_cfg) {
+    if (boot->rank() == 0) std::cout << config::emit(composed.config);
+    return kExitOk;
+  }
+  run_one(composed, world);
+  return kExitOk;
+}
+
+}  // namespace retort::cli

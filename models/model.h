@@ -1,0 +1,75 @@
+#pragma once
+/// The model interface every architecture implements: logits AND hidden states, so that
+/// distillation can match intermediate representations.
+///   auto model = models::make_model(options);          // by registry name
+///   models::Output out = model->forward(x);              // x: [B, 1, 28, 28]
+///   out.logits;  // [B, classes]     out.hidden[i];  // per-stage features
+#include <torch/torch.h>
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace retort::models {
+
+struct Output {
+  torch::Tensor logits;               // [B, num_classes]
+  std::vector<torch::Tensor> hidden;  // one per layer/stage, in depth order
+  std::vector<torch::Tensor> attention;  // [B, heads, T, T] per layer (Transformers only)
+};
+
+/// Architecture hyper-parameters, read from the `model:` section of a recipe.
+struct ModelOptions {
+  std::string name = "cnn";           ///< registry name: cnn, mlp, ...
+  int64_t in_channels = 1;
+  int64_t image_size = 28;
+  int64_t num_classes = 10;
+  // cnn
+  std::vector<int64_t> channels = {32, 64};  ///< one entry per stage; each stage ends in 2x2 max-pool
+  int64_t convs_per_stage = 2;
+  bool batch_norm = true;
+  std::string pool = "flatten";      ///< after the last stage: flatten or avg (global average)
+  // cnn head and mlp
+  std::vector<int64_t> hidden = {512};  ///< fully connected hidden widths
+  double dropout = 0.0;
+  // transformer (patch encoder)
+  int64_t patch = 4;
+  int64_t dim = 128;
+  int64_t depth = 4;
+  int64_t heads = 4;
+  double mlp_ratio = 2.0;
+};
+
+/// Base of every retort model. Not a TORCH_MODULE holder itself: the registry returns
+/// std::shared_ptr<Model> so that callers hold any architecture through one type.
+class Model : public torch::nn::Module {
+ public:
+  virtual Output forward(const torch::Tensor& x) = 0;
+  /// One name per hidden state ("stage0", "fc0", ...), for layer maps and messages.
+  virtual std::vector<std::string> hidden_names() const = 0;
+  /// "map" for [B, C, H, W] feature maps, "vector" for [B, D] (or [B, T, D] tokens).
+  virtual std::vector<std::string> hidden_kinds() const = 0;
+  const ModelOptions& options() const { return options_; }
+
+ protected:
+  explicit Model(ModelOptions options) : options_(std::move(options)) {}
+  ModelOptions options_;
+};
+
+using ModelFactory = std::function<std::shared_ptr<Model>(const ModelOptions&)>;
+
+/// Registers an architecture under `name` (models/registry.cpp registers the built-ins).
+void register_model(const std::string& name, ModelFactory factory);
+/// Names known to the registry, sorted.
+std::vector<std::string> model_names();
+/// Builds `options.name`; ConfigError naming `model.name` and the known names otherwise.
+std::shared_ptr<Model> make_model(const ModelOptions& options);
+
+/// Number of parameters (trainable or all).
+int64_t count_parameters(const torch::nn::Module& module, bool trainable_only = false);
+
+/// Named parameters, then named buffers: the keys of PyTorch's state_dict() for the same module.
+std::vector<std::pair<std::string, torch::Tensor>> named_state(const torch::nn::Module& module);
+
+}  // namespace retort::models

@@ -1,0 +1,33 @@
+#include "trainer/task.h"
+
+#include "amp/ops.h"
+
+namespace retort::trainer {
+
+NamedParams Task::trainable() {
+  NamedParams out;
+  for (const auto& kv : model().named_parameters())
+    if (kv.value().requires_grad()) out.emplace_back(kv.key(), kv.value());
+  for (const auto& [prefix, module] : extra_modules())
+    for (const auto& kv : module->named_parameters())
+      if (kv.value().requires_grad()) out.emplace_back(prefix + "." + kv.key(), kv.value());
+  return out;
+}
+
+void Task::train(bool on) {
+  model().train(on);
+  for (auto& kv : extra_modules()) kv.second->train(on);
+}
+
+void Task::to(const torch::Device& device) {
+  model().to(device);
+  for (auto& kv : extra_modules()) kv.second->to(device);
+}
+
+Losses SupervisedTask::loss(const torch::Tensor& x, const torch::Tensor& y) {
+  auto out = model_->forward(x);
+  auto ce = amp::cross_entropy(out.logits, y);
+  return {ce, {{"ce", ce}}, out.logits};
+}
+
+}  // namespace retort::trainer

@@ -1,0 +1,57 @@
+#pragma once
+/// What the trainer trains: a model (what gets exported), any extra trainable modules
+/// (e.g. distillation projections: trained and checkpointed, never exported), and how a
+/// batch becomes a loss. The trainer owns the loop; a Task owns the objective.
+///   SupervisedTask task(model);               // cross-entropy on labels
+///   Losses l = task.loss(batch.x, batch.y);   // l.total, l.terms {"ce": ...}
+#include <torch/torch.h>
+
+#include <map>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "models/model.h"
+
+namespace retort::trainer {
+
+using NamedParams = std::vector<std::pair<std::string, torch::Tensor>>;
+
+struct Losses {
+  torch::Tensor total;                                        // scalar, what backward runs on
+  std::vector<std::pair<std::string, torch::Tensor>> terms;   // named parts, logged separately
+  torch::Tensor logits;                                       // [B, classes], for accuracy
+};
+
+class Task {
+ public:
+  virtual ~Task() = default;
+  /// The model that eval and export see.
+  virtual models::Model& model() = 0;
+  /// Runs forward and the objective on one (micro-)batch; called inside the autocast region.
+  virtual Losses loss(const torch::Tensor& x, const torch::Tensor& y) = 0;
+  /// Everything the optimizer updates, by unique name (model parameters first).
+  virtual NamedParams trainable();
+  /// Modules besides the model whose weights belong in checkpoints (by prefix).
+  virtual std::vector<std::pair<std::string, torch::nn::Module*>> extra_modules() { return {}; }
+  /// Train/eval mode of every trained module (a frozen teacher stays in eval).
+  virtual void train(bool on);
+  /// Moves every module to the device.
+  virtual void to(const torch::Device& device);
+  /// Called after each optimizer step (pruning re-applies its masks here).
+  virtual void after_step() {}
+};
+
+/// Plain supervised training: cross-entropy of the model's logits on the labels.
+class SupervisedTask : public Task {
+ public:
+  explicit SupervisedTask(std::shared_ptr<models::Model> model) : model_(std::move(model)) {}
+  models::Model& model() override { return *model_; }
+  Losses loss(const torch::Tensor& x, const torch::Tensor& y) override;
+
+ private:
+  std::shared_ptr<models::Model> model_;
+};
+
+}  // namespace retort::trainer

@@ -1,0 +1,80 @@
+#pragma once
+/// The training loop: data -> autocast forward -> scaled backward with bucketed gradient
+/// all-reduce -> unscale / clip / step-or-skip -> schedule, metrics, checkpoints.
+///   Trainer trainer(std::move(setup));
+///   TrainResult r = trainer.fit();     // runs to trainer.max_epochs / trainer.max_steps
+#include <torch/torch.h>
+
+#include <filesystem>
+#include <memory>
+#include <string>
+
+#include "amp/options.h"
+#include "data/data.h"
+#include "launch/communicator.h"
+#include "trainer/options.h"
+#include "trainer/task.h"
+
+namespace retort::trainer {
+
+struct DdpOptions {
+  double bucket_mb = 25.0;
+  bool find_unused = false;
+  double timeout_s = 300.0;
+  static void declare(config::Fields<DdpOptions>& f);
+};
+
+struct TrainerSetup {
+  TrainerOptions trainer;
+  OptimOptions optim;
+  data::DataOptions data;
+  amp::AmpOptions amp;
+  DdpOptions ddp;
+  std::filesystem::path run_dir;   ///< rank 0 writes here
+  std::string config_yaml;         ///< resolved config, stored in every checkpoint
+  std::shared_ptr<launch::Communicator> comm;
+  torch::Device device = torch::kCPU;
+  std::shared_ptr<Task> task;
+  std::shared_ptr<const data::Dataset> train_set;
+  std::shared_ptr<const data::Dataset> test_set;  ///< may be null: no evaluation
+};
+
+struct EvalResult {
+  double loss = 0;
+  double accuracy = 0;  ///< in [0, 1]
+  int64_t samples = 0;
+};
+
+struct TrainResult {
+  int64_t steps = 0;
+  int64_t epochs = 0;
+  EvalResult last_eval;
+  double train_seconds = 0;
+  double samples_per_s = 0;
+  bool stopped_early = false;  ///< stop requested (SIGTERM): checkpoint written, resumable
+};
+
+class Trainer {
+ public:
+  explicit Trainer(TrainerSetup setup);
+  ~Trainer();
+  TrainResult fit();
+
+ private:
+  struct State;
+  void save_checkpoint();
+  bool restore(const std::string& resume);
+  EvalResult run_eval();
+  std::unique_ptr<State> s_;
+};
+
+/// Loss and accuracy of `model` on `dataset` (sharded over the communicator's ranks and
+/// summed), in eval mode, without gradients, under the given amp options.
+EvalResult evaluate(models::Model& model, const data::Dataset& dataset, int64_t batch_size,
+                    const torch::Device& device, launch::Communicator& comm, const amp::AmpOptions& amp = {});
+
+/// Sets intra-op threads for LibTorch (OpenMP) and OpenBLAS to the same count, so they do
+/// not oversubscribe the cores; 0 means the cores available to this process.
+int set_threads(int64_t threads);
+
+}  // namespace retort::trainer
