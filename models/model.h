@@ -11,6 +11,8 @@
 #include <string>
 #include <vector>
 
+#include "config/config.h"
+
 namespace retort::models {
 
 struct Output {
@@ -39,6 +41,7 @@ struct ModelOptions {
   int64_t depth = 4;
   int64_t heads = 4;
   double mlp_ratio = 2.0;
+  static void declare(config::Fields<ModelOptions>& f);
 };
 
 /// Base of every retort model. Not a TORCH_MODULE holder itself: the registry returns

@@ -24,6 +24,24 @@ Registry& registry() {
 
 }  // namespace
 
+void ModelOptions::declare(config::Fields<ModelOptions>& f) {
+  f.add("name", &ModelOptions::name, "architecture, by registry name (cnn, mlp, ...)");
+  f.add("in_channels", &ModelOptions::in_channels, "input image channels").min(1);
+  f.add("image_size", &ModelOptions::image_size, "input image side in pixels").min(1);
+  f.add("num_classes", &ModelOptions::num_classes, "output classes").min(2);
+  f.add("channels", &ModelOptions::channels, "cnn: channels of each stage (each ends in a 2x2 max-pool)");
+  f.add("convs_per_stage", &ModelOptions::convs_per_stage, "cnn: 3x3 convolutions per stage").min(1);
+  f.add("batch_norm", &ModelOptions::batch_norm, "cnn: batch norm after each convolution");
+  f.add("pool", &ModelOptions::pool, "cnn: after the last stage").one_of({"flatten", "avg"});
+  f.add("hidden", &ModelOptions::hidden, "widths of the fully connected hidden layers");
+  f.add("dropout", &ModelOptions::dropout, "dropout after each fully connected hidden layer").min(0).less_than(1);
+  f.add("patch", &ModelOptions::patch, "transformer: patch side in pixels").min(1);
+  f.add("dim", &ModelOptions::dim, "transformer: model width").min(1);
+  f.add("depth", &ModelOptions::depth, "transformer: encoder layers").min(1);
+  f.add("heads", &ModelOptions::heads, "transformer: attention heads").min(1);
+  f.add("mlp_ratio", &ModelOptions::mlp_ratio, "transformer: MLP width / model width").greater_than(0);
+}
+
 void register_model(const std::string& name, ModelFactory factory) {
   std::lock_guard<std::mutex> lock(registry().mutex);
   registry().factories[name] = std::move(factory);

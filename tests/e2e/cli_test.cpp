@@ -1,0 +1,185 @@
+// The `retort` program as a user runs it: exit codes, messages, run directory contents.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <array>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include "core/fs.h"
+
+namespace fs = std::filesystem;
+
+namespace {
+
+struct Result {
+  int code = -1;
+  std::string out;  // stdout and stderr together
+};
+
+Result run(const std::string& args) {
+  const std::string cmd = std::string("cd ") + RETORT_SOURCE_DIR + " && " + RETORT_BIN + " " + args + " 2>&1";
+  Result r;
+  FILE* p = ::popen(cmd.c_str(), "r");
+  std::array<char, 4096> buf{};
+  size_t n;
+  while ((n = std::fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
+  int status = ::pclose(p);
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return r;
+}
+
+fs::path temp_dir(const std::string& name) {
+  auto d = fs::temp_directory_path() / ("retort-e2e-" + name + "-" + std::to_string(::getpid()));
+  fs::remove_all(d);
+  return d;
+}
+
+const std::string kRecipe = "recipes/fmnist/default.yaml";
+const std::string kSmall = " data.subset=600 data.batch_size=64 trainer.max_steps=6 trainer.threads=1 ";
+
+bool has_dataset() { return fs::exists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"); }
+
+}  // namespace
+
+TEST(Cli, VersionAndHelp) {
+  auto v = run("--version");
+  EXPECT_EQ(v.code, 0);
+  EXPECT_NE(v.out.find("retort "), std::string::npos);
+  auto h = run("--help");
+  EXPECT_EQ(h.code, 0);
+  EXPECT_NE(h.out.find("exit codes"), std::string::npos);
+  auto bad = run("frobnicate");
+  EXPECT_EQ(bad.code, 2);
+  EXPECT_NE(bad.out.find("unknown command 'frobnicate'"), std::string::npos) << bad.out;
+}
+
+TEST(Cli, TrainEvalExportRoundTrip) {
+  if (!has_dataset()) GTEST_SKIP() << "dataset-fashion-mnist not installed";
+  auto dir = temp_dir("run");
+  auto r = run("train " + kRecipe + kSmall + "run.dir=" + dir.string());
+  ASSERT_EQ(r.code, 0) << r.out;
+  for (const char* f : {"config/config.yaml", "config/recipe.yaml", "config/overrides.yaml", "train.log", "metrics.jsonl"})
+    EXPECT_TRUE(fs::exists(dir / f)) << f;
+  EXPECT_TRUE(fs::exists(dir / "checkpoints" / "step-00000006" / "manifest.json"));
+  EXPECT_NE(retort::read_file(dir / "config" / "overrides.yaml").find("trainer.max_steps=6"), std::string::npos);
+  EXPECT_NE(retort::read_file(dir / "train.log").find("test accuracy"), std::string::npos);
+
+  auto e = run("eval " + dir.string() + " data.subset=500");
+  ASSERT_EQ(e.code, 0) << e.out;
+  EXPECT_NE(e.out.find("accuracy"), std::string::npos) << e.out;
+  EXPECT_NE(e.out.find("500 samples"), std::string::npos) << e.out;
+
+  auto out = dir / "model.safetensors";
+  auto x = run("export " + dir.string() + " " + out.string());
+  ASSERT_EQ(x.code, 0) << x.out;
+  ASSERT_TRUE(fs::exists(out));
+  // A PyTorch user loads it into the same architecture, strictly (names and shapes).
+  const std::string py = std::string("cd ") + RETORT_SOURCE_DIR + "/bench/reference && /usr/bin/python3 -c \"" +
+                         "import torch; from models import Cnn, load_safetensors; " +
+                         "m = Cnn(channels=[16, 32], convs_per_stage=1, hidden=[64]); " +
+                         "m.load_state_dict(load_safetensors('" + out.string() + "'), strict=True); " +
+                         "m.eval(); print('logits', tuple(m(torch.zeros(2, 1, 28, 28))[0].shape))\" 2>&1";
+  if (std::system("/usr/bin/python3 -c 'import torch' >/dev/null 2>&1") == 0) {
+    FILE* p = ::popen(py.c_str(), "r");
+    std::array<char, 4096> buf{};
+    std::string text;
+    size_t n;
+    while ((n = std::fread(buf.data(), 1, buf.size(), p)) > 0) text.append(buf.data(), n);
+    EXPECT_EQ(::pclose(p), 0) << text;
+    EXPECT_NE(text.find("logits (2, 10)"), std::string::npos) << text;
+  }
+  fs::remove_all(dir);
+}
+
+TEST(Cli, MissingDatasetNamesPathAndPackageAndCreatesNothing) {
+  auto dir = temp_dir("nodata");
+  auto r = run("train " + kRecipe + kSmall + "data.root=/nonexistent/fmnist run.dir=" + dir.string());
+  EXPECT_EQ(r.code, 3) << r.out;
+  EXPECT_NE(r.out.find("/nonexistent/fmnist"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("dataset-fashion-mnist"), std::string::npos) << r.out;
+  EXPECT_FALSE(fs::exists(dir));
+}
+
+TEST(Cli, TruncatedIdxIsADataError) {
+  if (!has_dataset()) GTEST_SKIP() << "dataset-fashion-mnist not installed";
+  auto data = temp_dir("trunc");
+  fs::create_directories(data);
+  for (auto name : {"train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
+                    "t10k-labels-idx1-ubyte.gz"})
+    fs::copy_file(fs::path("/usr/share/datasets/fashion-mnist") / name, data / name);
+  auto bytes = retort::read_file(data / "train-images-idx3-ubyte.gz");
+  retort::write_file_atomic(data / "train-images-idx3-ubyte.gz", bytes.substr(0, bytes.size() / 2));
+  auto dir = temp_dir("trunc-run");
+  auto r = run("train " + kRecipe + kSmall + "data.root=" + data.string() + " run.dir=" + dir.string());
+  EXPECT_EQ(r.code, 3) << r.out;
+  EXPECT_NE(r.out.find("train-images-idx3-ubyte.gz"), std::string::npos) << r.out;
+  EXPECT_FALSE(fs::exists(dir));
+  fs::remove_all(data);
+}
+
+TEST(Cli, UnknownKeyIsSuggestedAndNothingIsCreated) {
+  auto dir = temp_dir("badkey");
+  auto r = run("train " + kRecipe + " trainer.max_epoch=3 run.dir=" + dir.string());
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_NE(r.out.find("trainer.max_epochs"), std::string::npos) << r.out;
+  EXPECT_FALSE(fs::exists(dir));
+}
+
+TEST(Cli, WrongTypeAndOutOfRangeAreReportedTogether) {
+  auto dir = temp_dir("badval");
+  auto r = run("train " + kRecipe + " trainer.max_epochs=abc optim.lr=-1 run.dir=" + dir.string());
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_NE(r.out.find("trainer.max_epochs"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("optim.lr"), std::string::npos) << r.out;
+  EXPECT_FALSE(fs::exists(dir));
+}
+
+TEST(Cli, MalformedOverride) {
+  auto r = run("train " + kRecipe + " trainer..max_epochs=3");
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_NE(r.out.find("trainer..max_epochs=3"), std::string::npos) << r.out;
+}
+
+TEST(Cli, UnwritableRunDirectory) {
+  if (!has_dataset()) GTEST_SKIP() << "dataset-fashion-mnist not installed";
+  auto file = temp_dir("notadir");
+  retort::write_file_atomic(file, "x");
+  auto r = run("train " + kRecipe + kSmall + "run.dir=" + (file / "run").string());
+  EXPECT_EQ(r.code, 1) << r.out;
+  EXPECT_NE(r.out.find("run.dir"), std::string::npos) << r.out;
+  fs::remove(file);
+}
+
+TEST(Cli, CorruptCheckpointIsRefused) {
+  if (!has_dataset()) GTEST_SKIP() << "dataset-fashion-mnist not installed";
+  auto dir = temp_dir("corrupt");
+  ASSERT_EQ(run("train " + kRecipe + kSmall + "trainer.eval=false run.dir=" + dir.string()).code, 0);
+  auto model = dir / "checkpoints" / "step-00000006" / "model.safetensors";
+  auto bytes = retort::read_file(model);
+  retort::write_file_atomic(model, bytes.substr(0, bytes.size() - 100));
+  auto e = run("eval " + dir.string());
+  EXPECT_EQ(e.code, 4) << e.out;
+  EXPECT_NE(e.out.find("model.safetensors"), std::string::npos) << e.out;
+  auto x = run("export " + dir.string() + " " + (dir / "out.safetensors").string());
+  EXPECT_EQ(x.code, 4) << x.out;
+  EXPECT_FALSE(fs::exists(dir / "out.safetensors"));
+  auto none = run("eval /nonexistent/run");
+  EXPECT_EQ(none.code, 4) << none.out;
+  fs::remove_all(dir);
+}
+
+TEST(Cli, ResumeAutoContinuesTheRun) {
+  if (!has_dataset()) GTEST_SKIP() << "dataset-fashion-mnist not installed";
+  auto dir = temp_dir("resume");
+  ASSERT_EQ(run("train " + kRecipe + kSmall + "trainer.eval=false run.dir=" + dir.string()).code, 0);
+  auto r = run("train " + kRecipe +
+               " data.subset=600 data.batch_size=64 trainer.max_steps=12 trainer.threads=1 trainer.eval=false "
+               "trainer.resume=auto run.dir=" + dir.string());
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("resumed from"), std::string::npos) << r.out;
+  EXPECT_TRUE(fs::exists(dir / "checkpoints" / "step-00000012"));
+  fs::remove_all(dir);
+}

@@ -1,0 +1,320 @@
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+
+#include "core/error.h"
+#include "core/fs.h"
+#include "models/models.h"
+#include "trainer/checkpoint.h"
+#include "trainer/optim.h"
+#include "trainer/schedule.h"
+#include "trainer/trainer.h"
+
+namespace fs = std::filesystem;
+using namespace retort;
+using namespace retort::trainer;
+
+namespace {
+
+fs::path temp_dir(const std::string& name) {
+  auto d = fs::temp_directory_path() / ("retort-trainer-" + name + "-" + std::to_string(::getpid()));
+  fs::remove_all(d);
+  fs::create_directories(d);
+  return d;
+}
+
+// A learnable synthetic task: the label is the brightest of 10 vertical bands.
+std::shared_ptr<data::Dataset> synthetic(int64_t n, uint64_t seed) {
+  torch::manual_seed(seed);
+  auto d = std::make_shared<data::Dataset>();
+  d->labels = torch::randint(0, 10, {n}, torch::kInt64);
+  auto img = torch::randint(0, 60, {n, 1, 28, 28}, torch::kInt64);
+  for (int64_t i = 0; i < n; ++i) {
+    int64_t c = d->labels[i].item<int64_t>();
+    img.index({i, 0, torch::indexing::Slice(), torch::indexing::Slice(c * 2 + 4, c * 2 + 6)}) += 180;
+  }
+  d->images = img.clamp(0, 255).to(torch::kUInt8);
+  return d;
+}
+
+models::ModelOptions tiny_model() {
+  models::ModelOptions o;
+  o.channels = {4, 8};
+  o.convs_per_stage = 1;
+  o.hidden = {16};
+  o.dropout = 0.1;  // exercises the RNG state in checkpoints
+  return o;
+}
+
+TrainerSetup make_setup(const fs::path& run_dir, std::shared_ptr<data::Dataset> train, int64_t max_steps) {
+  TrainerSetup s;
+  s.trainer.max_epochs = 100;
+  s.trainer.max_steps = max_steps;
+  s.trainer.seed = 7;
+  s.trainer.log_every = 5;
+  s.trainer.progress = "off";
+  s.trainer.eval = false;
+  s.optim.lr = 3e-3;
+  s.optim.weight_decay = 0.01;
+  s.optim.warmup_steps = 3;
+  s.data.batch_size = 32;
+  s.data.augment = true;
+  s.run_dir = run_dir;
+  s.config_yaml = "test: true\n";
+  s.train_set = std::move(train);
+  torch::manual_seed(7);
+  s.task = std::make_shared<SupervisedTask>(models::make_model(tiny_model()));
+  return s;
+}
+
+}  // namespace
+
+TEST(Schedule, WarmupThenCosineToFloor) {
+  OptimOptions o;
+  o.lr = 1.0;
+  o.warmup_steps = 4;
+  o.min_lr = 0.1;
+  LrSchedule s(o, 104);
+  EXPECT_DOUBLE_EQ(s.lr(0), 0.25);
+  EXPECT_DOUBLE_EQ(s.lr(3), 1.0);
+  EXPECT_DOUBLE_EQ(s.lr(4), 1.0);
+  EXPECT_NEAR(s.lr(54), 0.55, 1e-12);
+  EXPECT_NEAR(s.lr(104), 0.1, 1e-12);
+  EXPECT_NEAR(s.lr(500), 0.1, 1e-12);
+}
+
+TEST(Schedule, StepDecay) {
+  OptimOptions o;
+  o.lr = 1.0;
+  o.schedule = "step";
+  o.step_size = 10;
+  o.gamma = 0.5;
+  LrSchedule s(o, 100);
+  EXPECT_DOUBLE_EQ(s.lr(9), 1.0);
+  EXPECT_DOUBLE_EQ(s.lr(10), 0.5);
+  EXPECT_DOUBLE_EQ(s.lr(25), 0.25);
+}
+
+TEST(Optim, StateRoundTripContinuesIdentically) {
+  for (std::string name : {"adamw", "sgd"}) {
+    torch::manual_seed(1);
+    auto a = torch::nn::Linear(4, 3);
+    auto b = torch::nn::Linear(4, 3);
+    {
+      torch::NoGradGuard g;
+      for (size_t i = 0; i < a->parameters().size(); ++i) b->parameters()[i].copy_(a->parameters()[i]);
+    }
+    OptimOptions o;
+    o.name = name;
+    o.lr = 0.1;
+    o.weight_decay = 0.01;
+    NamedParams pa, pb;
+    for (auto& kv : a->named_parameters()) pa.emplace_back(kv.key(), kv.value());
+    for (auto& kv : b->named_parameters()) pb.emplace_back(kv.key(), kv.value());
+    auto oa = make_optimizer(o, pa);
+    auto ob = make_optimizer(o, pb);
+    auto x = torch::randn({8, 4});
+    auto run = [&](torch::nn::Linear& m, torch::optim::Optimizer& opt) {
+      opt.zero_grad();
+      m->forward(x).pow(2).sum().backward();
+      opt.step();
+    };
+    for (int i = 0; i < 3; ++i) run(a, *oa);
+    {  // b gets a's weights and optimizer state, then both continue
+      torch::NoGradGuard g;
+      for (size_t i = 0; i < a->parameters().size(); ++i) b->parameters()[i].copy_(a->parameters()[i]);
+    }
+    load_optimizer_state(*ob, pb, optimizer_state(*oa, pa));
+    for (int i = 0; i < 3; ++i) {
+      run(a, *oa);
+      run(b, *ob);
+    }
+    for (size_t i = 0; i < a->parameters().size(); ++i)
+      EXPECT_TRUE(torch::equal(a->parameters()[i], b->parameters()[i])) << name;
+  }
+}
+
+TEST(Optim, MismatchedStateIsACheckpointError) {
+  auto a = torch::nn::Linear(4, 3);
+  NamedParams pa;
+  for (auto& kv : a->named_parameters()) pa.emplace_back(kv.key(), kv.value());
+  auto opt = make_optimizer(OptimOptions{}, pa);
+  std::map<std::string, torch::Tensor> st = {{"step.weight", torch::tensor(1)},
+                                             {"exp_avg.weight", torch::zeros({2, 2})},
+                                             {"exp_avg_sq.weight", torch::zeros({3, 4})}};
+  EXPECT_THROW(load_optimizer_state(*opt, pa, st), CheckpointError);
+  st = {{"momentum_buffer.nothere", torch::zeros({1})}};
+  try {
+    load_optimizer_state(*opt, pa, st);
+    FAIL();
+  } catch (const CheckpointError& e) {
+    EXPECT_NE(std::string(e.what()).find("momentum_buffer.nothere"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Checkpointer, SaveKeepsLastKAndLoadsBack) {
+  auto d = temp_dir("keep");
+  Checkpointer c(d, 2);
+  for (int64_t step : {10, 20, 30}) {
+    Checkpoint k;
+    k.step = step;
+    k.model = {{"w", torch::full({3}, static_cast<double>(step))}};
+    k.state = {{"trainer.step", torch::tensor(step)}};
+    k.config_yaml = "a: 1\n";
+    c.save(k);
+  }
+  EXPECT_FALSE(fs::exists(d / "step-00000010"));
+  EXPECT_TRUE(fs::exists(d / "step-00000020"));
+  ASSERT_TRUE(Checkpointer::latest(d).has_value());
+  EXPECT_EQ(Checkpointer::latest(d)->filename(), "step-00000030");
+  auto k = Checkpointer::load(*Checkpointer::latest(d));
+  EXPECT_EQ(k.step, 30);
+  EXPECT_TRUE(torch::equal(k.model.at("w"), torch::full({3}, 30.0)));
+  EXPECT_EQ(k.config_yaml, "a: 1\n");
+  // a crashed save's temporary directory never counts as a checkpoint
+  fs::create_directories(d / ".tmp-step-00000040-1");
+  EXPECT_EQ(Checkpointer::latest(d)->filename(), "step-00000030");
+  fs::remove_all(d);
+}
+
+TEST(Checkpointer, TruncatedOrAlteredFilesAreRefusedByName) {
+  auto d = temp_dir("corrupt");
+  Checkpointer c(d, 3);
+  Checkpoint k;
+  k.step = 5;
+  k.model = {{"w", torch::randn({64})}};
+  k.config_yaml = "x: 1\n";
+  auto dir = c.save(k);
+  auto model = dir / "model.safetensors";
+  const std::string good = read_file(model);
+  write_file_atomic(model, good.substr(0, good.size() - 10));
+  try {
+    Checkpointer::load(dir);
+    FAIL();
+  } catch (const CheckpointError& e) {
+    EXPECT_NE(std::string(e.what()).find("model.safetensors"), std::string::npos);
+    EXPECT_NE(std::string(e.what()).find("truncated"), std::string::npos) << e.what();
+  }
+  std::string altered = good;
+  altered[altered.size() - 1] ^= 1;
+  write_file_atomic(model, altered);
+  try {
+    Checkpointer::load(dir);
+    FAIL();
+  } catch (const CheckpointError& e) {
+    EXPECT_NE(std::string(e.what()).find("xxhash64"), std::string::npos) << e.what();
+  }
+  write_file_atomic(dir / "manifest.json", "{ not json");
+  EXPECT_THROW(Checkpointer::load(dir), CheckpointError);
+  EXPECT_THROW(Checkpointer::resolve(d / "nope"), CheckpointError);
+  fs::remove_all(d);
+}
+
+TEST(Trainer, LearnsTheSyntheticTask) {
+  auto d = temp_dir("learn");
+  auto train = synthetic(512, 3);
+  auto setup = make_setup(d, train, 60);
+  setup.test_set = synthetic(256, 4);
+  setup.trainer.eval = true;
+  setup.data.augment = false;
+  auto model = setup.task;
+  Trainer t(std::move(setup));
+  auto r = t.fit();
+  EXPECT_EQ(r.steps, 60);
+  EXPECT_GT(r.last_eval.accuracy, 0.8);
+  // run directory contents
+  EXPECT_TRUE(fs::exists(d / "metrics.jsonl"));
+  EXPECT_TRUE(Checkpointer::latest(d / "checkpoints").has_value());
+  std::ifstream in(d / "metrics.jsonl");
+  std::string line, last;
+  int lines = 0;
+  while (std::getline(in, line)) {
+    ++lines;
+    last = line;
+    auto j = nlohmann::json::parse(line);
+    EXPECT_TRUE(j.contains("step"));
+    EXPECT_TRUE(j.contains("loss"));
+    EXPECT_TRUE(j.contains("epoch"));
+  }
+  EXPECT_GE(lines, 3);
+  EXPECT_NE(last.find("accuracy"), std::string::npos);
+  fs::remove_all(d);
+}
+
+TEST(Trainer, ResumeIsBitIdentical) {
+  // 2N steps in one run == N steps, resume, N more steps (mid-epoch: 16 batches/epoch).
+  auto train = synthetic(500, 5);
+  const int64_t n = 12;
+  auto a_dir = temp_dir("resume-a");
+  auto b_dir = temp_dir("resume-b");
+  auto straight = make_setup(a_dir, train, 2 * n);
+  straight.trainer.checkpoint_every = 100;  // only the final one
+  auto straight_task = straight.task;
+  Trainer(std::move(straight)).fit();
+
+  auto first = make_setup(b_dir, train, n);
+  first.trainer.checkpoint_every = n;
+  Trainer(std::move(first)).fit();
+  auto second = make_setup(b_dir, train, 2 * n);
+  second.trainer.resume = "auto";
+  second.trainer.checkpoint_every = 100;
+  auto resumed_task = second.task;
+  Trainer(std::move(second)).fit();
+
+  auto wa = models::weights_of(straight_task->model());
+  auto wb = models::weights_of(resumed_task->model());
+  ASSERT_EQ(wa.size(), wb.size());
+  for (auto& [name, t] : wa) EXPECT_TRUE(torch::equal(t, wb.at(name))) << name;
+  fs::remove_all(a_dir);
+  fs::remove_all(b_dir);
+}
+
+TEST(Trainer, ResumeAcrossAnEpochBoundaryIsBitIdentical) {
+  auto train = synthetic(256, 6);  // 8 batches per epoch: checkpoint at the end of epoch 1
+  auto a_dir = temp_dir("epoch-a");
+  auto b_dir = temp_dir("epoch-b");
+  auto straight = make_setup(a_dir, train, 20);
+  auto straight_task = straight.task;
+  Trainer(std::move(straight)).fit();
+  auto first = make_setup(b_dir, train, 8);
+  Trainer(std::move(first)).fit();
+  auto second = make_setup(b_dir, train, 20);
+  second.trainer.resume = "auto";
+  auto resumed_task = second.task;
+  Trainer(std::move(second)).fit();
+  auto wa = models::weights_of(straight_task->model());
+  auto wb = models::weights_of(resumed_task->model());
+  for (auto& [name, t] : wa) EXPECT_TRUE(torch::equal(t, wb.at(name))) << name;
+  fs::remove_all(a_dir);
+  fs::remove_all(b_dir);
+}
+
+TEST(Trainer, GradAccumulationMatchesOneBigBatch) {
+  // 2 micro-batches of 32 == 1 batch of 64 (no dropout, no augmentation, SGD).
+  auto train = synthetic(256, 8);
+  auto run = [&](int64_t batch, int64_t accum) {
+    auto d = temp_dir("accum" + std::to_string(accum));
+    auto s = make_setup(d, train, 4);
+    s.data.batch_size = batch;
+    s.data.augment = false;
+    s.trainer.grad_accum = accum;
+    s.optim.name = "sgd";
+    s.optim.schedule = "none";
+    s.optim.warmup_steps = 0;
+    auto o = tiny_model();
+    o.dropout = 0;
+    o.batch_norm = false;  // batch statistics would differ between 32 and 64
+    torch::manual_seed(7);
+    s.task = std::make_shared<SupervisedTask>(models::make_model(o));
+    auto task = s.task;
+    Trainer(std::move(s)).fit();
+    fs::remove_all(d);
+    return models::weights_of(task->model());
+  };
+  auto big = run(64, 1);
+  auto accum = run(32, 2);
+  for (auto& [name, t] : big) EXPECT_TRUE(torch::allclose(t, accum.at(name), 1e-5, 1e-6)) << name;
+}
