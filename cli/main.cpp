@@ -2,6 +2,7 @@
 #include <iostream>
 
 #include "cli/commands.h"
+#include "cli/report.h"
 #include "core/error.h"
 #include "launch/world.h"
 
@@ -30,6 +31,7 @@ int main(int argc, char** argv) {
     if (command == "train") return cli::train(*world, rest);
     if (command == "eval") return cli::eval(*world, rest);
     if (command == "export") return cli::export_weights(*world, rest);
+    if (command == "report") return cli::report(*world, rest);
     throw UsageError("unknown command '" + command + "' (commands: train, eval, export; see retort --help)");
   });
 }

@@ -13,6 +13,8 @@ RunConfig read_run_config(const YAML::Node& tree) {
   rc.model = reader.section<models::ModelOptions>("model");
   rc.amp = reader.section<amp::AmpOptions>("amp");
   rc.ddp = reader.section<trainer::DdpOptions>("ddp");
+  rc.distill = reader.section<distill::DistillOptions>("distill");
+  rc.prune = reader.section<prune::PruneOptions>("prune");
   reader.finish();
   return rc;
 }
@@ -27,6 +29,8 @@ std::vector<config::KeyInfo> describe_run_config() {
   add(config::describe<models::ModelOptions>("model"));
   add(config::describe<amp::AmpOptions>("amp"));
   add(config::describe<trainer::DdpOptions>("ddp"));
+  add(config::describe<distill::DistillOptions>("distill"));
+  add(config::describe<prune::PruneOptions>("prune"));
   return keys;
 }
 

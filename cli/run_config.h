@@ -9,7 +9,9 @@
 #include "amp/options.h"
 #include "config/config.h"
 #include "data/options.h"
+#include "distill/options.h"
 #include "models/model.h"
+#include "prune/options.h"
 #include "trainer/options.h"
 #include "trainer/trainer.h"
 
@@ -23,6 +25,8 @@ struct RunConfig {
   models::ModelOptions model;
   amp::AmpOptions amp;
   trainer::DdpOptions ddp;
+  distill::DistillOptions distill;  ///< used when distill.teacher is set
+  prune::PruneOptions prune;        ///< the prune command; train reads prune.from
   YAML::Node tree;  ///< the composed, resolved config
 };
 

@@ -90,7 +90,9 @@ RunSummary run_one(const config::Composed& composed, launch::World& world) {
   RunConfig rc = read_run_config(composed.config);
   rc.data.validate();
   const torch::Device device = world.pick_device();
-  auto comm = launch::make_communicator(world, device);
+  launch::CommOptions comm_options;
+  comm_options.timeout_s = rc.ddp.timeout_s;
+  std::shared_ptr<launch::Communicator> comm = launch::make_communicator(world, device, comm_options);
   const int threads = trainer::set_threads(rc.trainer.threads);
 
   // --- DATA AND MODEL: fail on bad input before the run directory exists -----------------

@@ -16,12 +16,29 @@
 ///     }
 ///   };
 /// This header is the contract between config/ and its users; config/ owns the rest.
+///
+/// compose() does, in order (Hydra semantics):
+///  1. the defaults tree: `defaults:` lists name options of config groups (folders under
+///     recipes/, looked up in the recipe's folder, its ancestors up to the nearest one
+///     named `recipes`, then ComposeRequest::search_path). Entries: `group: option`
+///     (content goes under the group's key path), `group/sub: option`, `/group: option`
+///     (absolute, from inside a group file), `group@pkg: option` (under `pkg`;
+///     `@_global_` = the root), `optional group: option`, `override group: option`
+///     (changes a choice made deeper in the tree), `some_config` (a file merged at the
+///     current package), `_self_` (this file's own keys; last when absent). A group file
+///     may start with `# @package pkg`.
+///  2. command-line group choices: model=x, +model=x, ++model=x, ~model, model=null;
+///  3. command-line key overrides in order (config/override.h has the grammar);
+///  4. interpolation (config/interpolate.h): ${a.b}, ${.x}, ${env:V,default}, ${now:%Y}.
+/// YAML scalars follow the YAML 1.2 core schema (plus inf/nan): `yes` is a string,
+/// `1e-3` a float, quoted values are strings.
 #include <yaml-cpp/yaml.h>
 
 #include <cstdint>
 #include <filesystem>
 #include <functional>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -55,7 +72,8 @@ struct Composed {
 Composed compose(const ComposeRequest& request);
 
 /// Composes from YAML text already in memory (rank 0's result received by other ranks;
-/// interpolations are already resolved there, so this only parses).
+/// interpolations are already resolved there, so this only parses). The text must hold one
+/// map (or nothing); ConfigError names `origin`, line and column.
 YAML::Node parse(const std::string& yaml_text, const std::string& origin);
 
 /// Deterministic block-style YAML (keys in insertion order); parse(emit(x)) == x.
@@ -92,7 +110,9 @@ struct KeyInfo {
 template <class T>
 class Fields;
 
-/// A declared field; the fluent setters add constraints.
+/// A declared field; the fluent setters add constraints. Numeric bounds apply to int and
+/// float fields (and to each element of their lists); one_of to scalar fields (and to each
+/// element of a list). A constraint on a field of the wrong type throws retort::Error.
 class FieldBase {
  public:
   virtual ~FieldBase() = default;
@@ -102,27 +122,32 @@ class FieldBase {
   FieldBase& less_than(double v);     ///< exclusive
   FieldBase& one_of(std::vector<std::string> choices);
   FieldBase& optional_key();          ///< the key may be absent (default used); all keys are by default
-  // Implementation detail for config/: owned by the config helper.
+  FieldBase& required();              ///< the key must be present in the config
+  // Implementation detail (config/config_impl.h).
   struct Impl;
   std::shared_ptr<Impl> impl;
 };
 
-/// Supported member types: bool, int, int64_t, double, std::string,
-/// std::vector<int64_t>, std::vector<double>, std::vector<std::string>,
-/// std::optional<each of those scalars>, YAML::Node (free-form subtree, not validated).
-/// Keys may be dotted ("teacher.checkpoint") to reach nested maps.
+/// Supported member types: bool, int, int64_t, uint64_t, float, double, std::string,
+/// std::vector<T> and std::optional<T> of those scalars, YAML::Node (free-form subtree,
+/// not validated). Keys may be dotted ("teacher.checkpoint") to reach nested maps.
 template <class T>
 class Fields {
  public:
   template <class V>
   FieldBase& add(const std::string& key, V T::*member, const std::string& help);
-  // ... implementation in config/ (config_impl.h)
+  const std::vector<std::unique_ptr<FieldBase>>& fields() const { return fields_; }
+
+ private:
+  std::vector<std::unique_ptr<FieldBase>> fields_;
 };
 
 class Reader {
  public:
   explicit Reader(YAML::Node root);
   ~Reader();
+  Reader(Reader&&) noexcept;
+  Reader& operator=(Reader&&) noexcept;
 
   /// Reads the map at `path` ("" for the root) into T, collecting every problem instead of
   /// throwing. A missing section yields T's defaults.
@@ -137,6 +162,11 @@ class Reader {
 
   /// Every key declared so far (for --help).
   const std::vector<KeyInfo>& declared() const;
+
+ private:
+  void read(const std::string& path, const std::vector<std::unique_ptr<FieldBase>>& fields, void* object);
+  struct State;
+  std::unique_ptr<State> state_;
 };
 
 /// The keys of one options struct, as `--help` lists them.
@@ -144,6 +174,10 @@ template <class T>
 std::vector<KeyInfo> describe(const std::string& path);
 
 /// Nearest candidate by edit distance, "" when nothing is close.
+/// Tries whole paths first, then the last path segment (so "optim.max_epochs" finds
+/// "trainer.max_epochs").
 std::string suggest(const std::string& key, const std::vector<std::string>& candidates);
 
 }  // namespace retort::config
+
+#include "config/config_impl.h"

@@ -1,5 +1,7 @@
 #include "launch/communicator.h"
 
+#include <cstring>
+
 #include "core/error.h"
 
 namespace retort::launch {
@@ -14,12 +16,18 @@ class DoneWork final : public Work {
 }  // namespace
 
 void Communicator::broadcast_string(std::string& text, int root) {
-  auto len = torch::tensor({static_cast<int64_t>(text.size())}, torch::kInt64);
+  // Through the backend's device (NCCL takes CUDA tensors only); the bytes end on the host.
+  auto len = torch::full({1}, static_cast<int64_t>(text.size()), torch::TensorOptions().dtype(torch::kInt64).device(device()));
   broadcast(len, root);
-  auto buf = torch::empty({len.item<int64_t>()}, torch::kUInt8);
+  const int64_t n = len.item<int64_t>();
+  auto buf = torch::empty({n}, torch::kUInt8);
   if (rank() == root) std::memcpy(buf.data_ptr(), text.data(), text.size());
+  if (!device().is_cpu()) buf = buf.to(device());
   broadcast(buf, root);
-  if (rank() != root) text.assign(reinterpret_cast<const char*>(buf.data_ptr()), buf.numel());
+  if (rank() != root) {
+    buf = buf.cpu();
+    text.assign(reinterpret_cast<const char*>(buf.data_ptr()), n);
+  }
 }
 
 std::shared_ptr<Work> LocalCommunicator::all_reduce_async(torch::Tensor, ReduceOp) {

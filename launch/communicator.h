@@ -32,6 +32,8 @@ class Communicator {
   virtual int rank() const = 0;
   virtual int size() const = 0;
   virtual std::string backend() const = 0;
+  /// Where tensors given to this communicator must live (CPU unless NCCL).
+  virtual torch::Device device() const { return torch::kCPU; }
 
   /// In place. Tensors must be contiguous and on the backend's device.
   virtual std::shared_ptr<Work> all_reduce_async(torch::Tensor tensor, ReduceOp op) = 0;

@@ -24,17 +24,30 @@ Cnn::Cnn(ModelOptions o) : Model(std::move(o)) {
   check_positive(opt.channels, "model.channels");
   if (opt.convs_per_stage < 1) throw ConfigError("model.convs_per_stage: expected >= 1, got " + std::to_string(opt.convs_per_stage));
   if (opt.pool != "flatten" && opt.pool != "avg") throw ConfigError("model.pool: expected flatten or avg, got '" + opt.pool + "'");
+  const size_t convs = opt.channels.size() * static_cast<size_t>(opt.convs_per_stage);
+  if (!opt.conv_channels.empty()) {
+    check_positive(opt.conv_channels, "model.conv_channels");
+    if (opt.conv_channels.size() != convs)
+      throw ConfigError("model.conv_channels: expected " + std::to_string(convs) + " widths (" +
+                        std::to_string(opt.channels.size()) + " stages x " + std::to_string(opt.convs_per_stage) +
+                        " convs_per_stage), got " + std::to_string(opt.conv_channels.size()));
+  }
   int64_t side = opt.image_size;
   int64_t in = opt.in_channels;
   for (size_t s = 0; s < opt.channels.size(); ++s) {
     Stage stage;
+    // A holder module per stage: LibTorch refuses dotted submodule names, and the nesting
+    // gives the PyTorch names stage<s>.conv<j>.weight.
+    stage.holder = register_module("stage" + std::to_string(s), std::make_shared<torch::nn::Module>());
     for (int64_t j = 0; j < opt.convs_per_stage; ++j) {
-      const std::string suffix = "stage" + std::to_string(s);
-      auto conv = torch::nn::Conv2d(torch::nn::Conv2dOptions(in, opt.channels[s], 3).padding(1).bias(!opt.batch_norm));
-      stage.convs.push_back(register_module(suffix + ".conv" + std::to_string(j), conv));
+      const int64_t out = opt.conv_channels.empty()
+                              ? opt.channels[s]
+                              : opt.conv_channels[s * static_cast<size_t>(opt.convs_per_stage) + static_cast<size_t>(j)];
+      auto conv = torch::nn::Conv2d(torch::nn::Conv2dOptions(in, out, 3).padding(1).bias(!opt.batch_norm));
+      stage.convs.push_back(stage.holder->register_module("conv" + std::to_string(j), conv));
       if (opt.batch_norm)
-        stage.norms.push_back(register_module(suffix + ".bn" + std::to_string(j), torch::nn::BatchNorm2d(opt.channels[s])));
-      in = opt.channels[s];
+        stage.norms.push_back(stage.holder->register_module("bn" + std::to_string(j), torch::nn::BatchNorm2d(out)));
+      in = out;
     }
     stages_.push_back(std::move(stage));
     if (side < 2) throw ConfigError("model.channels: " + std::to_string(opt.channels.size()) + " stages pool a " +

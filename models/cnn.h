@@ -17,6 +17,7 @@ class Cnn : public Model {
 
  private:
   struct Stage {
+    std::shared_ptr<torch::nn::Module> holder;
     std::vector<torch::nn::Conv2d> convs;
     std::vector<torch::nn::BatchNorm2d> norms;
   };

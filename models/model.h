@@ -30,6 +30,9 @@ struct ModelOptions {
   // cnn
   std::vector<int64_t> channels = {32, 64};  ///< one entry per stage; each stage ends in 2x2 max-pool
   int64_t convs_per_stage = 2;
+  /// Output channels of each convolution, stage-major (convs_per_stage per stage); empty:
+  /// channels[s] for every convolution of stage s. Compacted (channel-pruned) models set it.
+  std::vector<int64_t> conv_channels = {};
   bool batch_norm = true;
   std::string pool = "flatten";      ///< after the last stage: flatten or avg (global average)
   // cnn head and mlp

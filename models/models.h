@@ -3,4 +3,5 @@
 #include "models/cnn.h"
 #include "models/model.h"
 #include "models/safetensors.h"
+#include "models/transformer.h"
 #include "models/weights.h"

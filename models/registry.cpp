@@ -4,6 +4,7 @@
 #include "core/error.h"
 #include "models/cnn.h"
 #include "models/model.h"
+#include "models/transformer.h"
 
 namespace retort::models {
 namespace {
@@ -14,6 +15,7 @@ struct Registry {
   Registry() {
     factories["cnn"] = [](const ModelOptions& o) { return std::make_shared<Cnn>(o); };
     factories["mlp"] = [](const ModelOptions& o) { return std::make_shared<Mlp>(o); };
+    factories["vit"] = [](const ModelOptions& o) { return std::make_shared<VisionTransformer>(o); };
   }
 };
 
@@ -31,8 +33,12 @@ void ModelOptions::declare(config::Fields<ModelOptions>& f) {
   f.add("num_classes", &ModelOptions::num_classes, "output classes").min(2);
   f.add("channels", &ModelOptions::channels, "cnn: channels of each stage (each ends in a 2x2 max-pool)");
   f.add("convs_per_stage", &ModelOptions::convs_per_stage, "cnn: 3x3 convolutions per stage").min(1);
+  f.add("conv_channels", &ModelOptions::conv_channels,
+        "cnn: output channels of each convolution, stage-major; empty: channels of its stage")
+      .min(1);
   f.add("batch_norm", &ModelOptions::batch_norm, "cnn: batch norm after each convolution");
-  f.add("pool", &ModelOptions::pool, "cnn: after the last stage").one_of({"flatten", "avg"});
+  f.add("pool", &ModelOptions::pool, "cnn: after the last stage (flatten, avg); vit: cls token or avg of tokens")
+      .one_of({"flatten", "avg", "cls"});
   f.add("hidden", &ModelOptions::hidden, "widths of the fully connected hidden layers");
   f.add("dropout", &ModelOptions::dropout, "dropout after each fully connected hidden layer").min(0).less_than(1);
   f.add("patch", &ModelOptions::patch, "transformer: patch side in pixels").min(1);

@@ -39,8 +39,14 @@ class Task {
   virtual void train(bool on);
   /// Moves every module to the device.
   virtual void to(const torch::Device& device);
+  /// Called once the step's gradients are reduced and unscaled, before clipping and the
+  /// optimizer step (pruning zeroes the gradients of pruned weights here).
+  virtual void before_step() {}
   /// Called after each optimizer step (pruning re-applies its masks here).
   virtual void after_step() {}
+  /// Task state that checkpoints carry besides module weights (pruning masks), by name.
+  virtual std::map<std::string, torch::Tensor> state_dict() const { return {}; }
+  virtual void load_state_dict(const std::map<std::string, torch::Tensor>& /*state*/) {}
 };
 
 /// Plain supervised training: cross-entropy of the model's logits on the labels.

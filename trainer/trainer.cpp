@@ -9,6 +9,8 @@
 #include "amp/amp.h"
 #include "core/error.h"
 #include "core/fs.h"
+#include "launch/world.h"
+#include "models/weights.h"
 #include "trainer/checkpoint.h"
 #include "trainer/grad_reducer.h"
 #include "trainer/metrics.h"
@@ -22,12 +24,6 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
-
-std::map<std::string, torch::Tensor> with_prefix(const std::string& prefix, const std::map<std::string, torch::Tensor>& in) {
-  std::map<std::string, torch::Tensor> out;
-  for (const auto& kv : in) out[prefix + kv.first] = kv.second;
-  return out;
-}
 
 std::map<std::string, torch::Tensor> strip_prefix(const std::string& prefix, const std::map<std::string, torch::Tensor>& in) {
   std::map<std::string, torch::Tensor> out;
@@ -146,7 +142,7 @@ Trainer::Trainer(TrainerSetup setup) : s_(std::make_unique<State>()) {
   s.schedule = std::make_unique<LrSchedule>(su.optim, s.total_steps);
 
   s.scaler = std::make_unique<amp::GradScaler>(amp::scaler_options(su.amp), su.comm);
-  s.scaler->set_named_parameters(s.params);
+  s.scaler->set_named_parameters(stepped);
 
   GradReducerOptions ropts;
   ropts.bucket_mb = su.ddp.bucket_mb;
@@ -190,7 +186,12 @@ void Trainer::save_checkpoint() {
   sampler["epoch"] = torch::tensor(s.sampler->epoch(), torch::kInt64);
   for (auto& kv : sampler) st["sampler." + kv.first] = kv.second;
   for (auto& kv : s.scaler->state_dict()) st["scaler." + kv.first] = kv.second;
-  st["rng.cpu"] = at::detail::getDefaultCPUGenerator().get_state();
+  for (auto& kv : s.setup.task->state_dict()) st["task." + kv.first] = kv.second;
+  {
+    at::Generator gen = at::detail::getDefaultCPUGenerator();
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    st["rng.cpu"] = gen.get_state();
+  }
   st["trainer.step"] = torch::tensor(s.step, torch::kInt64);
   st["trainer.skipped"] = torch::tensor(s.skipped, torch::kInt64);
   auto path = s.checkpointer->save(ckpt);
@@ -220,6 +221,7 @@ bool Trainer::restore(const std::string& resume) {
   models::load_weights(s.setup.task->model(), ckpt.model, (dir / "model.safetensors").string());
   for (auto& [prefix, module] : s.setup.task->extra_modules())
     models::load_weights(*module, strip_prefix("extra." + prefix + ".", ckpt.state), (dir / "state.safetensors").string());
+  s.setup.task->load_state_dict(strip_prefix("task.", ckpt.state));
   if (s.master) s.master->load_state_dict(strip_prefix("master.", ckpt.state));
   NamedParams stepped = s.master ? s.master->master_params(s.params) : s.params;
   load_optimizer_state(*s.optimizer, stepped, strip_prefix("optim.", ckpt.state));
@@ -227,7 +229,11 @@ bool Trainer::restore(const std::string& resume) {
   s.sampler->load_state_dict(sampler);
   s.consumed = s.sampler->cursor();
   s.scaler->load_state_dict(strip_prefix("scaler.", ckpt.state));
-  at::detail::getDefaultCPUGenerator().set_state(get("rng.cpu"));
+  {
+    at::Generator gen = at::detail::getDefaultCPUGenerator();
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    gen.set_state(get("rng.cpu"));
+  }
   s.step = get("trainer.step").item<int64_t>();
   s.skipped = get("trainer.skipped").item<int64_t>();
   logger()->info("resumed from {} (step {}, epoch {}, batch {})", dir.string(), s.step, s.sampler->epoch() + 1, s.consumed);
@@ -329,6 +335,7 @@ TrainResult Trainer::fit() {
       s.reducer->finish();
       if (s.master) s.master->copy_grads_to_master();
       s.scaler->unscale(*s.optimizer);
+      su.task->before_step();
       if (to.grad_clip > 0) {
         std::vector<torch::Tensor> ps;
         for (auto& group : s.optimizer->param_groups())

@@ -1,0 +1,204 @@
+#include "amp/ops.h"
+
+#include <cmath>
+#include <sstream>
+#include <string>
+
+#include "amp/autocast.h"
+#include "amp/policy.h"
+#include "core/error.h"
+
+namespace retort::amp {
+namespace {
+
+std::string shape_str(const torch::Tensor& t) {
+  std::ostringstream os;
+  os << t.sizes();
+  return os.str();
+}
+
+void check_same_shape(const char* op, const torch::Tensor& a, const torch::Tensor& b, const char* na, const char* nb) {
+  if (!a.defined() || !b.defined()) {
+    throw Error(std::string("amp::") + op + ": " + (a.defined() ? nb : na) + " is an undefined tensor");
+  }
+  if (a.sizes() != b.sizes()) {
+    throw Error(std::string("amp::") + op + ": " + na + " " + shape_str(a) + " and " + nb + " " + shape_str(b) +
+                " must have the same shape");
+  }
+}
+
+// Running statistics are updated in place by batch_norm; when autocast had to cast them
+// (a model converted wholesale to the low dtype), the update lands in the copies and is
+// written back here.
+void write_back(const torch::Tensor& original, const torch::Tensor& used) {
+  if (original.defined() && !used.is_same(original)) {
+    torch::NoGradGuard no_grad;
+    original.copy_(used);
+  }
+}
+
+}  // namespace
+
+// --- lower precision -----------------------------------------------------------------
+
+torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias) {
+  auto in = autocast_inputs(Op::kLinear, {x, weight, bias});
+  return torch::linear(in[0], in[1], in[2]);
+}
+
+torch::Tensor matmul(const torch::Tensor& a, const torch::Tensor& b) {
+  auto in = autocast_inputs(Op::kMatmul, {a, b});
+  return torch::matmul(in[0], in[1]);
+}
+
+torch::Tensor bmm(const torch::Tensor& a, const torch::Tensor& b) {
+  auto in = autocast_inputs(Op::kBmm, {a, b});
+  return torch::bmm(in[0], in[1]);
+}
+
+torch::Tensor addmm(const torch::Tensor& bias, const torch::Tensor& a, const torch::Tensor& b) {
+  auto in = autocast_inputs(Op::kAddmm, {bias, a, b});
+  return torch::addmm(in[0], in[1], in[2]);
+}
+
+torch::Tensor baddbmm(const torch::Tensor& bias, const torch::Tensor& a, const torch::Tensor& b, double beta,
+                      double alpha) {
+  auto in = autocast_inputs(Op::kBaddbmm, {bias, a, b});
+  return torch::baddbmm(in[0], in[1], in[2], beta, alpha);
+}
+
+torch::Tensor conv2d(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias,
+                     torch::IntArrayRef stride, torch::IntArrayRef padding, torch::IntArrayRef dilation,
+                     int64_t groups) {
+  auto in = autocast_inputs(Op::kConv2d, {x, weight, bias});
+  return torch::conv2d(in[0], in[1], in[2], stride, padding, dilation, groups);
+}
+
+torch::Tensor attention_scores(const torch::Tensor& q, const torch::Tensor& k, double scale) {
+  auto in = autocast_inputs(Op::kAttentionScores, {q, k});
+  // [..., T, D] @ [..., D, S] -> [..., T, S]; matmul does not keep its output for
+  // backward, so scaling it in place saves one [T, S] buffer per head.
+  auto scores = torch::matmul(in[0], in[1].transpose(-2, -1));
+  if (scale != 1.0) scores.mul_(scale);
+  return scores;
+}
+
+// --- fp32 ----------------------------------------------------------------------------
+
+torch::Tensor softmax(const torch::Tensor& x, int64_t dim) {
+  auto in = autocast_inputs(Op::kSoftmax, {x});
+  return torch::softmax(in[0], dim);
+}
+
+torch::Tensor log_softmax(const torch::Tensor& x, int64_t dim) {
+  auto in = autocast_inputs(Op::kLogSoftmax, {x});
+  return torch::log_softmax(in[0], dim);
+}
+
+torch::Tensor layer_norm(const torch::Tensor& x, torch::IntArrayRef shape, const torch::Tensor& weight,
+                         const torch::Tensor& bias, double eps) {
+  auto in = autocast_inputs(Op::kLayerNorm, {x, weight, bias});
+  return torch::layer_norm(in[0], shape, in[1], in[2], eps);
+}
+
+torch::Tensor group_norm(const torch::Tensor& x, int64_t groups, const torch::Tensor& weight,
+                         const torch::Tensor& bias, double eps) {
+  auto in = autocast_inputs(Op::kGroupNorm, {x, weight, bias});
+  return torch::group_norm(in[0], groups, in[1], in[2], eps);
+}
+
+torch::Tensor batch_norm(const torch::Tensor& x, const torch::Tensor& running_mean, const torch::Tensor& running_var,
+                         const torch::Tensor& weight, const torch::Tensor& bias, bool training, double momentum,
+                         double eps) {
+  auto in = autocast_inputs(Op::kBatchNorm, {x, weight, bias, running_mean, running_var});
+  auto out = torch::batch_norm(in[0], in[1], in[2], in[3], in[4], training, momentum, eps,
+                               /*cudnn_enabled=*/true);
+  if (training) {
+    write_back(running_mean, in[3]);
+    write_back(running_var, in[4]);
+  }
+  return out;
+}
+
+torch::Tensor exp(const torch::Tensor& x) { return torch::exp(autocast_inputs(Op::kExp, {x})[0]); }
+
+torch::Tensor log(const torch::Tensor& x) { return torch::log(autocast_inputs(Op::kLog, {x})[0]); }
+
+torch::Tensor pow(const torch::Tensor& x, double exponent) {
+  return torch::pow(autocast_inputs(Op::kPow, {x})[0], exponent);
+}
+
+torch::Tensor sum(const torch::Tensor& x) { return torch::sum(autocast_inputs(Op::kSum, {x})[0]); }
+
+torch::Tensor mean(const torch::Tensor& x) { return torch::mean(autocast_inputs(Op::kMean, {x})[0]); }
+
+torch::Tensor norm(const torch::Tensor& x, double p) { return torch::norm(autocast_inputs(Op::kNorm, {x})[0], p); }
+
+torch::Tensor cross_entropy(const torch::Tensor& logits, const torch::Tensor& target) {
+  if (!logits.defined() || !target.defined()) throw Error("amp::cross_entropy: logits and target must be defined");
+  if (logits.dim() < 2) {
+    throw Error("amp::cross_entropy: logits " + shape_str(logits) + " need at least 2 dims [..., classes]");
+  }
+  const bool soft = target.is_floating_point();
+  if (soft) {
+    check_same_shape("cross_entropy", logits, target, "logits", "probability target");
+  } else if (target.sizes() != logits.sizes().slice(0, logits.dim() - 1)) {
+    throw Error("amp::cross_entropy: class-index target " + shape_str(target) + " must have the shape of logits " +
+                shape_str(logits) + " without the last (class) dim");
+  }
+  auto in = autocast_inputs(Op::kCrossEntropy, {logits, target});
+  // Classes are the last dim (transformer logits [B, T, V]); flatten to [N, C] / [N].
+  const int64_t classes = logits.size(-1);
+  auto lg = in[0].reshape({-1, classes});
+  auto tg = soft ? in[1].reshape({-1, classes}) : in[1].reshape({-1}).to(torch::kLong);
+  return torch::cross_entropy_loss(lg, tg);
+}
+
+torch::Tensor mse_loss(const torch::Tensor& input, const torch::Tensor& target) {
+  check_same_shape("mse_loss", input, target, "input", "target");
+  auto in = autocast_inputs(Op::kMseLoss, {input, target});
+  return torch::mse_loss(in[0], in[1]);
+}
+
+torch::Tensor kl_div_temperature(const torch::Tensor& student_logits, const torch::Tensor& teacher_logits,
+                                 double temperature) {
+  if (!(temperature > 0.0) || !std::isfinite(temperature)) {
+    throw Error("amp::kl_div_temperature: temperature must be a positive finite number, got " +
+                std::to_string(temperature));
+  }
+  check_same_shape("kl_div_temperature", student_logits, teacher_logits, "student logits", "teacher logits");
+  if (student_logits.dim() < 1 || student_logits.numel() == 0) {
+    throw Error("amp::kl_div_temperature: logits " + shape_str(student_logits) + " are empty");
+  }
+  auto in = autocast_inputs(Op::kKlDiv, {student_logits, teacher_logits});
+  // Rows are every position of the leading dims ([B, C] -> B, [B, T, V] -> B*T).
+  const double rows = static_cast<double>(student_logits.numel() / student_logits.size(-1));
+  auto log_p_student = torch::log_softmax(in[0] / temperature, -1);
+  auto log_p_teacher = torch::log_softmax(in[1] / temperature, -1);
+  // sum p_t (log p_t - log p_s); T^2 keeps gradient magnitudes independent of T (Hinton).
+  auto kl = torch::kl_div(log_p_student, log_p_teacher, at::Reduction::Sum, /*log_target=*/true);
+  return kl * (temperature * temperature / rows);
+}
+
+torch::Tensor cosine_loss(const torch::Tensor& a, const torch::Tensor& b) {
+  check_same_shape("cosine_loss", a, b, "a", "b");
+  if (a.dim() < 2) throw Error("amp::cosine_loss: inputs " + shape_str(a) + " need at least 2 dims [rows, ...]");
+  auto in = autocast_inputs(Op::kCosineLoss, {a, b});
+  auto cos = torch::cosine_similarity(in[0].flatten(1), in[1].flatten(1), /*dim=*/1, /*eps=*/1e-8);  // [rows]
+  return (1.0 - cos).mean();
+}
+
+// --- promote to the widest input type -------------------------------------------------
+
+torch::Tensor add(const torch::Tensor& a, const torch::Tensor& b) {
+  auto in = autocast_inputs(Op::kAdd, {a, b});
+  return torch::add(in[0], in[1]);
+}
+
+torch::Tensor cat(torch::TensorList tensors, int64_t dim) { return torch::cat(autocast_inputs(Op::kCat, tensors), dim); }
+
+torch::Tensor stack(torch::TensorList tensors, int64_t dim) {
+  return torch::stack(autocast_inputs(Op::kStack, tensors), dim);
+}
+
+}  // namespace retort::amp

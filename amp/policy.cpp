@@ -1,0 +1,50 @@
+#include "amp/policy.h"
+
+#include "amp/autocast.h"
+
+namespace retort::amp {
+namespace {
+
+// PyTorch's is_eligible: floating, not fp64 (doubles are asked for on purpose), on the
+// guard's device type.
+bool eligible(const torch::Tensor& t) {
+  return t.defined() && t.is_floating_point() && t.scalar_type() != torch::kDouble &&
+         t.device().type() == current_device_type();
+}
+
+}  // namespace
+
+const char* policy_name(CastPolicy policy) {
+  switch (policy) {
+    case CastPolicy::kLowerPrecision: return "lower_precision";
+    case CastPolicy::kFp32: return "fp32";
+    case CastPolicy::kPromote: return "promote";
+  }
+  return "?";
+}
+
+torch::ScalarType target_dtype(Op op, torch::TensorList inputs) {
+  switch (policy_of(op)) {
+    case CastPolicy::kLowerPrecision: return current_dtype();
+    case CastPolicy::kFp32: return torch::kFloat;
+    case CastPolicy::kPromote: break;
+  }
+  // Start from the autocast dtype, as PyTorch's promote policy does, so that inputs all in
+  // the low dtype stay there and one fp32 input lifts every input to fp32.
+  torch::ScalarType widest = current_dtype();
+  for (const auto& t : inputs) {
+    if (eligible(t)) widest = torch::promote_types(widest, t.scalar_type());
+  }
+  return widest;
+}
+
+std::vector<torch::Tensor> autocast_inputs(Op op, torch::TensorList inputs) {
+  if (!is_enabled()) return inputs.vec();
+  const torch::ScalarType dtype = target_dtype(op, inputs);
+  std::vector<torch::Tensor> out;
+  out.reserve(inputs.size());
+  for (const auto& t : inputs) out.push_back(cast(t, dtype));
+  return out;
+}
+
+}  // namespace retort::amp

@@ -1,0 +1,247 @@
+// `retort prune <run_dir or checkpoint> [overrides...] [--scan]`, and what train
+// (prune.from) and export (compaction) take from pruning.
+#include "cli/prune.h"
+
+#include <unistd.h>
+
+#include <iomanip>
+#include <iostream>
+#include <sstream>
+
+#include "cli/run_config.h"
+#include "core/error.h"
+#include "core/fs.h"
+#include "data/data.h"
+#include "launch/communicator.h"
+#include "launch/world.h"
+#include "models/models.h"
+#include "prune/prune.h"
+#include "trainer/trainer.h"
+
+namespace retort::cli {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct PruneArgs {
+  std::string source;
+  std::vector<std::string> overrides;
+  bool scan = false;
+};
+
+PruneArgs parse_prune_args(const Args& args) {
+  PruneArgs a;
+  for (const auto& arg : args) {
+    if (arg == "--scan") {
+      a.scan = true;
+    } else if (arg.size() > 1 && arg[0] == '-' && arg[1] == '-') {
+      throw UsageError("unknown option '" + arg + "' for prune (options: --scan)");
+    } else if (a.source.empty() && arg.find('=') == std::string::npos && arg[0] != '~' && arg[0] != '+') {
+      a.source = arg;
+    } else {
+      a.overrides.push_back(arg);
+    }
+  }
+  if (a.source.empty())
+    throw UsageError("prune: missing checkpoint (usage: retort prune <run_dir or checkpoint> [key=value ...] [--scan])");
+  return a;
+}
+
+/// The `model:` section of a stored config as typed options (the other sections are not
+/// read, so a config from an older or newer retort still yields its model).
+models::ModelOptions read_model_options(const YAML::Node& model_section, const std::string& origin) {
+  if (!model_section || !model_section.IsMap())
+    throw CheckpointError(origin + ": the config has no `model:` section; cannot tell which model the weights are");
+  YAML::Node only;
+  only["model"] = model_section;
+  config::Reader reader(only);
+  auto options = reader.section<models::ModelOptions>("model");
+  reader.finish();
+  return options;
+}
+
+/// The stored config with a complete `prune:` section (so that `prune.x=...` overrides
+/// need no `+`) and the prune command's own default run directory, composed with the
+/// command line's overrides.
+config::Composed compose_for_prune(const trainer::Checkpoint& ckpt, const std::vector<std::string>& overrides) {
+  YAML::Node tree = YAML::Load(ckpt.config_yaml);
+  if (!tree.IsMap()) throw CheckpointError(ckpt.dir.string() + "/config.yaml: expected a YAML map");
+  YAML::Node section = tree["prune"];
+  if (!section || !section.IsMap()) section = YAML::Node(YAML::NodeType::Map);
+  for (const auto& key : config::describe<prune::PruneOptions>("")) {
+    const std::string name = key.path.substr(key.path.find_last_of('.') + 1);
+    if (!section[name]) section[name] = YAML::Load(key.default_value);
+  }
+  tree["prune"] = section;
+  tree["run"]["dir"] = "outputs/prune/${now:%Y-%m-%d}/${now:%H-%M-%S}";
+  const auto tmp = fs::temp_directory_path() / ("retort-prune-" + std::to_string(::getpid()) + ".yaml");
+  write_file_atomic(tmp, config::emit(tree));
+  try {
+    auto composed = config::compose({tmp, overrides, {}});
+    fs::remove(tmp);
+    composed.overrides = overrides;
+    return composed;
+  } catch (...) {
+    std::error_code ec;
+    fs::remove(tmp, ec);
+    throw;
+  }
+}
+
+/// The last `n` samples of `d` (the held-out part of the train split for --scan).
+data::Dataset tail(const data::Dataset& d, int64_t n) {
+  n = std::min(n, d.size());
+  data::Dataset out = d;
+  out.images = d.images.narrow(0, d.size() - n, n);
+  out.labels = d.labels.narrow(0, d.size() - n, n);
+  return out;
+}
+
+std::string yaml_list(const std::vector<std::string>& items) {
+  YAML::Node n(YAML::NodeType::Sequence);
+  for (const auto& s : items) n.push_back(s);
+  return config::emit(n);
+}
+
+/// Records the compacted widths in a `model:` section.
+void set_compacted(YAML::Node section, const models::ModelOptions& o) {
+  if (!o.conv_channels.empty()) {
+    YAML::Node widths(YAML::NodeType::Sequence);
+    for (auto w : o.conv_channels) widths.push_back(w);
+    widths.SetStyle(YAML::EmitterStyle::Flow);
+    section["conv_channels"] = widths;
+  }
+  YAML::Node hidden(YAML::NodeType::Sequence);
+  for (auto w : o.hidden) hidden.push_back(w);
+  hidden.SetStyle(YAML::EmitterStyle::Flow);
+  section["hidden"] = hidden;
+}
+
+std::map<std::string, torch::Tensor> task_state(const trainer::Checkpoint& ckpt) {
+  std::map<std::string, torch::Tensor> out;
+  for (const auto& [k, v] : ckpt.state)
+    if (k.rfind("task.", 0) == 0) out[k.substr(5)] = v;
+  return out;
+}
+
+int run_scan(const RunConfig& rc, models::Model& model, const prune::Masks& existing) {
+  launch::LocalCommunicator local;
+  auto train = data::load_dataset(rc.data, "train");
+  auto held_out = tail(train, rc.prune.scan_samples);
+  std::cerr << "scan: " << rc.prune.method << " on " << held_out.size() << " held-out samples (the last of the train "
+            << "split; accuracies there are optimistic if the model trained on them)\n";
+  auto evaluate = [&](models::Model& m) {
+    return trainer::evaluate(m, held_out, rc.data.eval_batch_size, torch::kCPU, local, rc.amp).accuracy;
+  };
+  auto result = prune::scan(model, rc.prune, evaluate, existing);
+  std::cout << prune::format_scan(result) << "\n" << prune::suggested_recipe(result);
+  return kExitOk;
+}
+
+}  // namespace
+
+int prune(launch::World& world, const Args& args) {
+  const PruneArgs a = parse_prune_args(args);
+  if (world.size() > 1) throw UsageError("prune runs in one process; launch it without mpirun");
+
+  // --- SOURCE AND CONFIG: every problem reported before anything is written ---------------
+  const auto source = trainer::Checkpointer::load(trainer::Checkpointer::resolve(a.source));
+  auto composed = compose_for_prune(source, a.overrides);
+  RunConfig rc = read_run_config(composed.config);
+  rc.prune.validate();
+  trainer::set_threads(rc.trainer.threads);
+  auto model = models::make_model(rc.model);
+  models::load_weights(*model, source.model, (source.dir / "model.safetensors").string());
+  model->eval();
+  const auto existing = prune::Masks::from_state_dict(task_state(source));
+  existing.check(*model, (source.dir / "state.safetensors").string());
+  if (a.scan) return run_scan(rc, *model, existing);
+
+  // --- PRUNE (and compact) -------------------------------------------------------------------
+  prune::Masks masks = prune::compute_masks(*model, rc.prune, existing);
+  masks.apply(*model);
+  std::ostringstream summary;
+  summary << "pruned " << source.dir.string() << " (step " << source.step << "): " << rc.prune.method;
+  if (rc.prune.method != "2:4") summary << ", sparsity " << rc.prune.sparsity;
+  summary << "\n\n" << prune::format_report(prune::sparsity_report(*model, masks), *model, masks);
+  std::shared_ptr<models::Model> out = model;
+  YAML::Node tree = composed.config;
+  if (rc.prune.compact) {
+    auto c = prune::compact(*model, masks);
+    summary << "compacted: " << c.params_before << " -> " << c.params_after << " parameters ("
+            << std::fixed << std::setprecision(2)
+            << static_cast<double>(c.params_after) / static_cast<double>(std::max<int64_t>(1, c.params_before))
+            << "x)\n";
+    out = c.model;
+    masks = c.masks;
+    set_compacted(tree["model"], c.options);
+  }
+
+  // --- WRITE: a run directory with the config it can be evaluated and trained with ---------
+  const fs::path run_dir = rc.run.dir;
+  try {
+    ensure_writable_dir(run_dir / "config");
+  } catch (const Error& e) {
+    throw Error(std::string("run.dir: ") + e.what());
+  }
+  const std::string config_text = config::emit(tree);
+  write_file_atomic(run_dir / "config" / "recipe.yaml", source.config_yaml);
+  write_file_atomic(run_dir / "config" / "overrides.yaml", yaml_list(composed.overrides));
+  write_file_atomic(run_dir / "config" / "config.yaml", config_text);
+  trainer::Checkpoint ckpt;
+  ckpt.step = 0;
+  ckpt.config_yaml = config_text;
+  ckpt.model = models::weights_of(*out);
+  for (auto& [k, v] : masks.state_dict()) ckpt.state["task." + k] = v;
+  const auto path = trainer::Checkpointer(run_dir / "checkpoints", rc.trainer.keep_last).save(ckpt);
+  write_file_atomic(run_dir / "prune.md", summary.str());
+  std::cout << summary.str() << "wrote " << path.string() << "\n"
+            << "evaluate: retort eval " << run_dir.string() << "\n"
+            << "fine-tune: retort train recipes/fmnist/prune_finetune.yaml prune.from=" << run_dir.string() << "\n";
+  return kExitOk;
+}
+
+PrunedStart load_pruned_start(const std::string& from) {
+  PrunedStart s;
+  auto ckpt = trainer::Checkpointer::load(trainer::Checkpointer::resolve(from));
+  s.checkpoint = ckpt.dir;
+  const YAML::Node tree = YAML::Load(ckpt.config_yaml);
+  if (tree["model"]) s.model_section = YAML::Clone(tree["model"]);
+  s.model = read_model_options(s.model_section, (ckpt.dir / "config.yaml").string());
+  s.weights = std::move(ckpt.model);
+  s.masks = prune::Masks::from_state_dict(task_state(ckpt));
+  return s;
+}
+
+std::optional<PrunedStart> resolve_prune_from(YAML::Node& config) {
+  const YAML::Node from = config["prune"] ? config["prune"]["from"] : YAML::Node();
+  if (!from || from.IsNull() || from.as<std::string>().empty()) return std::nullopt;
+  PrunedStart s = load_pruned_start(from.as<std::string>());
+  config["model"] = YAML::Clone(s.model_section);
+  return s;
+}
+
+std::optional<CompactedWeights> compact_checkpoint(const trainer::Checkpoint& ckpt) {
+  const auto masks = prune::Masks::from_state_dict(task_state(ckpt));
+  if (masks.empty()) return std::nullopt;
+  YAML::Node tree = YAML::Load(ckpt.config_yaml);
+  const auto options = read_model_options(tree["model"], (ckpt.dir / "config.yaml").string());
+  auto model = models::make_model(options);
+  models::load_weights(*model, ckpt.model, (ckpt.dir / "model.safetensors").string());
+  model->eval();
+  if (prune::removable_channels(*model, masks).empty()) return std::nullopt;
+  auto c = prune::compact(*model, masks);
+  CompactedWeights out;
+  out.weights = models::weights_of(*c.model);
+  out.options = c.options;
+  YAML::Node section = YAML::Clone(tree["model"]);
+  set_compacted(section, c.options);
+  YAML::Emitter emitter;
+  emitter << YAML::Flow << section;
+  out.model_yaml = emitter.c_str();
+  out.params_before = c.params_before;
+  out.params_after = c.params_after;
+  return out;
+}
+
+}  // namespace retort::cli

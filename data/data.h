@@ -1,0 +1,9 @@
+#pragma once
+/// Umbrella header of retort_data: IDX datasets, the distributed sampler, the loaders.
+///   auto train = data::load_dataset(opts, "train");
+///   data::DistributedSampler sampler(train.size(), opts.batch_size, rank, world, seed);
+///   data::Loader loader(train, sampler, data::make_loader_options(opts, device, seed));
+#include "data/idx.h"
+#include "data/loader.h"
+#include "data/options.h"
+#include "data/sampler.h"

@@ -1,0 +1,26 @@
+#pragma once
+/// What a recipe says about the data, as a plain struct (config/ declares the keys).
+///   data::DataOptions opts;  opts.subset = 2000;  opts.validate();
+///   auto train = data::load_dataset(opts, "train");
+#include <cstdint>
+#include <string>
+
+#include "config/config.h"
+
+namespace retort::data {
+
+struct DataOptions {
+  std::string name = "fashion-mnist";  ///< "fashion-mnist" or "mnist"
+  std::string root = "/usr/share/datasets/fashion-mnist";
+  int64_t batch_size = 128;            ///< global batch, summed over all ranks
+  bool augment = false;                ///< random crop + horizontal flip on training batches
+  int64_t prefetch = 2;                ///< batches prepared ahead; 0 prepares in next()
+  int64_t subset = 0;                  ///< keep the first n samples of each split; 0 = all
+  int64_t eval_batch_size = 1000;      ///< global batch for evaluation
+
+  /// Throws ConfigError naming the key (`data.<field>`) and the value when out of range.
+  void validate() const;
+  static void declare(config::Fields<DataOptions>& f);
+};
+
+}  // namespace retort::data

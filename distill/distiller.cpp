@@ -1,0 +1,322 @@
+#include "distill/distiller.h"
+
+#include <sstream>
+
+#include "amp/autocast.h"
+#include "amp/master_weights.h"
+#include "amp/ops.h"
+#include "core/error.h"
+#include "distill/losses.h"
+
+namespace retort::distill {
+namespace {
+
+std::string shape_str(const std::vector<int64_t>& s) {
+  std::ostringstream o;
+  o << torch::IntArrayRef(s);
+  return o.str();
+}
+
+std::vector<int64_t> shape_of(const torch::Tensor& t) { return t.sizes().vec(); }
+
+std::string kind_of(const torch::Tensor& h) {
+  return h.dim() == 4 ? "feature map" : h.dim() == 3 ? "token sequence" : "vector";
+}
+
+std::string join(const std::vector<std::string>& v) {
+  std::string out;
+  for (const auto& s : v) out += (out.empty() ? "" : ", ") + s;
+  return out;
+}
+
+std::string model_desc(const models::Model& m) { return m.options().name; }
+
+/// The names of a model's attention maps: its hidden names when there is one map per
+/// hidden state (Transformers: layer<i>), else attn<i>.
+std::vector<std::string> attention_names(const models::Model& m, size_t count) {
+  auto names = m.hidden_names();
+  if (names.size() == count) return names;
+  names.clear();
+  for (size_t i = 0; i < count; ++i) names.push_back("attn" + std::to_string(i));
+  return names;
+}
+
+}  // namespace
+
+DistillerImpl::DistillerImpl(std::shared_ptr<models::Model> teacher, std::shared_ptr<models::Model> student,
+                             DistillOptions options)
+    : teacher_(std::move(teacher)), student_(std::move(student)), options_(std::move(options)) {
+  if (!teacher_ || !student_) throw Error("Distiller: teacher and student must both be given");
+  options_.validate();
+  weights_ = options_.loss_weights();
+  const auto& t = teacher_->options();
+  const auto& s = student_->options();
+  if (t.in_channels != s.in_channels || t.image_size != s.image_size)
+    throw ConfigError("distill.teacher: the teacher reads " + std::to_string(t.in_channels) + "x" +
+                      std::to_string(t.image_size) + "x" + std::to_string(t.image_size) + " images, the student " +
+                      std::to_string(s.in_channels) + "x" + std::to_string(s.image_size) + "x" +
+                      std::to_string(s.image_size) + "; both must see the same input (model.in_channels, model.image_size)");
+  if (weights_.kl > 0 && t.num_classes != s.num_classes)
+    throw ConfigError("distill.weights.kl: the teacher has " + std::to_string(t.num_classes) +
+                      " classes and the student " + std::to_string(s.num_classes) +
+                      "; KL on logits needs the same classes (or set distill.weights.kl=0)");
+  proj_ = register_module("proj", std::make_shared<torch::nn::Module>());
+  // Frozen whatever the caller did: the teacher is never trained here.
+  for (auto& p : teacher_->parameters()) p.set_requires_grad(false);
+  teacher_->eval();
+}
+
+void DistillerImpl::prepare(const torch::Tensor& sample) {
+  if (!sample.defined() || sample.dim() < 1 || sample.size(0) < 1)
+    throw Error("Distiller::prepare: needs a sample batch [B, C, H, W] with B >= 1");
+  torch::NoGradGuard no_grad;
+  const bool student_training = student_->is_training();
+  student_->eval();
+  teacher_->eval();
+  // Shapes do not depend on the batch size: two rows are enough and cheap.
+  torch::Device device = torch::kCPU;
+  for (const auto& p : student_->parameters()) {
+    device = p.device();
+    break;
+  }
+  auto x = sample.slice(0, 0, std::min<int64_t>(2, sample.size(0))).to(device);
+  models::Output t_out, s_out;
+  try {
+    t_out = teacher_forward(x);
+    s_out = student_->forward(x);
+  } catch (...) {
+    student_->train(student_training);
+    throw;
+  }
+  student_->train(student_training);
+
+  std::vector<std::string> problems;
+  auto pair_text = [](const MappedPair& p) {
+    return "student " + p.student_name + " " + shape_str(p.student_shape) + " -> teacher " + p.teacher_name + " " +
+           shape_str(p.teacher_shape);
+  };
+
+  // --- hidden states (mse, cosine) -------------------------------------------------------
+  std::vector<MappedPair> hidden;
+  if (weights_.mse > 0 || weights_.cosine > 0) {
+    const auto sn = student_->hidden_names(), tn = teacher_->hidden_names();
+    const auto sk = student_->hidden_kinds(), tk = teacher_->hidden_kinds();
+    if (s_out.hidden.size() != sn.size() || t_out.hidden.size() != tn.size())
+      throw Error("Distiller: a model returned a different number of hidden states than hidden_names() lists");
+    for (const auto& lp : resolve_layer_map(options_.layers, sn, tn, "distill.layers")) {
+      MappedPair p;
+      p.layers = lp;
+      p.student_name = sn[lp.student];
+      p.teacher_name = tn[lp.teacher];
+      const auto& hs = s_out.hidden[lp.student];
+      const auto& ht = t_out.hidden[lp.teacher];
+      p.student_shape = shape_of(hs);
+      p.teacher_shape = shape_of(ht);
+      const std::string what = pair_text(p);
+      if (sk[lp.student] != tk[lp.teacher] || hs.dim() != ht.dim()) {
+        problems.push_back(what + ": a " + kind_of(hs) + " cannot be matched to a " + kind_of(ht) +
+                           "; map layers of the same kind in distill.layers (teacher layers: " + join(tn) +
+                           ", kinds: " + join(tk) + ")");
+      } else if (hs.dim() == 4) {  // [B, C, H, W]
+        if (hs.size(1) != ht.size(1)) {
+          if (options_.project)
+            p.projection = "conv1x1";
+          else
+            problems.push_back(what + ": channels differ (" + std::to_string(hs.size(1)) + " vs " +
+                               std::to_string(ht.size(1)) +
+                               "); enable distill.project=true to add a 1x1-convolution projection");
+        }
+        if (hs.size(2) != ht.size(2) || hs.size(3) != ht.size(3)) {
+          if (options_.spatial == "pool")
+            p.pooled = true;
+          else
+            problems.push_back(what + ": spatial sizes differ; set distill.spatial=pool to average-pool the larger "
+                                      "map to the smaller, or pair layers of equal size");
+        }
+      } else {  // [B, D] or [B, T, D]
+        if (hs.dim() == 3 && hs.size(1) != ht.size(1)) {
+          problems.push_back(what + ": token counts differ (" + std::to_string(hs.size(1)) + " vs " +
+                             std::to_string(ht.size(1)) +
+                             "); give teacher and student the same model.patch, model.image_size and model.pool");
+        } else if (hs.size(-1) != ht.size(-1)) {
+          if (options_.project)
+            p.projection = "linear";
+          else
+            problems.push_back(what + ": widths differ (" + std::to_string(hs.size(-1)) + " vs " +
+                               std::to_string(ht.size(-1)) + "); enable distill.project=true to add a linear projection");
+        }
+      }
+      hidden.push_back(std::move(p));
+    }
+  }
+
+  // --- attention maps -----------------------------------------------------------------------
+  std::vector<MappedPair> attention;
+  if (weights_.attention > 0) {
+    if (s_out.attention.empty() || t_out.attention.empty()) {
+      problems.push_back(std::string("distill.weights.attention: the ") +
+                         (s_out.attention.empty() ? "student (" + model_desc(*student_) + ")"
+                                               : "teacher (" + model_desc(*teacher_) + ")") +
+                         " returns no attention maps; attention distillation needs Transformer (vit) teacher and "
+                         "student, or set distill.weights.attention=0");
+    } else {
+      const auto sn = attention_names(*student_, s_out.attention.size());
+      const auto tn = attention_names(*teacher_, t_out.attention.size());
+      for (const auto& lp : resolve_layer_map(options_.attention_layers, sn, tn, "distill.attention_layers")) {
+        MappedPair p;
+        p.layers = lp;
+        p.layers.name = std::to_string(lp.student);
+        if (sn[lp.student] != lp.name)  // the student layer appears twice: keep the pair in the name
+          p.layers.name += "-" + std::to_string(lp.teacher);
+        p.student_name = sn[lp.student];
+        p.teacher_name = tn[lp.teacher];
+        const auto& as = s_out.attention[lp.student];
+        const auto& at = t_out.attention[lp.teacher];
+        p.student_shape = shape_of(as);
+        p.teacher_shape = shape_of(at);
+        if (as.dim() != 4 || at.dim() != 4 || as.size(2) != at.size(2) || as.size(3) != at.size(3))
+          problems.push_back("attention " + pair_text(p) +
+                             ": token counts differ; give teacher and student the same model.patch, "
+                             "model.image_size and model.pool");
+        attention.push_back(std::move(p));
+      }
+    }
+  }
+
+  if (!problems.empty()) {
+    std::string msg = "distill: the dry run on one batch found " + std::to_string(problems.size()) +
+                      " mismatched layer pair(s) (teacher " + model_desc(*teacher_) + ", student " +
+                      model_desc(*student_) + "):";
+    for (const auto& p : problems) msg += "\n  " + p;
+    throw ConfigError(msg);
+  }
+
+  // --- projections (created once; a second prepare() keeps the trained ones) ---------------
+  std::vector<std::shared_ptr<torch::nn::Module>> projections;
+  for (const auto& p : hidden) {
+    std::shared_ptr<torch::nn::Module> proj;
+    if (!p.projection.empty()) {
+      const auto& name = p.layers.name;
+      if (auto existing = proj_->named_children().find(name)) {
+        proj = *existing;
+      } else {
+        const int64_t in = p.projection == "linear" ? p.student_shape.back() : p.student_shape[1];
+        const int64_t out = p.projection == "linear" ? p.teacher_shape.back() : p.teacher_shape[1];
+        if (p.projection == "linear")
+          proj = proj_->register_module(name, torch::nn::Linear(in, out));
+        else
+          proj = proj_->register_module(name, torch::nn::Conv2d(torch::nn::Conv2dOptions(in, out, 1)));
+        proj->to(device);
+        proj->train(is_training());
+      }
+    }
+    projections.push_back(proj);
+  }
+  hidden_pairs_ = std::move(hidden);
+  attention_pairs_ = std::move(attention);
+  projections_ = std::move(projections);
+  prepared_ = true;
+}
+
+torch::Tensor DistillerImpl::project(const MappedPair& pair, const torch::Tensor& h) {
+  const size_t i = static_cast<size_t>(&pair - hidden_pairs_.data());
+  const auto& proj = projections_[i];
+  if (!proj) return h;
+  if (auto lin = std::dynamic_pointer_cast<torch::nn::LinearImpl>(proj)) return amp::linear(h, lin->weight, lin->bias);
+  auto conv = std::dynamic_pointer_cast<torch::nn::Conv2dImpl>(proj);
+  return amp::conv2d(h, conv->weight, conv->bias);
+}
+
+models::Output DistillerImpl::teacher_forward(const torch::Tensor& x) {
+  torch::NoGradGuard no_grad;
+  const auto device_type = x.device().type();
+  if (amp::is_enabled() && amp::current_device_type() == device_type && teacher_dtype_ != amp::current_dtype())
+    cast_teacher(amp::current_dtype());
+  if (teacher_dtype_ == torch::kFloat) return teacher_->forward(x);
+  // Once low, the teacher always runs under autocast: its norms and softmax still compute
+  // in fp32, and fp32 inputs meet low-precision weights only through the policy's casts.
+  amp::Autocast guard(true, teacher_dtype_, device_type);
+  return teacher_->forward(x);
+}
+
+void DistillerImpl::cast_teacher(torch::ScalarType dtype) {
+  // Once, not per step: the teacher's weights do not require grad, so autocast's weight
+  // cache (which holds trainable leaves only) would otherwise cast every weight on every
+  // forward. Norm layers keep fp32 parameters; buffers (BN statistics) stay fp32.
+  torch::NoGradGuard no_grad;
+  for (const auto& module : teacher_->modules(/*include_self=*/true)) {
+    if (amp::is_norm_module(*module)) continue;
+    for (auto& p : module->parameters(/*recurse=*/false))
+      if (p.is_floating_point() && p.scalar_type() != dtype) p.set_data(p.data().to(dtype));
+  }
+  teacher_dtype_ = dtype;
+}
+
+Losses DistillerImpl::forward(const torch::Tensor& x, const torch::Tensor& y) {
+  if (!prepared_)
+    throw Error("Distiller: prepare(sample) must run before the first loss (the dry run checks the layer pairs and "
+                "creates the projections)");
+  // --- TEACHER (frozen, no graph) ----------------------------------------------------------
+  const models::Output t = teacher_forward(x);
+  // --- STUDENT -----------------------------------------------------------------------------
+  const models::Output s = student_->forward(x);
+
+  // --- TERMS (each unweighted; the total weighs them) ---------------------------------------
+  Losses out;
+  out.logits = s.logits;
+  torch::Tensor total;
+  auto add = [&](double w, const torch::Tensor& term) { total = total.defined() ? total + w * term : w * term; };
+  if (weights_.ce > 0) {
+    auto ce = ce_loss(s.logits, y);
+    out.terms.emplace_back("ce", ce);
+    add(weights_.ce, ce);
+  }
+  if (weights_.kl > 0) {
+    auto kl = kl_loss(s.logits, t.logits, options_.temperature);
+    out.terms.emplace_back("kl", kl);
+    add(weights_.kl, kl);
+  }
+  if (!hidden_pairs_.empty()) {
+    // Averaged over pairs so that alpha keeps its meaning however many layers are mapped.
+    const double n = static_cast<double>(hidden_pairs_.size());
+    for (const auto& p : hidden_pairs_) {
+      auto hs = project(p, s.hidden[p.layers.student]);
+      auto ht = t.hidden[p.layers.teacher];
+      if (p.pooled) std::tie(hs, ht) = match_spatial(hs, ht);
+      if (weights_.mse > 0) {
+        auto mse = hidden_mse(hs, ht);
+        out.terms.emplace_back("mse." + p.layers.name, mse);
+        add(weights_.mse / n, mse);
+      }
+      if (weights_.cosine > 0) {
+        auto cos = hidden_cosine(hs, ht);
+        out.terms.emplace_back("cos." + p.layers.name, cos);
+        add(weights_.cosine / n, cos);
+      }
+    }
+  }
+  if (!attention_pairs_.empty()) {
+    const double n = static_cast<double>(attention_pairs_.size());
+    for (const auto& p : attention_pairs_) {
+      auto att = attention_mse(s.attention[p.layers.student], t.attention[p.layers.teacher]);
+      out.terms.emplace_back("attn." + p.layers.name, att);
+      add(weights_.attention / n, att);
+    }
+  }
+  out.total = total;
+  return out;
+}
+
+void DistillerImpl::train(bool on) {
+  torch::nn::Module::train(on);
+  student_->train(on);
+  teacher_->eval();
+}
+
+void DistillerImpl::to(torch::Device device, bool non_blocking) {
+  torch::nn::Module::to(device, non_blocking);
+  student_->to(device, non_blocking);
+  teacher_->to(device, non_blocking);
+}
+
+}  // namespace retort::distill

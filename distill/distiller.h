@@ -1,0 +1,102 @@
+#pragma once
+/// Knowledge distillation: a frozen teacher, the student, and the learned projections that
+/// map student widths to teacher widths, combined into one weighted loss.
+///
+///   auto teacher = distill::load_teacher_weights(teacher_opts, file.tensors, path);  // frozen
+///   distill::Distiller distiller(teacher, student, options);   // options: DistillOptions
+///   distiller->prepare(sample_x);      // dry run: checks every layer pair, builds projections
+///   distill::Losses l = distiller->forward(x, y);   // inside the trainer's autocast region
+///   l.total;  // ce*CE + kl*KL + mse*mean(MSE) + cosine*mean(1-cos) + attention*mean(attn MSE)
+///   l.terms;  // {"ce", ...}, {"kl", ...}, {"mse.stage1", ...}, {"cos.fc0", ...}, {"attn.2", ...}
+///
+/// The Distiller's own parameters are the projections only (named after the layer pair:
+/// "proj.stage1.weight", "proj.fc0.weight"): they train with the student and go into checkpoints, but
+/// the student exported or evaluated alone never contains them. The teacher and the
+/// student are held, not registered, so parameters() / train() do not reach the teacher.
+///
+/// The teacher runs in eval mode under torch::NoGradGuard. Inside an enabled amp::Autocast
+/// its weights are cast once to the low dtype (normalization layers and all buffers stay
+/// fp32, as amp::MasterWeights keeps them) and it runs under autocast from then on.
+#include <torch/torch.h>
+
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "distill/layer_map.h"
+#include "distill/options.h"
+#include "models/model.h"
+
+namespace retort::distill {
+
+struct Losses {
+  torch::Tensor total;                                       ///< scalar, what backward runs on
+  std::vector<std::pair<std::string, torch::Tensor>> terms;  ///< unweighted terms, by name
+  torch::Tensor logits;                                      ///< the student's [B, classes]
+};
+
+/// One checked pair of the dry run.
+struct MappedPair {
+  LayerPair layers;
+  std::string student_name, teacher_name;
+  std::vector<int64_t> student_shape, teacher_shape;  ///< from the dry run, batch dim included
+  std::string projection;  ///< "", "linear" or "conv1x1"
+  bool pooled = false;     ///< spatial sizes differ: the larger map is average-pooled
+};
+
+class DistillerImpl : public torch::nn::Module {
+ public:
+  /// ConfigError when the teacher and student disagree on input (in_channels, image_size)
+  /// or, with a KL weight, on num_classes; options are validated here.
+  DistillerImpl(std::shared_ptr<models::Model> teacher, std::shared_ptr<models::Model> student,
+                DistillOptions options);
+
+  /// Dry forward of both models (eval mode, no gradients) on the first rows of `sample`
+  /// ([B, C, H, W], values irrelevant): resolves the layer maps, checks every mapped pair
+  /// and creates the projections (on the student's device). All mismatches are reported in
+  /// one ConfigError naming each pair, both shapes and the fix. Call once, before the
+  /// optimizer is built (it must see the projections); a second call checks again and
+  /// keeps the projections.
+  void prepare(const torch::Tensor& sample);
+  bool prepared() const { return prepared_; }
+
+  /// Teacher (frozen) and student forward on x [B, C, H, W]; the loss on labels y [B].
+  /// Error if prepare() has not run.
+  Losses forward(const torch::Tensor& x, const torch::Tensor& y);
+
+  /// Projections and the student follow `on`; the teacher stays in eval mode.
+  void train(bool on = true) override;
+  /// Moves the teacher, the student and the projections (dtypes kept).
+  void to(torch::Device device, bool non_blocking = false) override;
+  using torch::nn::Module::to;
+
+  models::Model& teacher() { return *teacher_; }
+  models::Model& student() { return *student_; }
+  std::shared_ptr<models::Model> teacher_ptr() const { return teacher_; }
+  std::shared_ptr<models::Model> student_ptr() const { return student_; }
+  const DistillOptions& options() const { return options_; }
+  const LossWeights& weights() const { return weights_; }
+  const std::vector<MappedPair>& hidden_pairs() const { return hidden_pairs_; }
+  const std::vector<MappedPair>& attention_pairs() const { return attention_pairs_; }
+  /// The dtype the teacher's weights are in now (kFloat until autocast first runs it).
+  torch::ScalarType teacher_dtype() const { return teacher_dtype_; }
+
+ private:
+  models::Output teacher_forward(const torch::Tensor& x);
+  void cast_teacher(torch::ScalarType dtype);
+  torch::Tensor project(const MappedPair& pair, const torch::Tensor& h);
+
+  std::shared_ptr<models::Model> teacher_;
+  std::shared_ptr<models::Model> student_;
+  DistillOptions options_;
+  LossWeights weights_;
+  std::vector<MappedPair> hidden_pairs_, attention_pairs_;
+  std::shared_ptr<torch::nn::Module> proj_;                        // "proj": holds the projections
+  std::vector<std::shared_ptr<torch::nn::Module>> projections_;  // parallel to hidden_pairs_; null: none
+  torch::ScalarType teacher_dtype_ = torch::kFloat;
+  bool prepared_ = false;
+};
+TORCH_MODULE(Distiller);
+
+}  // namespace retort::distill

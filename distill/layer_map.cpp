@@ -1,0 +1,162 @@
+#include "distill/layer_map.h"
+
+#include <algorithm>
+#include <map>
+#include <optional>
+#include <set>
+
+#include "core/error.h"
+
+namespace retort::distill {
+namespace {
+
+struct Ref {
+  std::string text;  // as written, for messages
+  std::optional<int64_t> index;
+};
+
+std::string join(const std::vector<std::string>& names) {
+  std::string out;
+  for (const auto& n : names) out += (out.empty() ? "" : ", ") + n;
+  return out;
+}
+
+std::string flow(const YAML::Node& node) {
+  YAML::Emitter e;
+  e.SetMapFormat(YAML::Flow);
+  e.SetSeqFormat(YAML::Flow);
+  e << node;
+  return e.c_str();
+}
+
+Ref make_ref(const std::string& text) {
+  Ref r{text, std::nullopt};
+  size_t pos = 0;
+  try {
+    const long long v = std::stoll(text, &pos);
+    if (pos == text.size()) r.index = v;
+  } catch (const std::exception&) {
+    // not an integer: a layer name
+  }
+  return r;
+}
+
+int64_t resolve_ref(const Ref& ref, const std::vector<std::string>& names, const char* side, const std::string& key) {
+  const auto n = static_cast<int64_t>(names.size());
+  if (ref.index) {
+    const int64_t i = *ref.index < 0 ? *ref.index + n : *ref.index;
+    if (i < 0 || i >= n)
+      throw ConfigError(key + ": " + side + " layer " + ref.text + " is out of range; the " + side + " has " +
+                        std::to_string(n) + " (" + join(names) + "; indices 0.." + std::to_string(n - 1) +
+                        ", or negative from the end)");
+    return i;
+  }
+  auto it = std::find(names.begin(), names.end(), ref.text);
+  if (it == names.end())
+    throw ConfigError(key + ": the " + std::string(side) + " has no layer named '" + ref.text + "' (its layers: " +
+                      join(names) + ")");
+  return static_cast<int64_t>(it - names.begin());
+}
+
+std::pair<Ref, Ref> split_pair_text(const std::string& text, const std::string& key) {
+  const auto colon = text.find(':');
+  if (colon == std::string::npos || colon == 0 || colon + 1 == text.size())
+    throw ConfigError(key + ": entry '" + text + "' is not a pair; write [student, teacher] or student:teacher");
+  auto trim = [](std::string s) {
+    s.erase(0, s.find_first_not_of(" \t"));
+    s.erase(s.find_last_not_of(" \t") + 1);
+    return s;
+  };
+  return {make_ref(trim(text.substr(0, colon))), make_ref(trim(text.substr(colon + 1)))};
+}
+
+std::string scalar_text(const YAML::Node& n, const std::string& key, const std::string& entry) {
+  if (!n.IsScalar()) throw ConfigError(key + ": in " + entry + ", expected a layer index or name, got " + flow(n));
+  return n.Scalar();
+}
+
+}  // namespace
+
+int64_t uniform_teacher_layer(int64_t i, int64_t student_layers, int64_t teacher_layers) {
+  if (student_layers < 1 || teacher_layers < 1 || i < 0 || i >= student_layers)
+    throw Error("uniform_teacher_layer: layer " + std::to_string(i) + " of " + std::to_string(student_layers) +
+                " student / " + std::to_string(teacher_layers) + " teacher layers");
+  // round((i+1) * Lt / Ls) with halves rounded up, in integers so no float rounding decides.
+  const int64_t rounded = (2 * (i + 1) * teacher_layers + student_layers) / (2 * student_layers);
+  return std::clamp<int64_t>(rounded - 1, 0, teacher_layers - 1);
+}
+
+std::vector<LayerPair> resolve_layer_map(const YAML::Node& map, const std::vector<std::string>& student_names,
+                                         const std::vector<std::string>& teacher_names, const std::string& key) {
+  const auto ls = static_cast<int64_t>(student_names.size()), lt = static_cast<int64_t>(teacher_names.size());
+  if (ls == 0 || lt == 0)
+    throw ConfigError(key + ": the " + std::string(ls == 0 ? "student" : "teacher") +
+                      " has no layers to map; set this term's weight to 0");
+  std::vector<std::pair<int64_t, int64_t>> idx;
+  const std::string form_help =
+      "; expected last, uniform, a list of [student, teacher] pairs, or a map {student: teacher}";
+  if (!map.IsDefined() || map.IsNull()) {
+    idx.emplace_back(ls - 1, lt - 1);
+  } else if (map.IsScalar()) {
+    const std::string s = map.Scalar();
+    if (s == "last") {
+      idx.emplace_back(ls - 1, lt - 1);
+    } else if (s == "uniform") {
+      for (int64_t i = 0; i < ls; ++i) idx.emplace_back(i, uniform_teacher_layer(i, ls, lt));
+    } else if (s.find(':') != std::string::npos) {
+      auto [a, b] = split_pair_text(s, key);
+      idx.emplace_back(resolve_ref(a, student_names, "student", key), resolve_ref(b, teacher_names, "teacher", key));
+    } else {
+      throw ConfigError(key + ": unknown layer map '" + s + "'" + form_help);
+    }
+  } else if (map.IsSequence()) {
+    if (map.size() == 0) throw ConfigError(key + ": the list of layer pairs is empty" + form_help);
+    for (size_t e = 0; e < map.size(); ++e) {
+      const YAML::Node item = map[e];
+      const std::string entry = "entry " + std::to_string(e) + " (" + flow(item) + ")";
+      std::pair<Ref, Ref> p;
+      if (item.IsScalar()) {
+        p = split_pair_text(item.Scalar(), key);
+      } else if (item.IsSequence() && item.size() == 2) {
+        p = {make_ref(scalar_text(item[0], key, entry)), make_ref(scalar_text(item[1], key, entry))};
+      } else {
+        throw ConfigError(key + ": " + entry + " is not a [student, teacher] pair");
+      }
+      idx.emplace_back(resolve_ref(p.first, student_names, "student", key),
+                       resolve_ref(p.second, teacher_names, "teacher", key));
+    }
+  } else if (map.IsMap()) {
+    if (map.size() == 0) throw ConfigError(key + ": the map of layer pairs is empty" + form_help);
+    for (const auto& kv : map) {
+      const std::string k = scalar_text(kv.first, key, "a key");
+      std::pair<Ref, Ref> p;
+      // `{stage0:stage1}` (no space) is YAML for the key "stage0:stage1" with no value.
+      if (!kv.second.IsDefined() || kv.second.IsNull())
+        p = split_pair_text(k, key);
+      else
+        p = {make_ref(k), make_ref(scalar_text(kv.second, key, "the value of " + k))};
+      idx.emplace_back(resolve_ref(p.first, student_names, "student", key),
+                       resolve_ref(p.second, teacher_names, "teacher", key));
+    }
+  } else {
+    throw ConfigError(key + ": got " + flow(map) + form_help);
+  }
+
+  std::set<std::pair<int64_t, int64_t>> seen;
+  std::map<int64_t, int> uses;
+  for (const auto& p : idx) {
+    if (!seen.insert(p).second)
+      throw ConfigError(key + ": the pair " + student_names[p.first] + " -> " + teacher_names[p.second] +
+                        " is listed twice");
+    ++uses[p.first];
+  }
+  std::vector<LayerPair> out;
+  for (const auto& [s, t] : idx) {
+    LayerPair p{s, t, student_names[s]};
+    if (uses[s] > 1) p.name += "-" + teacher_names[t];
+    out.push_back(p);
+  }
+  return out;
+}
+
+}  // namespace retort::distill

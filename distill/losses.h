@@ -1,0 +1,37 @@
+#pragma once
+/// The distillation loss terms, each on top of the amp-aware ops (fp32 inside autocast):
+///   auto ce  = distill::ce_loss(student_logits, labels);
+///   auto kl  = distill::kl_loss(student_logits, teacher_logits, /*temperature=*/4.0);  // x T^2
+///   auto mse = distill::hidden_mse(h_s, h_t);        // after projection / pooling
+///   auto cos = distill::hidden_cosine(h_s, h_t);     // mean over rows of 1 - cos
+///   auto att = distill::attention_mse(a_s, a_t);     // [B, H, T, T] maps
+/// Every term is a batch mean, so it does not grow with the batch size.
+#include <torch/torch.h>
+
+#include <utility>
+
+namespace retort::distill {
+
+/// Cross-entropy of logits [B, C] on class indices [B].
+torch::Tensor ce_loss(const torch::Tensor& student_logits, const torch::Tensor& labels);
+
+/// KL(softmax(t / T) || softmax(s / T)) * T^2, summed over classes, mean over rows.
+torch::Tensor kl_loss(const torch::Tensor& student_logits, const torch::Tensor& teacher_logits, double temperature);
+
+/// Mean squared error over every element; shapes must be equal.
+torch::Tensor hidden_mse(const torch::Tensor& student, const torch::Tensor& teacher);
+
+/// mean over samples of 1 - cos(student_i, teacher_i), each sample flattened; for tokens
+/// [B, T, D] each token is a row (the representation is compared token by token).
+torch::Tensor hidden_cosine(const torch::Tensor& student, const torch::Tensor& teacher);
+
+/// MSE between attention maps [B, Hs, T, T] and [B, Ht, T, T]. Equal head counts are
+/// matched head by head (TinyBERT); different counts compare the head-averaged maps.
+/// Token counts must be equal.
+torch::Tensor attention_mse(const torch::Tensor& student, const torch::Tensor& teacher);
+
+/// Feature maps [B, C, H, W] of different height / width: each side of the larger map is
+/// adaptive-average-pooled to the smaller's. Returns the pair (student, teacher).
+std::pair<torch::Tensor, torch::Tensor> match_spatial(const torch::Tensor& student, const torch::Tensor& teacher);
+
+}  // namespace retort::distill

@@ -1,0 +1,89 @@
+#include "distill/options.h"
+
+#include <cmath>
+#include <sstream>
+
+#include "core/error.h"
+
+namespace retort::distill {
+namespace {
+
+std::string num(double v) {
+  std::ostringstream s;
+  s << v;
+  return s.str();
+}
+
+void check_weight(const std::optional<double>& w, const char* term) {
+  if (w && (!std::isfinite(*w) || *w < 0))
+    throw ConfigError(std::string("distill.weights.") + term + ": expected a finite weight >= 0, got " + num(*w));
+}
+
+}  // namespace
+
+void DistillOptions::declare(config::Fields<DistillOptions>& f) {
+  f.add("alpha", &DistillOptions::alpha, "loss = alpha * CE + (1 - alpha) * hidden MSE (unless weights.ce / weights.mse are set)")
+      .min(0)
+      .max(1);
+  f.add("weights.ce", &DistillOptions::weight_ce, "weight of cross-entropy on labels (default: alpha)").min(0);
+  f.add("weights.kl", &DistillOptions::weight_kl, "weight of KL on temperature-softened logits, x T^2 (default 0)").min(0);
+  f.add("weights.mse", &DistillOptions::weight_mse, "weight of hidden-state MSE (default: 1 - alpha)").min(0);
+  f.add("weights.cosine", &DistillOptions::weight_cosine, "weight of hidden-state 1 - cosine (default 0)").min(0);
+  f.add("weights.attention", &DistillOptions::weight_attention, "weight of attention-map MSE, Transformers (default 0)")
+      .min(0);
+  f.add("temperature", &DistillOptions::temperature, "softening temperature of the KL term").greater_than(0);
+  f.add("layers", &DistillOptions::layers,
+        "hidden-state map: last, uniform, [[student, teacher], ...] (indices or names) or {student: teacher}");
+  f.add("attention_layers", &DistillOptions::attention_layers, "attention-map map, same forms as distill.layers");
+  f.add("project", &DistillOptions::project, "learned projection (linear / 1x1 conv) where widths differ");
+  f.add("spatial", &DistillOptions::spatial, "feature maps of different size: pool the larger to the smaller, or error")
+      .one_of({"pool", "error"});
+  f.add("teacher.checkpoint", &DistillOptions::teacher_checkpoint, "teacher: a run directory or checkpoint directory");
+  f.add("teacher.weights", &DistillOptions::teacher_weights, "teacher: a .safetensors file (needs distill.teacher.model)");
+  f.add("teacher.model", &DistillOptions::teacher_model, "teacher's model options with teacher.weights (keys of model:)");
+}
+
+void DistillOptions::validate() const {
+  if (!(alpha >= 0 && alpha <= 1)) throw ConfigError("distill.alpha: expected a value in [0, 1], got " + num(alpha));
+  if (!(temperature > 0) || !std::isfinite(temperature))
+    throw ConfigError("distill.temperature: expected a finite value > 0, got " + num(temperature));
+  check_weight(weight_ce, "ce");
+  check_weight(weight_kl, "kl");
+  check_weight(weight_mse, "mse");
+  check_weight(weight_cosine, "cosine");
+  check_weight(weight_attention, "attention");
+  if (spatial != "pool" && spatial != "error")
+    throw ConfigError("distill.spatial: expected pool or error, got '" + spatial + "'");
+  const auto w = loss_weights();
+  if (w.ce == 0 && w.kl == 0 && w.mse == 0 && w.cosine == 0 && w.attention == 0)
+    throw ConfigError("distill.weights: every loss weight is 0 (ce, kl, mse, cosine, attention); give at least one a "
+                      "positive weight");
+}
+
+void DistillOptions::validate_teacher_source() const {
+  const bool ckpt = !teacher_checkpoint.empty(), weights = !teacher_weights.empty();
+  const bool model = teacher_model.IsDefined() && !teacher_model.IsNull();
+  if (ckpt == weights)
+    throw ConfigError(std::string("distill.teacher: ") + (ckpt ? "both checkpoint and weights are set" : "no teacher given") +
+                      "; set exactly one of distill.teacher.checkpoint=<run or checkpoint dir> or "
+                      "distill.teacher.weights=<file.safetensors> (with distill.teacher.model)");
+  if (weights && !model)
+    throw ConfigError("distill.teacher.model: required with distill.teacher.weights='" + teacher_weights +
+                      "' (a safetensors file has no model config); give the teacher's model keys, e.g. "
+                      "distill.teacher.model={name: cnn, channels: [32, 64]}");
+  if (ckpt && model)
+    throw ConfigError("distill.teacher.model: only used with distill.teacher.weights; the checkpoint '" +
+                      teacher_checkpoint + "' carries its own model config");
+}
+
+LossWeights DistillOptions::loss_weights() const {
+  LossWeights w;
+  w.ce = weight_ce.value_or(alpha);
+  w.mse = weight_mse.value_or(1.0 - alpha);
+  w.kl = weight_kl.value_or(0.0);
+  w.cosine = weight_cosine.value_or(0.0);
+  w.attention = weight_attention.value_or(0.0);
+  return w;
+}
+
+}  // namespace retort::distill

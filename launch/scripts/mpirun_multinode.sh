@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Data-parallel retort training over several hosts with Open MPI's mpirun.
+#
+#   launch/scripts/mpirun_multinode.sh hosts.txt 4 recipes/fmnist/distill.yaml trainer.max_epochs=20
+#
+# hosts.txt (Open MPI hostfile), one line per host with the ranks it takes:
+#   node01 slots=4
+#   node02 slots=4
+# Every host needs the same retort build at the same path and passwordless ssh from this
+# one. The total rank count is hosts x ranks-per-host.
+set -euo pipefail
+
+if [ $# -lt 3 ]; then
+  echo "usage: $0 <hostfile> <ranks-per-host> <recipe.yaml> [overrides...]" >&2
+  exit 2
+fi
+hostfile=$1; per_host=$2; shift 2
+RETORT=${RETORT:-$(pwd)/build/cli/retort}
+hosts=$(grep -cv '^\s*\(#\|$\)' "$hostfile")
+np=$((hosts * per_host))
+
+extra=()
+# Root inside containers: Open MPI refuses it unless told.
+[ "$(id -u)" -eq 0 ] && extra+=(--allow-run-as-root)
+
+# --map-by ppr:N:node   N ranks per host, filled host by host (local rank = GPU index)
+# --bind-to socket      keeps each rank's threads on one socket's cores
+# -x                    forwards these variables to the remote ranks
+# --mca btl_tcp_if_include / NCCL_SOCKET_IFNAME: set both to your fabric on Ethernet.
+exec mpirun "${extra[@]}" \
+  --hostfile "$hostfile" -np "$np" \
+  --map-by "ppr:${per_host}:node" --bind-to socket \
+  -x OMP_NUM_THREADS="${OMP_NUM_THREADS:-4}" -x NCCL_DEBUG="${NCCL_DEBUG:-WARN}" -x LD_LIBRARY_PATH -x PATH \
+  "$RETORT" train "$@"

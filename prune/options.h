@@ -1,0 +1,61 @@
+#pragma once
+/// What a recipe's `prune:` section says.
+///   prune:
+///     method: l1_structured   # magnitude | global_magnitude | l1_structured | l2_structured | 2:4
+///     sparsity: 0.4           # fraction of weights (unstructured) or output channels (structured)
+///     skip: [head]            # layers left dense
+///     layers: {stage0.conv0: 0.2}   # per-layer sparsity overrides
+///     compact: false          # structured: remove pruned channels (a smaller dense model)
+///     scan_samples: 2000      # --scan: held-out samples (the last ones of the train split)
+///     scan_sparsities: [0.2, 0.4, 0.6, 0.8]
+///     max_drop: 1.0           # --scan: accuracy points a layer may lose at its suggested sparsity
+///     from: ""                # train: start from this pruned run (weights + masks)
+///
+///   auto opts = reader.section<prune::PruneOptions>("prune");
+///   opts.validate();                       // ConfigError naming the key
+///   auto plan = opts.layer_sparsities();   // {"stage0.conv0": 0.2}
+#include <map>
+#include <string>
+#include <vector>
+
+#include "config/config.h"
+
+namespace retort::prune {
+
+enum class Method {
+  kMagnitude,        ///< unstructured: the smallest |w| of each layer
+  kGlobalMagnitude,  ///< unstructured: the smallest |w| over all pruned layers together
+  kL1Structured,     ///< whole output channels / neurons with the smallest L1 norm
+  kL2Structured,     ///< the same with the L2 norm
+  kSemi24,           ///< 2:4: in each group of 4 weights along the input dim, the 2 smallest
+};
+
+/// "magnitude" | "global_magnitude" | "l1_structured" | "l2_structured" | "2:4"; ConfigError
+/// naming prune.method otherwise.
+Method parse_method(const std::string& name);
+std::string method_name(Method m);
+bool is_structured(Method m);
+
+struct PruneOptions {
+  std::string method = "magnitude";
+  double sparsity = 0.5;
+  std::vector<std::string> skip = {"head"};
+  /// Per-layer sparsity overrides: a map {layer: sparsity}. Layer names contain dots, so a
+  /// command-line override `+prune.layers.stage0.conv0=0.2` arrives as nested maps; both
+  /// spellings are accepted (layer_sparsities() flattens them).
+  YAML::Node layers = YAML::Node(YAML::NodeType::Map);
+  bool compact = false;
+  int64_t scan_samples = 2000;
+  std::vector<double> scan_sparsities = {0.2, 0.4, 0.6, 0.8};
+  double max_drop = 1.0;  ///< accuracy points
+  std::string from;       ///< a pruned run or checkpoint directory to fine-tune
+
+  static void declare(config::Fields<PruneOptions>& f);
+  /// ConfigError naming the key: unknown method, a sparsity outside [0, 1) (global or per
+  /// layer), an empty scan list, max_drop < 0, compact with an unstructured method.
+  void validate() const;
+  /// prune.layers flattened to {"stage0.conv0": 0.2}; ConfigError for a non-number.
+  std::map<std::string, double> layer_sparsities() const;
+};
+
+}  // namespace retort::prune

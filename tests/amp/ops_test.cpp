@@ -1,0 +1,271 @@
+#include "amp/ops.h"
+
+#include <gtest/gtest.h>
+
+#include "amp/autocast.h"
+#include "amp/policy.h"
+#include "core/error.h"
+
+namespace amp = retort::amp;
+
+namespace {
+
+template <typename F>
+std::string error_of(F&& f) {
+  try {
+    f();
+  } catch (const retort::Error& e) {
+    return e.what();
+  }
+  return "<no retort::Error thrown>";
+}
+
+// The inputs of tests/amp/golden_losses.py.
+torch::Tensor student() { return torch::sin(torch::arange(24, torch::kFloat) * 0.37).reshape({4, 6}) * 3; }
+torch::Tensor teacher() { return torch::cos(torch::arange(24, torch::kFloat) * 0.11).reshape({4, 6}) * 2; }
+
+}  // namespace
+
+TEST(Policy, TableMatchesTheDesign) {
+  using amp::CastPolicy;
+  using amp::Op;
+  for (Op op : {Op::kLinear, Op::kMatmul, Op::kBmm, Op::kAddmm, Op::kBaddbmm, Op::kConv2d, Op::kAttentionScores}) {
+    EXPECT_EQ(amp::policy_of(op), CastPolicy::kLowerPrecision) << amp::op_name(op);
+  }
+  for (Op op : {Op::kSoftmax, Op::kLogSoftmax, Op::kLayerNorm, Op::kGroupNorm, Op::kBatchNorm, Op::kExp, Op::kLog,
+                Op::kPow, Op::kSum, Op::kMean, Op::kNorm, Op::kCrossEntropy, Op::kMseLoss, Op::kKlDiv,
+                Op::kCosineLoss}) {
+    EXPECT_EQ(amp::policy_of(op), CastPolicy::kFp32) << amp::op_name(op);
+  }
+  for (Op op : {Op::kAdd, Op::kCat, Op::kStack}) {
+    EXPECT_EQ(amp::policy_of(op), CastPolicy::kPromote) << amp::op_name(op);
+  }
+  EXPECT_STREQ(amp::op_name(Op::kKlDiv), "kl_div_temperature");
+  EXPECT_STREQ(amp::policy_name(CastPolicy::kPromote), "promote");
+}
+
+TEST(Ops, LowerPrecisionOpsRunInBf16) {
+  torch::manual_seed(1);
+  auto x = torch::randn({2, 8});
+  auto w = torch::randn({4, 8}, torch::requires_grad());
+  auto b = torch::randn({4}, torch::requires_grad());
+  auto a3 = torch::randn({3, 2, 8});
+  auto b3 = torch::randn({3, 8, 5});
+  auto img = torch::randn({2, 3, 6, 6});
+  auto kernel = torch::randn({4, 3, 3, 3}, torch::requires_grad());
+  auto q = torch::randn({2, 2, 5, 8});
+  auto k = torch::randn({2, 2, 7, 8});
+
+  std::vector<std::pair<std::string, std::function<torch::Tensor()>>> cases = {
+      {"linear", [&] { return amp::linear(x, w, b); }},
+      {"matmul", [&] { return amp::matmul(x, w.t()); }},
+      {"bmm", [&] { return amp::bmm(a3, b3); }},
+      {"addmm", [&] { return amp::addmm(b, x, w.t()); }},
+      {"baddbmm", [&] { return amp::baddbmm(torch::zeros({3, 2, 5}), a3, b3, 0.5, 2.0); }},
+      {"conv2d", [&] { return amp::conv2d(img, kernel, {}, 1, 1); }},
+      {"attention_scores", [&] { return amp::attention_scores(q, k, 0.125); }},
+  };
+  for (auto& [name, fn] : cases) {
+    auto ref = fn();
+    ASSERT_EQ(ref.scalar_type(), torch::kFloat) << name << " without autocast";
+    amp::Autocast g(true, torch::kBFloat16, torch::kCPU);
+    auto out = fn();
+    EXPECT_EQ(out.scalar_type(), torch::kBFloat16) << name;
+    EXPECT_EQ(out.sizes(), ref.sizes()) << name;
+    EXPECT_TRUE(torch::allclose(out.to(torch::kFloat), ref, 0.05, 0.3)) << name;
+  }
+  auto scores = amp::attention_scores(q, k, 0.125);
+  EXPECT_TRUE(torch::allclose(scores, torch::matmul(q, k.transpose(-2, -1)) / 8, 1e-5, 1e-5));
+}
+
+TEST(Ops, AttentionScoresBackwardUnderAutocast) {
+  torch::manual_seed(4);
+  auto q = torch::randn({2, 2, 5, 8}, torch::requires_grad());
+  auto k = torch::randn({2, 2, 7, 8}, torch::requires_grad());
+  auto gq_ref = torch::matmul(torch::ones({2, 2, 5, 7}), k.detach()) * 0.125;  // d sum(q k^T s) / dq
+  auto gk_ref = torch::matmul(torch::ones({2, 2, 7, 5}), q.detach()) * 0.125;
+  {
+    amp::Autocast g(true, torch::kBFloat16, torch::kCPU);
+    auto scores = amp::attention_scores(q, k, 0.125);  // scaled in place after the matmul
+    amp::sum(amp::softmax(scores, -1) * 0 + scores).backward();
+  }
+  EXPECT_EQ(q.grad().scalar_type(), torch::kFloat);
+  EXPECT_TRUE(torch::allclose(q.grad(), gq_ref, 0.02, 0.05)) << (q.grad() - gq_ref).abs().max();
+  EXPECT_TRUE(torch::allclose(k.grad(), gk_ref, 0.02, 0.05)) << (k.grad() - gk_ref).abs().max();
+}
+
+TEST(Ops, Fp32OpsReturnFp32FromBf16Inputs) {
+  torch::manual_seed(2);
+  auto x = torch::randn({4, 6}).to(torch::kBFloat16);
+  auto pos = torch::rand({4, 6}).add(0.5).to(torch::kBFloat16);
+  auto img = torch::randn({2, 4, 3, 3}).to(torch::kBFloat16);
+  auto w6 = torch::ones({6}).to(torch::kBFloat16);
+  auto w4 = torch::ones({4}).to(torch::kBFloat16);
+  auto labels = torch::tensor({0, 5, 2, 3}, torch::kLong);
+  auto rm = torch::zeros({4});
+  auto rv = torch::ones({4});
+
+  amp::Autocast g(true, torch::kBFloat16, torch::kCPU);
+  std::vector<std::pair<std::string, torch::Tensor>> outs = {
+      {"softmax", amp::softmax(x, -1)},
+      {"log_softmax", amp::log_softmax(x, -1)},
+      {"layer_norm", amp::layer_norm(x, {6}, w6, {})},
+      {"group_norm", amp::group_norm(img, 2, w4, {})},
+      {"batch_norm", amp::batch_norm(img, rm, rv, w4, {}, true)},
+      {"exp", amp::exp(x)},
+      {"log", amp::log(pos)},
+      {"pow", amp::pow(x, 2.0)},
+      {"sum", amp::sum(x)},
+      {"mean", amp::mean(x)},
+      {"norm", amp::norm(x)},
+      {"cross_entropy", amp::cross_entropy(x, labels)},
+      {"mse_loss", amp::mse_loss(x, pos)},
+      {"kl_div_temperature", amp::kl_div_temperature(x, pos, 2.0)},
+      {"cosine_loss", amp::cosine_loss(x, pos)},
+  };
+  for (auto& [name, out] : outs) EXPECT_EQ(out.scalar_type(), torch::kFloat) << name;
+  EXPECT_EQ(rm.scalar_type(), torch::kFloat);
+  EXPECT_FALSE(torch::equal(rm, torch::zeros({4}))) << "batch_norm updated its running mean";
+}
+
+TEST(Ops, PromoteToWidestInput) {
+  auto lo = torch::randn({2, 3}).to(torch::kBFloat16);
+  auto hi = torch::randn({2, 3});
+  amp::Autocast g(true, torch::kBFloat16, torch::kCPU);
+  EXPECT_EQ(amp::add(lo, hi).scalar_type(), torch::kFloat);
+  EXPECT_EQ(amp::add(lo, lo).scalar_type(), torch::kBFloat16);
+  EXPECT_EQ(amp::cat({lo, hi}, 0).scalar_type(), torch::kFloat);
+  EXPECT_EQ(amp::cat({lo, lo}, 0).scalar_type(), torch::kBFloat16);
+  EXPECT_EQ(amp::stack({hi, lo}, 0).scalar_type(), torch::kFloat);
+  EXPECT_EQ(amp::stack({lo, lo}, 1).sizes(), torch::IntArrayRef({2, 2, 3}));
+  EXPECT_EQ(amp::target_dtype(amp::Op::kCat, {lo, hi}), torch::kFloat);
+  EXPECT_EQ(amp::target_dtype(amp::Op::kLinear, {lo, hi}), torch::kBFloat16);
+  EXPECT_EQ(amp::target_dtype(amp::Op::kSoftmax, {lo}), torch::kFloat);
+}
+
+TEST(Ops, DisabledAutocastRunsThePlainOp) {
+  auto x = torch::randn({2, 3});
+  auto w = torch::randn({4, 3}, torch::requires_grad());
+  auto lo = x.to(torch::kBFloat16);
+  EXPECT_EQ(amp::linear(x, w).scalar_type(), torch::kFloat);
+  EXPECT_EQ(amp::softmax(lo, -1).scalar_type(), torch::kBFloat16);
+  amp::Autocast on(true, torch::kBFloat16, torch::kCPU);
+  amp::Autocast off(false);
+  EXPECT_EQ(amp::linear(x, w).scalar_type(), torch::kFloat);
+  EXPECT_EQ(amp::softmax(lo, -1).scalar_type(), torch::kBFloat16);
+  EXPECT_EQ(amp::cast_cache_stats().size, 0);
+}
+
+TEST(Ops, DoublesAndIntegersAreNeverCast) {
+  auto x = torch::randn({2, 3}, torch::kDouble);
+  auto w = torch::randn({4, 3}, torch::kDouble);
+  auto i = torch::arange(6).reshape({2, 3});
+  amp::Autocast g(true, torch::kBFloat16, torch::kCPU);
+  EXPECT_EQ(amp::linear(x, w).scalar_type(), torch::kDouble);
+  EXPECT_EQ(amp::softmax(x, 1).scalar_type(), torch::kDouble);
+  EXPECT_EQ(amp::cat({i, i}, 0).scalar_type(), torch::kLong);
+}
+
+TEST(Ops, BatchNormWritesBackLowPrecisionRunningStats) {
+  torch::manual_seed(3);
+  auto x = torch::randn({8, 4, 3, 3});
+  auto rm32 = torch::zeros({4});
+  auto rv32 = torch::ones({4});
+  auto ref = torch::batch_norm(x, {}, {}, rm32, rv32, true, 0.1, 1e-5, false);
+  auto rm = torch::zeros({4}, torch::kBFloat16);
+  auto rv = torch::ones({4}, torch::kBFloat16);
+  amp::Autocast g(true, torch::kBFloat16, torch::kCPU);
+  auto out = amp::batch_norm(x.to(torch::kBFloat16), rm, rv, {}, {}, true);
+  EXPECT_EQ(out.scalar_type(), torch::kFloat);
+  EXPECT_EQ(rm.scalar_type(), torch::kBFloat16);
+  EXPECT_TRUE(torch::allclose(rm.to(torch::kFloat), rm32, 0.02, 0.01)) << rm << rm32;
+  EXPECT_TRUE(torch::allclose(rv.to(torch::kFloat), rv32, 0.02, 0.01)) << rv << rv32;
+}
+
+TEST(Losses, MatchPyTorchGoldenValues) {
+  // From tests/amp/golden_losses.py (PyTorch's F.kl_div batchmean, cross_entropy, ...).
+  auto s = student();
+  auto t = teacher();
+  auto labels = torch::tensor({0, 5, 2, 3}, torch::kLong);
+  EXPECT_NEAR(amp::kl_div_temperature(s, t, 2.0).item<double>(), 0.732199192, 1e-5);
+  EXPECT_NEAR(amp::cross_entropy(s, labels).item<double>(), 3.49361062, 1e-5);
+  EXPECT_NEAR(amp::mse_loss(s, t).item<double>(), 5.99554586, 1e-5);
+  EXPECT_NEAR(amp::cosine_loss(s, t).item<double>(), 1.05918241, 1e-5);
+  // Under bf16 autocast the losses read bf16-rounded logits but compute in fp32.
+  amp::Autocast g(true, torch::kBFloat16, torch::kCPU);
+  auto kl = amp::kl_div_temperature(s.to(torch::kBFloat16), t.to(torch::kBFloat16), 2.0);
+  EXPECT_EQ(kl.scalar_type(), torch::kFloat);
+  EXPECT_NEAR(kl.item<double>(), 0.732199192, 0.02);
+}
+
+TEST(Losses, SequenceLogitsAreFlattenedOverLeadingDims) {
+  auto s = student();  // [4, 6]
+  auto t = teacher();
+  auto labels = torch::tensor({0, 5, 2, 3}, torch::kLong);
+  auto s3 = s.reshape({2, 2, 6});
+  auto t3 = t.reshape({2, 2, 6});
+  EXPECT_NEAR(amp::cross_entropy(s3, labels.reshape({2, 2})).item<double>(),
+              amp::cross_entropy(s, labels).item<double>(), 1e-6);
+  EXPECT_NEAR(amp::kl_div_temperature(s3, t3, 2.0).item<double>(), amp::kl_div_temperature(s, t, 2.0).item<double>(),
+              1e-6);
+  // Probability targets.
+  auto probs = torch::softmax(t, -1);
+  auto expected = -(probs * torch::log_softmax(s, -1)).sum(-1).mean();
+  EXPECT_NEAR(amp::cross_entropy(s, probs).item<double>(), expected.item<double>(), 1e-5);
+}
+
+TEST(Losses, BadInputsNameTheProblem) {
+  auto s = student();
+  auto t = teacher();
+  auto msg = error_of([&] { amp::kl_div_temperature(s, t, 0.0); });
+  EXPECT_NE(msg.find("temperature must be a positive finite number, got 0"), std::string::npos) << msg;
+  msg = error_of([&] { amp::kl_div_temperature(s, t.narrow(1, 0, 5), 1.0); });
+  EXPECT_NE(msg.find("student logits [4, 6] and teacher logits [4, 5] must have the same shape"), std::string::npos)
+      << msg;
+  msg = error_of([&] { amp::mse_loss(s, t.narrow(0, 0, 1)); });
+  EXPECT_NE(msg.find("amp::mse_loss: input [4, 6] and target [1, 6] must have the same shape"), std::string::npos)
+      << msg;
+  msg = error_of([&] { amp::cross_entropy(s, torch::tensor({0, 1}, torch::kLong)); });
+  EXPECT_NE(msg.find("class-index target [2] must have the shape of logits [4, 6]"), std::string::npos) << msg;
+  msg = error_of([&] { amp::cross_entropy(torch::randn({6}), torch::tensor(1)); });
+  EXPECT_NE(msg.find("need at least 2 dims"), std::string::npos) << msg;
+  msg = error_of([&] { amp::cosine_loss(torch::randn({6}), torch::randn({6})); });
+  EXPECT_NE(msg.find("amp::cosine_loss: inputs [6] need at least 2 dims"), std::string::npos) << msg;
+  msg = error_of([&] { amp::mse_loss(s, torch::Tensor()); });
+  EXPECT_NE(msg.find("target is an undefined tensor"), std::string::npos) << msg;
+}
+
+// ---- GPU --------------------------------------------------------------------------------
+
+TEST(OpsCuda, Fp16AutocastOnCuda) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  auto dev = torch::Device(torch::kCUDA);
+  auto x = torch::randn({8, 16}, dev);
+  auto w = torch::randn({4, 16}, torch::TensorOptions().device(dev).requires_grad(true));
+  auto cpu_x = torch::randn({8, 16});
+  auto cpu_w = torch::randn({4, 16});
+  amp::reset_cast_cache_stats();
+  {
+    amp::Autocast g(true, torch::kHalf, torch::kCUDA);
+    auto y = amp::linear(x, w);
+    auto y2 = amp::linear(x, w);
+    EXPECT_EQ(y.scalar_type(), torch::kHalf);
+    EXPECT_EQ(amp::softmax(y, -1).scalar_type(), torch::kFloat);
+    EXPECT_EQ(amp::add(y, x.narrow(1, 0, 4)).scalar_type(), torch::kFloat);
+    EXPECT_EQ(amp::cast_cache_stats().casts, 1);
+    EXPECT_EQ(amp::linear(cpu_x, cpu_w).scalar_type(), torch::kFloat) << "CPU tensors untouched by a CUDA guard";
+    amp::sum(amp::add(y, y2)).backward();
+  }
+  EXPECT_EQ(w.grad().scalar_type(), torch::kFloat);
+  {
+    amp::Autocast g(true, torch::kBFloat16, torch::kCPU);
+    EXPECT_EQ(amp::linear(x, w).scalar_type(), torch::kFloat) << "CUDA tensors untouched by a CPU guard";
+  }
+  {
+    amp::Autocast g(true, torch::kBFloat16, torch::kCUDA);
+    EXPECT_EQ(amp::attention_scores(x.view({2, 4, 16}), x.view({2, 4, 16}), 0.25).scalar_type(), torch::kBFloat16);
+    EXPECT_EQ(amp::cross_entropy(amp::linear(x, w), torch::zeros({8}, torch::TensorOptions().dtype(torch::kLong).device(dev)))
+                  .scalar_type(),
+              torch::kFloat);
+  }
+}

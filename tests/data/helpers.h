@@ -1,0 +1,87 @@
+#pragma once
+// Shared helpers for the data tests: scratch directories and hand-made IDX files.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include <atomic>
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+namespace retort::data::testing {
+
+namespace fs = std::filesystem;
+
+/// A fresh directory, removed with everything in it at scope exit.
+class TempDir {
+ public:
+  TempDir() {
+    static std::atomic<int> counter{0};
+    path_ = fs::temp_directory_path() /
+            ("retort-data-test-" + std::to_string(::getpid()) + "-" + std::to_string(counter++));
+    fs::remove_all(path_);
+    fs::create_directories(path_);
+  }
+  ~TempDir() {
+    std::error_code ec;
+    fs::remove_all(path_, ec);
+  }
+  const fs::path& path() const { return path_; }
+  fs::path operator/(const std::string& name) const { return path_ / name; }
+
+ private:
+  fs::path path_;
+};
+
+/// IDX bytes written by hand (not with write_idx), so the reader is checked independently.
+inline std::string idx_bytes(const torch::Tensor& t, uint8_t type = 0x08) {
+  std::string s = {'\0', '\0', static_cast<char>(type), static_cast<char>(t.dim())};
+  for (int64_t d : t.sizes()) {
+    s.push_back(static_cast<char>((d >> 24) & 0xff));
+    s.push_back(static_cast<char>((d >> 16) & 0xff));
+    s.push_back(static_cast<char>((d >> 8) & 0xff));
+    s.push_back(static_cast<char>(d & 0xff));
+  }
+  auto c = t.contiguous();
+  s.append(reinterpret_cast<const char*>(c.data_ptr<uint8_t>()), static_cast<size_t>(c.numel()));
+  return s;
+}
+
+inline void write_bytes(const fs::path& path, const std::string& bytes) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  ASSERT_TRUE(out.good()) << path;
+}
+
+inline std::string read_bytes(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+/// Writes `bytes` through zlib's gzip file API. mode "ab" appends another gzip member.
+inline void write_gz(const fs::path& path, const std::string& bytes, const char* mode = "wb") {
+  gzFile f = gzopen(path.c_str(), mode);
+  ASSERT_NE(f, nullptr) << path;
+  ASSERT_EQ(gzwrite(f, bytes.data(), static_cast<unsigned>(bytes.size())), static_cast<int>(bytes.size()));
+  ASSERT_EQ(gzclose(f), Z_OK);
+}
+
+inline torch::Tensor random_u8(torch::IntArrayRef sizes, int64_t seed) {
+  auto gen = at::detail::createCPUGenerator(static_cast<uint64_t>(seed));
+  return torch::randint(0, 256, sizes, gen, torch::kUInt8);
+}
+
+/// The message of the retort::Error-derived exception `E` that `fn` throws ("" if none).
+template <typename E, typename Fn>
+std::string error_of(Fn&& fn) {
+  try {
+    fn();
+  } catch (const E& e) {
+    return e.what();
+  }
+  return "";
+}
+
+}  // namespace retort::data::testing

@@ -1,0 +1,217 @@
+// trainer::DistillTask with trainer::Trainer: a short distillation improves the student,
+// the teacher stays bit-identical, projections are checkpointed but never exported.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "core/error.h"
+#include "models/models.h"
+#include "tests/distill/helpers.h"
+#include "trainer/checkpoint.h"
+#include "trainer/distill_task.h"
+#include "trainer/trainer.h"
+
+namespace fs = std::filesystem;
+using namespace retort;
+using test::expect_error;
+
+namespace {
+
+fs::path temp_dir(const std::string& name) {
+  auto d = fs::temp_directory_path() / ("retort-distill-" + name + "-" + std::to_string(::getpid()));
+  fs::remove_all(d);
+  fs::create_directories(d);
+  return d;
+}
+
+// Learnable: the label is the brightest of 10 vertical bands.
+std::shared_ptr<data::Dataset> synthetic(int64_t n, uint64_t seed) {
+  torch::manual_seed(seed);
+  auto d = std::make_shared<data::Dataset>();
+  d->labels = torch::randint(0, 10, {n}, torch::kInt64);
+  auto img = torch::randint(0, 60, {n, 1, 28, 28}, torch::kInt64);
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t c = d->labels[i].item<int64_t>();
+    img.index({i, 0, torch::indexing::Slice(), torch::indexing::Slice(c * 2 + 4, c * 2 + 6)}) += 180;
+  }
+  d->images = img.clamp(0, 255).to(torch::kUInt8);
+  return d;
+}
+
+models::ModelOptions teacher_options() {
+  models::ModelOptions o;
+  o.channels = {8, 16};
+  o.convs_per_stage = 1;
+  o.hidden = {32};
+  return o;
+}
+
+models::ModelOptions student_options() {
+  models::ModelOptions o;
+  o.channels = {4, 8};
+  o.convs_per_stage = 1;
+  o.hidden = {12};
+  return o;
+}
+
+const char* kTeacherConfig =
+    "model:\n  name: cnn\n  channels: [8, 16]\n  convs_per_stage: 1\n  hidden: [32]\ntrainer:\n  max_steps: 30\n";
+
+trainer::TrainerSetup setup_for(std::shared_ptr<trainer::Task> task, std::shared_ptr<data::Dataset> train,
+                                const fs::path& run_dir, int64_t steps) {
+  trainer::TrainerSetup s;
+  s.trainer.max_epochs = 100;
+  s.trainer.max_steps = steps;
+  s.trainer.seed = 5;
+  s.trainer.log_every = 10;
+  s.trainer.progress = "off";
+  s.trainer.eval = false;
+  s.optim.lr = 5e-3;
+  s.optim.warmup_steps = 2;
+  s.data.batch_size = 32;
+  s.run_dir = run_dir;
+  s.train_set = std::move(train);
+  s.task = std::move(task);
+  return s;
+}
+
+/// A teacher trained for a few steps, saved as a checkpoint in `run_dir` (config included).
+void train_teacher(const fs::path& run_dir, std::shared_ptr<data::Dataset> train) {
+  torch::manual_seed(11);
+  auto task = std::make_shared<trainer::SupervisedTask>(models::make_model(teacher_options()));
+  auto s = setup_for(task, std::move(train), run_dir, 30);
+  s.config_yaml = kTeacherConfig;
+  trainer::Trainer(std::move(s)).fit();
+}
+
+double eval_loss(distill::Distiller& d, const torch::Tensor& x, const torch::Tensor& y, const std::string& term) {
+  torch::NoGradGuard no_grad;
+  const bool was = d->student().is_training();
+  d->train(false);
+  auto l = d->forward(x, y);
+  d->train(was);
+  if (term.empty()) return l.total.item<double>();
+  for (const auto& [k, v] : l.terms)
+    if (k == term) return v.item<double>();
+  throw std::runtime_error("no term " + term);
+}
+
+}  // namespace
+
+TEST(DistillTask, ShortDistillationImprovesTheStudentAndFreezesTheTeacher) {
+  auto train = synthetic(384, 21);
+  const auto teacher_dir = temp_dir("teacher");
+  train_teacher(teacher_dir, train);
+
+  // The teacher as the CLI loads it: from the run directory (weights + config.yaml model:).
+  distill::DistillOptions opts;
+  opts.teacher_checkpoint = teacher_dir.string();
+  opts.weight_kl = 0.5;
+  opts.temperature = 2.0;
+  opts.layers = YAML::Node("uniform");
+  auto teacher = trainer::load_teacher(opts);
+  EXPECT_FALSE(teacher->is_training());
+  EXPECT_EQ(teacher->options().channels, (std::vector<int64_t>{8, 16}));
+  const auto teacher_before = models::weights_of(*teacher);
+
+  torch::manual_seed(12);
+  auto student = models::make_model(student_options());
+  distill::Distiller distiller(teacher, student, opts);
+  auto task = std::make_shared<trainer::DistillTask>(distiller, trainer::sample_batch(*train));
+  ASSERT_TRUE(distiller->prepared());
+
+  // What the optimizer sees: the student's parameters, then the projections; no teacher.
+  const auto trainable = task->trainable();
+  std::vector<std::string> names;
+  for (const auto& kv : trainable) names.push_back(kv.first);
+  EXPECT_NE(std::find(names.begin(), names.end(), "distill.proj.fc0.weight"), names.end());
+  EXPECT_NE(std::find(names.begin(), names.end(), "distill.proj.stage1.weight"), names.end());
+  EXPECT_EQ(trainable.size(), student->parameters().size() + distiller->parameters().size());
+
+  auto probe = synthetic(128, 22);
+  auto px = trainer::sample_batch(*probe, 128);
+  auto py = probe->labels;
+  const double total_before = eval_loss(distiller, px, py, "");
+  const double ce_before = eval_loss(distiller, px, py, "ce");
+  const double kl_before = eval_loss(distiller, px, py, "kl");
+
+  const auto run_dir = temp_dir("student");
+  auto s = setup_for(task, train, run_dir, 36);
+  s.config_yaml = "distill: {}\n";
+  trainer::Trainer(std::move(s)).fit();
+
+  const double total_after = eval_loss(distiller, px, py, "");
+  EXPECT_LT(total_after, 0.7 * total_before) << total_before << " -> " << total_after;
+  EXPECT_LT(eval_loss(distiller, px, py, "ce"), ce_before);
+  EXPECT_LT(eval_loss(distiller, px, py, "kl"), kl_before);
+
+  // The teacher: no gradients, still in eval mode, bit-identical weights.
+  EXPECT_FALSE(teacher->is_training());
+  for (const auto& p : teacher->parameters()) EXPECT_FALSE(p.grad().defined());
+  for (const auto& [name, before] : teacher_before)
+    EXPECT_TRUE(torch::equal(before, models::weights_of(*teacher).at(name))) << name;
+
+  // Per-term losses reached metrics.jsonl.
+  std::ifstream metrics(run_dir / "metrics.jsonl");
+  std::string line, all;
+  while (std::getline(metrics, line)) all += line;
+  for (const char* key : {"\"loss_ce\"", "\"loss_kl\"", "\"loss_mse.stage0\"", "\"loss_mse.fc0\""})
+    EXPECT_NE(all.find(key), std::string::npos) << key;
+
+  // Checkpoint: the projections are in the state, never in the exported model.
+  auto ckpt = trainer::Checkpointer::load(trainer::Checkpointer::resolve(run_dir));
+  EXPECT_EQ(ckpt.model.size(), models::weights_of(*student).size());
+  for (const auto& kv : ckpt.model) EXPECT_TRUE(models::weights_of(*student).count(kv.first)) << kv.first;
+  for (const auto& kv : ckpt.model) EXPECT_NE(kv.first.rfind("proj.", 0), 0u) << kv.first;
+  ASSERT_TRUE(ckpt.state.count("extra.distill.proj.fc0.weight"));
+  EXPECT_TRUE(
+      torch::equal(ckpt.state.at("extra.distill.proj.fc0.weight"), distiller->named_parameters()["proj.fc0.weight"]));
+  for (const auto& kv : models::weights_of(task->model())) EXPECT_NE(kv.first.rfind("proj.", 0), 0u) << kv.first;
+
+  fs::remove_all(teacher_dir);
+  fs::remove_all(run_dir);
+}
+
+TEST(DistillTask, LoadTeacherFromASafetensorsFile) {
+  const auto dir = temp_dir("weights");
+  torch::manual_seed(3);
+  auto model = models::make_model(teacher_options());
+  models::save_safetensors(dir / "t.safetensors", models::weights_of(*model));
+  distill::DistillOptions o;
+  o.teacher_weights = (dir / "t.safetensors").string();
+  o.teacher_model = YAML::Load("{name: cnn, channels: [8, 16], convs_per_stage: 1, hidden: [32]}");
+  auto t = trainer::load_teacher(o);
+  for (const auto& [name, w] : models::weights_of(*model))
+    EXPECT_TRUE(torch::equal(w, models::weights_of(*t).at(name))) << name;
+  for (const auto& p : t->parameters()) EXPECT_FALSE(p.requires_grad());
+  // The wrong architecture: every mis-fitting tensor named, with the file.
+  o.teacher_model = YAML::Load("{name: cnn, channels: [8, 32], convs_per_stage: 1, hidden: [32]}");
+  expect_error<CheckpointError>([&] { trainer::load_teacher(o); }, {"t.safetensors", "mis-shaped", "stage1.conv0.weight"});
+  o.teacher_model = YAML::Node();
+  expect_error<ConfigError>([&] { trainer::load_teacher(o); }, {"distill.teacher.model: required"});
+  fs::remove_all(dir);
+}
+
+TEST(DistillTask, MissingTeacherCheckpointIsNamed) {
+  distill::DistillOptions o;
+  o.teacher_checkpoint = "/nonexistent/teacher-run";
+  expect_error<CheckpointError>([&] { trainer::load_teacher(o); }, {"/nonexistent/teacher-run"});
+}
+
+TEST(DistillTask, TrainKeepsTheTeacherInEval) {
+  auto teacher = models::make_model(teacher_options());
+  auto student = models::make_model(student_options());
+  distill::Distiller d(teacher, student, distill::DistillOptions());
+  trainer::DistillTask task(d, torch::randn({2, 1, 28, 28}));
+  task.train(true);
+  EXPECT_TRUE(student->is_training());
+  EXPECT_TRUE(d->is_training());
+  EXPECT_FALSE(teacher->is_training());
+  task.train(false);
+  EXPECT_FALSE(student->is_training());
+  EXPECT_EQ(&task.model(), student.get());
+  ASSERT_EQ(task.extra_modules().size(), 1u);
+  EXPECT_EQ(task.extra_modules()[0].first, "distill");
+}

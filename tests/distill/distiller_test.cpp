@@ -1,0 +1,280 @@
+// distill::Distiller: golden totals, projections, the dry run's errors, the frozen teacher, amp.
+#include <gtest/gtest.h>
+
+#include "amp/autocast.h"
+#include "core/error.h"
+#include "distill/distill.h"
+#include "models/models.h"
+#include "tests/distill/helpers.h"
+
+using namespace retort;
+using test::expect_error;
+using test::golden;
+using test::golden_value;
+
+namespace {
+
+std::map<std::string, double> term_map(const distill::Losses& l) {
+  std::map<std::string, double> m;
+  for (const auto& [k, v] : l.terms) m[k] = v.item<double>();
+  return m;
+}
+
+models::ModelOptions mlp(std::vector<int64_t> hidden, int64_t image = 8) {
+  models::ModelOptions o;
+  o.name = "mlp";
+  o.image_size = image;
+  o.hidden = std::move(hidden);
+  return o;
+}
+
+models::ModelOptions cnn(std::vector<int64_t> channels, std::vector<int64_t> hidden) {
+  models::ModelOptions o;
+  o.name = "cnn";
+  o.channels = std::move(channels);
+  o.convs_per_stage = 1;
+  o.hidden = std::move(hidden);
+  return o;
+}
+
+models::ModelOptions vit(int64_t dim, int64_t depth, int64_t heads, const std::string& pool = "cls") {
+  models::ModelOptions o;
+  o.name = "vit";
+  o.image_size = 8;
+  o.patch = 4;
+  o.dim = dim;
+  o.depth = depth;
+  o.heads = heads;
+  o.pool = pool;
+  return o;
+}
+
+distill::Distiller make(const models::ModelOptions& t, const models::ModelOptions& s, distill::DistillOptions o) {
+  return distill::Distiller(models::make_model(t), models::make_model(s), std::move(o));
+}
+
+}  // namespace
+
+TEST(Distiller, MlpTotalTermsAndGradientsMatchPyTorch) {
+  auto teacher = distill::load_teacher_weights(mlp({16, 12}), test::golden_group("mlp.teacher."), "golden teacher");
+  auto student = models::make_model(mlp({6}));
+  models::load_weights(*student, test::golden_group("mlp.student."), "golden student");
+  distill::DistillOptions o;
+  o.alpha = 0.6;
+  o.weight_kl = 0.5;
+  o.temperature = 3.0;
+  o.weight_cosine = 0.25;
+  distill::Distiller d(teacher, student, o);
+  d->prepare(golden("mlp.x"));
+  ASSERT_EQ(d->hidden_pairs().size(), 1u);
+  EXPECT_EQ(d->hidden_pairs()[0].projection, "linear");
+  // The projection is the Distiller's only parameter set, named after the pair.
+  models::load_weights(*d, test::golden_group("mlp.distiller."), "golden projection");
+  auto l = d->forward(golden("mlp.x"), golden("mlp.y"));
+  auto terms = term_map(l);
+  ASSERT_EQ(terms.size(), 4u);
+  for (const char* k : {"ce", "kl", "mse.fc0", "cos.fc0"})
+    EXPECT_NEAR(terms.at(k), golden_value(std::string("mlp.") + k), 1e-5) << k;
+  EXPECT_NEAR(l.total.item<double>(), golden_value("mlp.total"), 1e-5);
+  l.total.backward();
+  EXPECT_TRUE(torch::allclose(student->named_parameters()["fc0.weight"].grad(), golden("mlp.grad.student.fc0.weight"),
+                              1e-4, 1e-6));
+  EXPECT_TRUE(torch::allclose(d->named_parameters()["proj.fc0.weight"].grad(),
+                              golden("mlp.grad.distiller.proj.fc0.weight"), 1e-4, 1e-6));
+  for (const auto& p : teacher->parameters()) EXPECT_FALSE(p.grad().defined());
+}
+
+TEST(Distiller, VitWithAttentionMatchesPyTorch) {
+  auto teacher = distill::load_teacher_weights(vit(16, 2, 2), test::golden_group("vit.teacher."), "golden teacher");
+  auto so = vit(8, 1, 1);
+  so.mlp_ratio = 1.5;
+  auto student = models::make_model(so);
+  models::load_weights(*student, test::golden_group("vit.student."), "golden student");
+  distill::DistillOptions o;
+  o.weight_ce = 0.5;
+  o.weight_kl = 1.0;
+  o.temperature = 2.0;
+  o.weight_mse = 0.3;
+  o.weight_attention = 2.0;
+  o.layers = YAML::Node("uniform");
+  distill::Distiller d(teacher, student, o);
+  d->prepare(golden("vit.x"));
+  ASSERT_EQ(d->hidden_pairs().size(), 1u);
+  EXPECT_EQ(d->hidden_pairs()[0].layers.teacher, 1);  // round(1 * 2 / 1) - 1
+  ASSERT_EQ(d->attention_pairs().size(), 1u);
+  models::load_weights(*d, test::golden_group("vit.distiller."), "golden projection");
+  student->eval();  // same as the twin (no dropout either way)
+  auto l = d->forward(golden("vit.x"), golden("vit.y"));
+  auto terms = term_map(l);
+  for (const char* k : {"ce", "kl", "mse.layer0", "attn.0"})
+    EXPECT_NEAR(terms.at(k), golden_value(std::string("vit.") + k), 1e-5) << k;
+  EXPECT_NEAR(l.total.item<double>(), golden_value("vit.total"), 1e-5);
+}
+
+TEST(Distiller, ProjectionShapesForWidthAndChannelMismatch) {
+  torch::manual_seed(0);
+  distill::DistillOptions o;
+  o.layers = YAML::Node("uniform");
+  auto d = make(cnn({32, 64}, {512}), cnn({16, 32}, {64}), o);
+  d->prepare(torch::randn({3, 1, 28, 28}));
+  const auto params = d->named_parameters();
+  ASSERT_EQ(params.size(), 6u);
+  EXPECT_EQ(params["proj.stage0.weight"].sizes(), torch::IntArrayRef({32, 16, 1, 1}));  // 1x1 conv, student -> teacher
+  EXPECT_EQ(params["proj.stage1.weight"].sizes(), torch::IntArrayRef({64, 32, 1, 1}));
+  EXPECT_EQ(params["proj.fc0.weight"].sizes(), torch::IntArrayRef({512, 64}));         // linear
+  EXPECT_EQ(params["proj.fc0.bias"].sizes(), torch::IntArrayRef({512}));
+  EXPECT_EQ(d->hidden_pairs()[0].projection, "conv1x1");
+  EXPECT_EQ(d->hidden_pairs()[2].projection, "linear");
+  auto l = d->forward(torch::randn({4, 1, 28, 28}), torch::randint(0, 10, {4}));
+  auto terms = term_map(l);
+  EXPECT_EQ(terms.size(), 4u);  // ce, mse.stage0, mse.stage1, mse.fc0
+  EXPECT_TRUE(terms.count("mse.stage1"));
+  // Equal widths need no projection.
+  auto same = make(cnn({8, 16}, {32}), cnn({8, 16}, {32}), distill::DistillOptions());
+  same->prepare(torch::randn({2, 1, 28, 28}));
+  EXPECT_TRUE(same->parameters().empty());
+  // A second prepare keeps the (trained) projections.
+  auto before = params.find("proj.fc0.weight")->clone();
+  d->prepare(torch::randn({2, 1, 28, 28}));
+  EXPECT_TRUE(torch::equal(d->named_parameters()["proj.fc0.weight"], before));
+  EXPECT_EQ(d->named_parameters().size(), 6u);
+}
+
+TEST(Distiller, SpatialMismatchIsPooledOrRefused) {
+  distill::DistillOptions o;
+  o.layers = YAML::Load("{stage2: stage1}");  // student 3x3 map -> teacher 7x7 map
+  auto d = make(cnn({8, 16}, {32}), cnn({8, 8, 16}, {32}), o);
+  d->prepare(torch::randn({2, 1, 28, 28}));
+  EXPECT_TRUE(d->hidden_pairs()[0].pooled);
+  EXPECT_TRUE(d->hidden_pairs()[0].projection.empty());
+  auto l = d->forward(torch::randn({2, 1, 28, 28}), torch::randint(0, 10, {2}));
+  EXPECT_TRUE(std::isfinite(l.total.item<double>()));
+  o.spatial = "error";
+  auto strict = make(cnn({8, 16}, {32}), cnn({8, 8, 16}, {32}), o);
+  expect_error<ConfigError>([&] { strict->prepare(torch::randn({2, 1, 28, 28})); },
+                            {"student stage2 [2, 16, 3, 3] -> teacher stage1 [2, 16, 7, 7]", "spatial sizes differ",
+                             "distill.spatial=pool"});
+}
+
+TEST(Distiller, DryRunNamesEveryMismatchedPairAndTheFix) {
+  distill::DistillOptions o;
+  o.project = false;
+  o.layers = YAML::Node("uniform");
+  auto d = make(cnn({32, 64}, {512}), cnn({16, 64}, {64}), o);
+  expect_error<ConfigError>([&] { d->prepare(torch::randn({5, 1, 28, 28})); },
+                            {"dry run on one batch found 2 mismatched layer pair(s)",
+                             "student stage0 [2, 16, 14, 14] -> teacher stage0 [2, 32, 14, 14]: channels differ (16 vs 32)",
+                             "student fc0 [2, 64] -> teacher fc0 [2, 512]: widths differ (64 vs 512)",
+                             "enable distill.project=true"});
+  EXPECT_FALSE(d->prepared());
+  expect_error<Error>([&] { d->forward(torch::randn({2, 1, 28, 28}), torch::randint(0, 10, {2})); },
+                      {"prepare(sample) must run before the first loss"});
+
+  // A feature map paired with a vector.
+  distill::DistillOptions kinds;
+  kinds.layers = YAML::Load("[[stage1, fc0]]");
+  auto k = make(cnn({8, 16}, {32}), cnn({8, 16}, {32}), kinds);
+  expect_error<ConfigError>([&] { k->prepare(torch::randn({2, 1, 28, 28})); },
+                            {"student stage1 [2, 16, 7, 7] -> teacher fc0 [2, 32]",
+                             "a feature map cannot be matched to a vector", "distill.layers"});
+
+  // Attention maps asked of a CNN.
+  distill::DistillOptions att;
+  att.weight_attention = 1.0;
+  auto a = make(cnn({8, 16}, {32}), cnn({8, 16}, {32}), att);
+  expect_error<ConfigError>([&] { a->prepare(torch::randn({2, 1, 28, 28})); },
+                            {"distill.weights.attention", "student (cnn) returns no attention maps"});
+
+  // Token counts differ (cls token vs mean pooling).
+  distill::DistillOptions tok;
+  tok.weight_attention = 1.0;
+  auto t = make(vit(16, 2, 2, "cls"), vit(8, 1, 1, "avg"), tok);
+  expect_error<ConfigError>([&] { t->prepare(torch::randn({2, 1, 8, 8})); },
+                            {"student layer0 [2, 4, 8] -> teacher layer1 [2, 5, 16]: token counts differ (4 vs 5)",
+                             "attention student layer0 [2, 1, 4, 4] -> teacher layer1 [2, 2, 5, 5]"});
+}
+
+TEST(Distiller, ConstructorChecksInputsAndClasses) {
+  distill::DistillOptions o;
+  o.weight_kl = 1.0;
+  auto t = cnn({8}, {16});
+  t.num_classes = 5;
+  expect_error<ConfigError>([&] { make(t, cnn({8}, {16}), o); },
+                            {"distill.weights.kl", "teacher has 5 classes and the student 10"});
+  expect_error<ConfigError>([&] { make(mlp({8}, 8), mlp({8}, 28), distill::DistillOptions()); },
+                            {"the teacher reads 1x8x8 images, the student 1x28x28"});
+  distill::DistillOptions bad;
+  bad.alpha = -0.1;
+  expect_error<ConfigError>([&] { make(mlp({8}), mlp({8}), bad); }, {"distill.alpha"});
+}
+
+TEST(Distiller, TeacherIsFrozenAndStaysInEval) {
+  torch::manual_seed(1);
+  auto teacher = models::make_model(cnn({8, 16}, {32}));
+  for (const auto& p : teacher->parameters()) ASSERT_TRUE(p.requires_grad());
+  auto student = models::make_model(cnn({4, 8}, {16}));
+  distill::Distiller d(teacher, student, distill::DistillOptions());
+  for (const auto& p : teacher->parameters()) EXPECT_FALSE(p.requires_grad());
+  d->train(true);
+  EXPECT_FALSE(teacher->is_training());
+  EXPECT_TRUE(student->is_training());
+  d->prepare(torch::randn({2, 1, 28, 28}));
+  EXPECT_TRUE(student->is_training());  // the dry run restores the mode
+  // The teacher is held, not registered: nothing of it in the Distiller's parameters.
+  for (const auto& kv : d->named_parameters()) EXPECT_EQ(kv.key().rfind("proj.fc0.", 0), 0u) << kv.key();
+}
+
+TEST(Distiller, TeacherRunsInBf16UnderAutocastCastOnce) {
+  torch::manual_seed(2);
+  auto teacher = models::make_model(cnn({8, 16}, {32}));
+  auto student = models::make_model(cnn({4, 8}, {16}));
+  distill::DistillOptions o;
+  o.weight_kl = 0.5;
+  distill::Distiller d(teacher, student, o);
+  d->prepare(torch::randn({2, 1, 28, 28}));
+  auto x = torch::randn({4, 1, 28, 28});
+  auto y = torch::randint(0, 10, {4});
+  const double fp32_total = d->forward(x, y).total.item<double>();
+  EXPECT_EQ(d->teacher_dtype(), torch::kFloat);
+  distill::Losses l;
+  {
+    amp::Autocast guard(true, torch::kBFloat16, torch::kCPU);
+    l = d->forward(x, y);
+  }
+  EXPECT_EQ(d->teacher_dtype(), torch::kBFloat16);
+  auto tp = teacher->named_parameters();
+  EXPECT_EQ(tp["stage0.conv0.weight"].scalar_type(), torch::kBFloat16);
+  EXPECT_EQ(tp["fc0.weight"].scalar_type(), torch::kBFloat16);
+  EXPECT_EQ(tp["stage0.bn0.weight"].scalar_type(), torch::kFloat);  // norm layers keep fp32
+  EXPECT_EQ(teacher->named_buffers()["stage0.bn0.running_mean"].scalar_type(), torch::kFloat);
+  EXPECT_EQ(student->named_parameters()["fc0.weight"].scalar_type(), torch::kFloat);  // the student is untouched
+  EXPECT_EQ(l.total.scalar_type(), torch::kFloat);
+  EXPECT_NEAR(l.total.item<double>(), fp32_total, 0.05 * std::abs(fp32_total) + 0.02);
+  // Outside autocast the low-precision teacher still runs (under its own autocast).
+  auto again = d->forward(x, y);
+  EXPECT_TRUE(std::isfinite(again.total.item<double>()));
+  l.total.backward();
+  for (const auto& p : teacher->parameters()) EXPECT_FALSE(p.grad().defined());
+}
+
+TEST(Distiller, LoadTeacherWeightsNamesMissingAndExtraTensors) {
+  auto weights = test::golden_group("mlp.teacher.");
+  weights.erase("fc1.bias");
+  weights["fc9.weight"] = torch::zeros({1});
+  expect_error<CheckpointError>([&] { distill::load_teacher_weights(mlp({16, 12}), weights, "teacher.safetensors"); },
+                                {"teacher.safetensors", "missing [fc1.bias]", "unexpected [fc9.weight]"});
+  auto t = distill::load_teacher_weights(mlp({16, 12}), test::golden_group("mlp.teacher."), "ok");
+  EXPECT_FALSE(t->is_training());
+  for (const auto& p : t->parameters()) EXPECT_FALSE(p.requires_grad());
+}
+
+TEST(Distiller, ReadModelOptionsNamesTheFullKey) {
+  auto o = distill::read_model_options(YAML::Load("{name: cnn, channels: [8, 16], hidden: [32]}"),
+                                       "distill.teacher.model");
+  EXPECT_EQ(o.channels, (std::vector<int64_t>{8, 16}));
+  expect_error<ConfigError>(
+      [] { distill::read_model_options(YAML::Load("{name: cnn, chanels: [8]}"), "distill.teacher.model"); },
+      {"distill.teacher.model.chanels"});
+  expect_error<ConfigError>([] { distill::read_model_options(YAML::Load("[1, 2]"), "distill.teacher.model"); },
+                            {"distill.teacher.model: expected a map of model keys", "list"});
+}

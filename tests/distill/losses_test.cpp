@@ -1,0 +1,84 @@
+// Each loss term against PyTorch (bench/reference/distill_golden.py).
+#include <gtest/gtest.h>
+
+#include "amp/autocast.h"
+#include "core/error.h"
+#include "distill/losses.h"
+#include "tests/distill/helpers.h"
+
+using namespace retort;
+using retort::test::golden;
+using retort::test::golden_value;
+
+namespace {
+constexpr double kTol = 1e-5;
+}
+
+TEST(Losses, CrossEntropyMatchesPyTorch) {
+  auto ce = distill::ce_loss(golden("logits_s"), golden("labels"));
+  EXPECT_NEAR(ce.item<double>(), golden_value("ce"), kTol);
+}
+
+TEST(Losses, KlWithTemperatureMatchesPyTorch) {
+  for (double t : {1.0, 2.0, 4.0}) {
+    auto kl = distill::kl_loss(golden("logits_s"), golden("logits_t"), t);
+    const std::string key = "kl_T" + std::to_string(static_cast<int>(t));
+    EXPECT_NEAR(kl.item<double>(), golden_value(key), kTol) << key;
+  }
+  // Same logits: no divergence at any temperature.
+  EXPECT_NEAR(distill::kl_loss(golden("logits_s"), golden("logits_s"), 3.0).item<double>(), 0.0, 1e-6);
+}
+
+TEST(Losses, MseMatchesPyTorch) {
+  EXPECT_NEAR(distill::hidden_mse(golden("vec_s"), golden("vec_t")).item<double>(), golden_value("mse_vec"), kTol);
+  EXPECT_NEAR(distill::hidden_mse(golden("map_s"), golden("map_t")).item<double>(), golden_value("mse_map"), kTol);
+}
+
+TEST(Losses, CosineMatchesPyTorch) {
+  EXPECT_NEAR(distill::hidden_cosine(golden("vec_s"), golden("vec_t")).item<double>(), golden_value("cos_vec"), kTol);
+  EXPECT_NEAR(distill::hidden_cosine(golden("map_s"), golden("map_t")).item<double>(), golden_value("cos_map"), kTol);
+  // Tokens [B, T, D] are compared token by token.
+  EXPECT_NEAR(distill::hidden_cosine(golden("tok_s"), golden("tok_t")).item<double>(), golden_value("cos_tok"), kTol);
+  // Parallel vectors of different length: no loss.
+  auto v = golden("vec_s");
+  EXPECT_NEAR(distill::hidden_cosine(v, 3 * v).item<double>(), 0.0, 1e-6);
+}
+
+TEST(Losses, AttentionMseMatchesPyTorch) {
+  EXPECT_NEAR(distill::attention_mse(golden("att_s"), golden("att_t")).item<double>(),
+              golden_value("attn_same_heads"), kTol);
+  // 2 student heads vs 4 teacher heads: head-averaged maps.
+  EXPECT_NEAR(distill::attention_mse(golden("att_s"), golden("att_t4")).item<double>(),
+              golden_value("attn_diff_heads"), kTol);
+}
+
+TEST(Losses, AttentionMseRejectsDifferentTokenCounts) {
+  test::expect_error<Error>([] { distill::attention_mse(torch::rand({2, 2, 5, 5}), torch::rand({2, 2, 4, 4})); },
+                            {"attention maps [2, 2, 5, 5] and [2, 2, 4, 4]", "equal B and T"});
+}
+
+TEST(Losses, MatchSpatialPoolsTheLargerMapLikePyTorch) {
+  auto [s, t] = distill::match_spatial(golden("big_map"), golden("small_map"));
+  EXPECT_EQ(s.sizes(), torch::IntArrayRef({2, 3, 3, 6}));
+  EXPECT_TRUE(torch::allclose(s, golden("pooled_big"), 1e-6, 1e-6));
+  EXPECT_TRUE(t.is_same(golden("small_map")));  // the smaller map is left alone
+  // Either side may be the larger one.
+  auto [s2, t2] = distill::match_spatial(golden("small_map"), golden("big_map"));
+  EXPECT_TRUE(torch::allclose(t2, golden("pooled_big"), 1e-6, 1e-6));
+  test::expect_error<Error>([] { distill::match_spatial(torch::rand({2, 3}), torch::rand({2, 3, 4, 4})); },
+                            {"expected feature maps [B, C, H, W]", "[2, 3]"});
+}
+
+TEST(Losses, MismatchedShapesAreNamed) {
+  test::expect_error<Error>([] { distill::hidden_mse(torch::rand({2, 3}), torch::rand({2, 4})); },
+                            {"[2, 3]", "[2, 4]", "same shape"});
+}
+
+TEST(Losses, TermsComputeInFp32UnderBf16Autocast) {
+  amp::Autocast guard(true, torch::kBFloat16, torch::kCPU);
+  auto kl = distill::kl_loss(golden("logits_s").to(torch::kBFloat16), golden("logits_t"), 2.0);
+  EXPECT_EQ(kl.scalar_type(), torch::kFloat);
+  auto mse = distill::hidden_mse(golden("vec_s").to(torch::kBFloat16), golden("vec_t"));
+  EXPECT_EQ(mse.scalar_type(), torch::kFloat);
+  EXPECT_NEAR(mse.item<double>(), golden_value("mse_vec"), 2e-2);
+}

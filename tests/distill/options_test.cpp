@@ -1,0 +1,110 @@
+// DistillOptions: weights from alpha and explicit weights, validation, config keys.
+#include <gtest/gtest.h>
+
+#include "config/config.h"
+#include "core/error.h"
+#include "distill/options.h"
+#include "tests/distill/helpers.h"
+
+using namespace retort;
+using distill::DistillOptions;
+
+TEST(DistillOptions, DefaultIsTheClassicAlphaMix) {
+  DistillOptions o;
+  o.validate();
+  auto w = o.loss_weights();
+  EXPECT_DOUBLE_EQ(w.ce, 0.7);
+  EXPECT_DOUBLE_EQ(w.mse, 0.3);
+  EXPECT_EQ(w.kl, 0.0);
+  EXPECT_EQ(w.cosine, 0.0);
+  EXPECT_EQ(w.attention, 0.0);
+}
+
+TEST(DistillOptions, AlphaSetsCeAndMseUnlessWeightsAreGiven) {
+  DistillOptions o;
+  o.alpha = 0.25;
+  EXPECT_DOUBLE_EQ(o.loss_weights().ce, 0.25);
+  EXPECT_DOUBLE_EQ(o.loss_weights().mse, 0.75);
+  o.weight_mse = 0.0;  // explicit weight wins, term by term
+  o.weight_kl = 0.9;
+  auto w = o.loss_weights();
+  EXPECT_DOUBLE_EQ(w.ce, 0.25);
+  EXPECT_EQ(w.mse, 0.0);
+  EXPECT_DOUBLE_EQ(w.kl, 0.9);
+}
+
+TEST(DistillOptions, BadValuesNameTheKey) {
+  using test::expect_error;
+  DistillOptions o;
+  o.alpha = 1.5;
+  expect_error<ConfigError>([&] { o.validate(); }, {"distill.alpha", "[0, 1]", "1.5"});
+  o = DistillOptions();
+  o.temperature = 0;
+  expect_error<ConfigError>([&] { o.validate(); }, {"distill.temperature", "> 0"});
+  o = DistillOptions();
+  o.weight_kl = -1;
+  expect_error<ConfigError>([&] { o.validate(); }, {"distill.weights.kl", ">= 0", "-1"});
+  o = DistillOptions();
+  o.weight_ce = 0;
+  o.weight_mse = 0;
+  expect_error<ConfigError>([&] { o.validate(); }, {"distill.weights: every loss weight is 0"});
+  o = DistillOptions();
+  o.spatial = "crop";
+  expect_error<ConfigError>([&] { o.validate(); }, {"distill.spatial", "pool or error", "crop"});
+}
+
+TEST(DistillOptions, TeacherSourceMustBeExactlyOne) {
+  using test::expect_error;
+  DistillOptions o;
+  expect_error<ConfigError>([&] { o.validate_teacher_source(); }, {"distill.teacher: no teacher given", "checkpoint"});
+  o.teacher_checkpoint = "runs/t";
+  o.validate_teacher_source();
+  o.teacher_weights = "t.safetensors";
+  expect_error<ConfigError>([&] { o.validate_teacher_source(); }, {"both checkpoint and weights are set"});
+  o.teacher_checkpoint.clear();
+  expect_error<ConfigError>([&] { o.validate_teacher_source(); }, {"distill.teacher.model: required", "t.safetensors"});
+  o.teacher_model = YAML::Load("{name: mlp}");
+  o.validate_teacher_source();
+  o.teacher_weights.clear();
+  o.teacher_checkpoint = "runs/t";
+  expect_error<ConfigError>([&] { o.validate_teacher_source(); }, {"distill.teacher.model: only used with"});
+}
+
+TEST(DistillOptions, ReadFromARecipeSection) {
+  auto tree = YAML::Load(R"(
+distill:
+  alpha: 0.5
+  temperature: 2.0
+  weights: {kl: 0.4, cosine: 0.1}
+  layers: [[0, 1], [stage1, stage2]]
+  project: false
+  spatial: error
+  teacher:
+    checkpoint: outputs/teacher
+)");
+  config::Reader reader(tree);
+  auto o = reader.section<DistillOptions>("distill");
+  reader.finish();
+  EXPECT_EQ(o.alpha, 0.5);
+  EXPECT_EQ(o.temperature, 2.0);
+  EXPECT_EQ(o.weight_kl.value_or(-1), 0.4);
+  EXPECT_EQ(o.weight_cosine.value_or(-1), 0.1);
+  EXPECT_FALSE(o.weight_ce.has_value());
+  ASSERT_TRUE(o.layers.IsSequence());
+  EXPECT_EQ(o.layers[1][0].as<std::string>(), "stage1");
+  EXPECT_FALSE(o.project);
+  EXPECT_EQ(o.spatial, "error");
+  EXPECT_EQ(o.teacher_checkpoint, "outputs/teacher");
+  // Defaults when the section is absent.
+  config::Reader empty(YAML::Load("{}"));
+  auto d = empty.section<DistillOptions>("distill");
+  EXPECT_EQ(d.layers.as<std::string>(), "last");
+  EXPECT_EQ(d.attention_layers.as<std::string>(), "uniform");
+}
+
+TEST(DistillOptions, UnknownAndOutOfRangeKeysAreReported) {
+  config::Reader reader(YAML::Load("distill: {alpah: 0.5, temperature: -1, weights: {kl: -2}}"));
+  reader.section<DistillOptions>("distill");
+  test::expect_error<ConfigError>([&] { reader.finish(); },
+                                  {"distill.alpah", "distill.temperature", "distill.weights.kl"});
+}

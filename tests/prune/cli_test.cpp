@@ -1,0 +1,199 @@
+// `retort prune` as a user runs it: a run directory in, a pruned run directory out (or a
+// sensitivity table with --scan); prune.from for train; compaction for export.
+#include <gtest/gtest.h>
+
+#include <fstream>
+
+#include "cli/prune.h"
+#include "cli/run_config.h"
+#include "core/error.h"
+#include "data/data.h"
+#include "launch/world.h"
+#include "tests/prune/helpers.h"
+#include "trainer/checkpoint.h"
+
+namespace fs = std::filesystem;
+using namespace retort;
+using test::expect_error;
+
+namespace {
+
+std::string read_text(const fs::path& p) {
+  std::ifstream in(p);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+/// A trained-looking run: a checkpoint of a small CNN with random weights and the config a
+/// training run stores, its data a synthetic IDX train split (for --scan).
+fs::path make_run(const fs::path& root) {
+  const auto data = root / "data";
+  fs::create_directories(data);
+  torch::manual_seed(1);
+  const int64_t n = 120;
+  auto labels = torch::randint(0, 10, {n}, torch::kInt64);
+  auto images = torch::randint(0, 255, {n, 28, 28}, torch::kInt64).to(torch::kUInt8);
+  data::write_idx(data / "train-images-idx3-ubyte", images);
+  data::write_idx(data / "train-labels-idx1-ubyte", labels.to(torch::kUInt8));
+
+  const auto run = root / "trained";
+  auto model = test::random_model(test::small_cnn(), 31);
+  trainer::Checkpoint ckpt;
+  ckpt.step = 40;
+  ckpt.model = models::weights_of(*model);
+  ckpt.config_yaml = "run:\n  dir: " + run.string() +
+                     "\ntrainer:\n  threads: 1\nmodel:\n  name: cnn\n  channels: [4, 8]\n  convs_per_stage: 2\n"
+                     "  hidden: [6]\ndata:\n  root: " + data.string() + "\n  eval_batch_size: 50\n";
+  trainer::Checkpointer(run / "checkpoints", 3).save(ckpt);
+  return run;
+}
+
+int run_prune(std::vector<std::string> args) {
+  static launch::World world(launch::LaunchInfo{});
+  return cli::prune(world, args);
+}
+
+std::shared_ptr<models::Model> load_model(const fs::path& run) {
+  auto start = cli::load_pruned_start(run.string());
+  auto m = models::make_model(start.model);
+  models::load_weights(*m, start.weights, "test");
+  m->eval();
+  return m;
+}
+
+}  // namespace
+
+TEST(PruneCommand, StructuredWritesARunWithMasksAndATable) {
+  const auto root = test::temp_dir("cli-structured");
+  const auto src = make_run(root);
+  const auto out = root / "pruned";
+  testing::internal::CaptureStdout();
+  ASSERT_EQ(run_prune({src.string(), "prune.method=l1_structured", "prune.sparsity=0.4", "run.dir=" + out.string()}), 0);
+  const std::string printed = testing::internal::GetCapturedStdout();
+  EXPECT_NE(printed.find("| layer | shape | weights | pruned | sparsity | channels kept |"), std::string::npos);
+  EXPECT_NE(printed.find("| stage0.conv0 | 4x1x3x3 | 36 | 9 | 25.0 % | 3/4 |"), std::string::npos) << printed;
+  EXPECT_NE(printed.find("| head | 10x"), std::string::npos);
+  EXPECT_EQ(read_text(out / "prune.md").find("| layer |") != std::string::npos, true);
+
+  auto ckpt = trainer::Checkpointer::load(trainer::Checkpointer::resolve(out));
+  auto masks = prune::Masks::from_state_dict([&] {
+    std::map<std::string, torch::Tensor> s;
+    for (const auto& [k, v] : ckpt.state) s[k.substr(5)] = v;  // "task."
+    return s;
+  }());
+  ASSERT_TRUE(masks.contains("stage0.conv0.weight"));
+  EXPECT_TRUE(masks.contains("stage0.bn0.bias"));
+  // The weights in the checkpoint are the masked ones; the config reads back.
+  auto model = load_model(out);
+  for (const auto& [name, m] : masks.tensors())
+    EXPECT_TRUE(model->named_parameters()[name].masked_select(m.logical_not()).eq(0).all().item<bool>()) << name;
+  auto rc = cli::read_run_config(YAML::LoadFile((out / "config" / "config.yaml").string()));
+  EXPECT_EQ(rc.prune.method, "l1_structured");
+  EXPECT_DOUBLE_EQ(rc.prune.sparsity, 0.4);
+  EXPECT_EQ(rc.run.dir, out.string());
+
+  // Export compacts a checkpoint with structured masks.
+  auto compacted = cli::compact_checkpoint(ckpt);
+  ASSERT_TRUE(compacted.has_value());
+  EXPECT_EQ(compacted->options.conv_channels, (std::vector<int64_t>{3, 3, 5, 5}));
+  EXPECT_NE(compacted->model_yaml.find("conv_channels: [3, 3, 5, 5]"), std::string::npos) << compacted->model_yaml;
+  EXPECT_LT(compacted->params_after, compacted->params_before);
+
+  // prune.compact=true: a smaller model whose config rebuilds it, with the same outputs.
+  const auto small = root / "compact";
+  testing::internal::CaptureStdout();
+  ASSERT_EQ(run_prune({src.string(), "prune.method=l1_structured", "prune.sparsity=0.4", "prune.compact=true",
+                   "run.dir=" + small.string()}),
+            0);
+  EXPECT_NE(testing::internal::GetCapturedStdout().find("compacted: "), std::string::npos);
+  auto small_model = load_model(small);
+  EXPECT_EQ(small_model->options().conv_channels, (std::vector<int64_t>{3, 3, 5, 5}));
+  EXPECT_EQ(models::count_parameters(*small_model), compacted->params_after);
+  torch::NoGradGuard g;
+  auto x = torch::randn({3, 1, 28, 28});
+  EXPECT_LT((model->forward(x).logits - small_model->forward(x).logits).abs().max().item<double>(), 1e-5);
+
+  // train's prune.from: the pruned run's model replaces the recipe's, masks come along.
+  YAML::Node config = YAML::Load("model: {name: cnn, channels: [32, 64]}\nprune: {from: " + small.string() + "}\n");
+  auto start = cli::resolve_prune_from(config);
+  ASSERT_TRUE(start.has_value());
+  EXPECT_EQ(config["model"]["conv_channels"].as<std::vector<int64_t>>(), (std::vector<int64_t>{3, 3, 5, 5}));
+  EXPECT_EQ(cli::read_run_config(config).model.conv_channels, (std::vector<int64_t>{3, 3, 5, 5}));
+  EXPECT_TRUE(start->masks.empty());  // purely structured and compacted: nothing left to mask
+  YAML::Node from_masked = YAML::Load("prune: {from: " + out.string() + "}\n");
+  EXPECT_EQ(cli::resolve_prune_from(from_masked)->masks.size(), masks.size());
+  YAML::Node none = YAML::Load("prune: {from: ''}\n");
+  EXPECT_FALSE(cli::resolve_prune_from(none).has_value());
+  fs::remove_all(root);
+}
+
+TEST(PruneCommand, DefaultRunDirAndUnstructured) {
+  const auto root = test::temp_dir("cli-default");
+  const auto src = make_run(root);
+  const auto cwd = fs::current_path();
+  fs::current_path(root);
+  testing::internal::CaptureStdout();
+  const int rc = run_prune({src.string(), "prune.method=global_magnitude", "prune.sparsity=0.8"});
+  const std::string printed = testing::internal::GetCapturedStdout();
+  fs::current_path(cwd);
+  ASSERT_EQ(rc, 0);
+  int runs = 0;
+  for (const auto& day : fs::directory_iterator(root / "outputs" / "prune"))
+    for (const auto& time : fs::directory_iterator(day.path())) {
+      ++runs;
+      EXPECT_TRUE(trainer::Checkpointer::latest(time.path() / "checkpoints").has_value());
+    }
+  EXPECT_EQ(runs, 1);
+  EXPECT_NE(printed.find("global_magnitude, sparsity 0.8"), std::string::npos) << printed;
+  fs::remove_all(root);
+}
+
+TEST(PruneCommand, ScanPrintsATableAndPastableRecipeLines) {
+  const auto root = test::temp_dir("cli-scan");
+  const auto src = make_run(root);
+  testing::internal::CaptureStdout();
+  ASSERT_EQ(run_prune({src.string(), "prune.method=l2_structured", "prune.scan_samples=60", "prune.max_drop=100",
+                   "prune.scan_sparsities=[0.25,0.5]", "--scan"}),
+            0);
+  const std::string printed = testing::internal::GetCapturedStdout();
+  EXPECT_NE(printed.find("sensitivity (l2_structured)"), std::string::npos) << printed;
+  EXPECT_NE(printed.find("| layer | 25 % | 50 % | suggested |"), std::string::npos) << printed;
+  EXPECT_NE(printed.find("| stage1.conv1 |"), std::string::npos);
+  EXPECT_EQ(printed.find("| head |"), std::string::npos);  // skipped
+  // max_drop 100 points: every layer takes the largest scanned sparsity; the lines compose.
+  const auto recipe = printed.substr(printed.find("# suggested"));
+  YAML::Node node = YAML::Load(recipe);
+  auto rc = cli::read_run_config(node);
+  EXPECT_EQ(rc.prune.method, "l2_structured");
+  auto plan = rc.prune.layer_sparsities();
+  EXPECT_EQ(plan.size(), 5u);
+  EXPECT_DOUBLE_EQ(plan.at("stage0.conv0"), 0.5);
+  EXPECT_FALSE(fs::exists(root / "outputs"));  // a scan writes nothing
+
+  // 2:4: one column; the layer it cannot prune is marked, and ends up in skip.
+  testing::internal::CaptureStdout();
+  ASSERT_EQ(run_prune({src.string(), "prune.method=2:4", "prune.scan_samples=60", "prune.max_drop=100", "--scan"}), 0);
+  const std::string semi = testing::internal::GetCapturedStdout();
+  EXPECT_NE(semi.find("| stage0.conv0 | - | n/a: has 1 input channels, not a multiple of 4 |"), std::string::npos) << semi;
+  EXPECT_NE(semi.find("skip: [head, stage0.conv0]"), std::string::npos) << semi;
+  fs::remove_all(root);
+}
+
+TEST(PruneCommand, BadInputIsNamedAndNothingIsWritten) {
+  const auto root = test::temp_dir("cli-bad");
+  const auto src = make_run(root);
+  const auto out = root / "never";
+  const std::string dir = "run.dir=" + out.string();
+  expect_error<ConfigError>([&] { run_prune({src.string(), "prune.method=2:4", dir}); },
+                            {"layer 'stage0.conv0' has 1 input channels, not a multiple of 4", "prune.skip"});
+  expect_error<ConfigError>([&] { run_prune({src.string(), "+prune.layers.stage0.cnv0=0.2", dir}); },
+                            {"unknown layer 'stage0.cnv0'", "did you mean 'stage0.conv0'"});
+  expect_error<ConfigError>([&] { run_prune({src.string(), "prune.sparsity=1.0", dir}); }, {"prune.sparsity"});
+  expect_error<ConfigError>([&] { run_prune({src.string(), "prune.method=random", dir}); }, {"prune.method"});
+  expect_error<ConfigError>([&] { run_prune({src.string(), "prune.method=magnitude", "prune.compact=true", dir}); },
+                            {"prune.compact"});
+  expect_error<UsageError>([&] { run_prune({}); }, {"prune: missing checkpoint"});
+  expect_error<UsageError>([&] { run_prune({src.string(), "--fast"}); }, {"unknown option '--fast'"});
+  expect_error<CheckpointError>([&] { run_prune({(root / "nothing").string(), dir}); }, {"nothing"});
+  EXPECT_FALSE(fs::exists(out));
+  fs::remove_all(root);
+}

@@ -1,0 +1,66 @@
+#pragma once
+// Shared by the tests/prune sources.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <initializer_list>
+#include <string>
+
+#include "models/models.h"
+#include "prune/prune.h"
+
+namespace retort::test {
+
+/// Runs `f`, expecting an exception of type E whose message contains every needle.
+template <class E, class F>
+void expect_error(F&& f, std::initializer_list<std::string> needles) {
+  try {
+    f();
+    ADD_FAILURE() << "no exception thrown";
+  } catch (const E& e) {
+    const std::string what = e.what();
+    for (const auto& n : needles) EXPECT_NE(what.find(n), std::string::npos) << "missing '" << n << "' in: " << what;
+  } catch (const std::exception& e) {
+    ADD_FAILURE() << "wrong exception type: " << e.what();
+  }
+}
+
+inline std::filesystem::path temp_dir(const std::string& name) {
+  auto d = std::filesystem::temp_directory_path() / ("retort-prune-" + name + "-" + std::to_string(::getpid()));
+  std::filesystem::remove_all(d);
+  std::filesystem::create_directories(d);
+  return d;
+}
+
+/// A small CNN: two stages of two convs (4 then 8 channels) with batch norm, fc0 of 6.
+inline models::ModelOptions small_cnn(bool batch_norm = true, const std::string& pool = "flatten") {
+  models::ModelOptions o;
+  o.name = "cnn";
+  o.channels = {4, 8};
+  o.convs_per_stage = 2;
+  o.batch_norm = batch_norm;
+  o.pool = pool;
+  o.hidden = {6};
+  return o;
+}
+
+/// Random weights and batch-norm statistics, so that no channel is special.
+inline std::shared_ptr<models::Model> random_model(const models::ModelOptions& o, uint64_t seed) {
+  torch::manual_seed(seed);
+  auto m = models::make_model(o);
+  torch::NoGradGuard g;
+  for (auto& p : m->parameters()) p.normal_(0, 0.5);
+  for (auto& kv : m->named_buffers()) {
+    if (kv.key().find("running_mean") != std::string::npos) kv.value().normal_(0, 0.2);
+    if (kv.key().find("running_var") != std::string::npos) kv.value().uniform_(0.5, 1.5);
+  }
+  return m;
+}
+
+/// The fraction of entries of `mask` that are false.
+inline double sparsity_of(const torch::Tensor& mask) {
+  return 1.0 - mask.to(torch::kFloat64).mean().item<double>();
+}
+
+}  // namespace retort::test

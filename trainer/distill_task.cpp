@@ -1,0 +1,49 @@
+#include "trainer/distill_task.h"
+
+#include "config/config.h"
+#include "core/error.h"
+#include "models/safetensors.h"
+#include "trainer/checkpoint.h"
+
+namespace retort::trainer {
+
+DistillTask::DistillTask(distill::Distiller distiller, const torch::Tensor& sample) : distiller_(std::move(distiller)) {
+  if (distiller_.is_empty()) throw Error("DistillTask: no distiller");
+  distiller_->prepare(sample);
+}
+
+Losses DistillTask::loss(const torch::Tensor& x, const torch::Tensor& y) {
+  auto l = distiller_->forward(x, y);
+  return {l.total, std::move(l.terms), l.logits};
+}
+
+std::shared_ptr<models::Model> load_teacher(const distill::DistillOptions& options) {
+  options.validate_teacher_source();
+  if (!options.teacher_weights.empty()) {
+    const auto model = distill::read_model_options(options.teacher_model, "distill.teacher.model");
+    const auto file = models::load_safetensors(options.teacher_weights);
+    return distill::load_teacher_weights(model, file.tensors, options.teacher_weights);
+  }
+  const auto dir = Checkpointer::resolve(options.teacher_checkpoint);
+  const Checkpoint ckpt = Checkpointer::load(dir);
+  const YAML::Node config = config::parse(ckpt.config_yaml, (dir / "config.yaml").string());
+  if (!config["model"])
+    throw CheckpointError("distill.teacher.checkpoint: " + (dir / "config.yaml").string() +
+                          " has no model: section to build the teacher from");
+  models::ModelOptions model;
+  try {
+    model = distill::read_model_options(config["model"], "model");
+  } catch (const ConfigError& e) {
+    throw ConfigError("distill.teacher.checkpoint: the teacher's config " + (dir / "config.yaml").string() + ": " +
+                      e.what());
+  }
+  return distill::load_teacher_weights(model, ckpt.model, (dir / "model.safetensors").string());
+}
+
+torch::Tensor sample_batch(const data::Dataset& dataset, int64_t rows) {
+  if (dataset.size() < 1) throw DataError("distill: the training set is empty; the dry run needs one batch");
+  const data::LoaderOptions defaults;
+  return data::normalize(dataset.images.slice(0, 0, std::min(rows, dataset.size())), defaults.mean, defaults.stddev);
+}
+
+}  // namespace retort::trainer
