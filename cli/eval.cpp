@@ -30,7 +30,7 @@ Loaded load_checkpoint(const std::string& where, const std::vector<std::string>&
   const auto tmp = std::filesystem::temp_directory_path() / ("retort-eval-" + std::to_string(::getpid()) + ".yaml");
   write_file_atomic(tmp, l.ckpt.config_yaml);
   try {
-    auto composed = config::compose({tmp, overrides, {}});
+    auto composed = config::compose({tmp, overrides, {}, run_config_schema_yaml()});
     std::filesystem::remove(tmp);
     l.rc = read_run_config(composed.config);
   } catch (...) {

@@ -60,24 +60,17 @@ models::ModelOptions read_model_options(const YAML::Node& model_section, const s
   return options;
 }
 
-/// The stored config with a complete `prune:` section (so that `prune.x=...` overrides
-/// need no `+`) and the prune command's own default run directory, composed with the
-/// command line's overrides.
+/// The stored config over the schema of every declared key (so `prune.x=...` needs no
+/// `+` even when the run had no prune section), with the prune command's own default run
+/// directory, composed with the command line's overrides.
 config::Composed compose_for_prune(const trainer::Checkpoint& ckpt, const std::vector<std::string>& overrides) {
   YAML::Node tree = YAML::Load(ckpt.config_yaml);
   if (!tree.IsMap()) throw CheckpointError(ckpt.dir.string() + "/config.yaml: expected a YAML map");
-  YAML::Node section = tree["prune"];
-  if (!section || !section.IsMap()) section = YAML::Node(YAML::NodeType::Map);
-  for (const auto& key : config::describe<prune::PruneOptions>("")) {
-    const std::string name = key.path.substr(key.path.find_last_of('.') + 1);
-    if (!section[name]) section[name] = YAML::Load(key.default_value);
-  }
-  tree["prune"] = section;
   tree["run"]["dir"] = "outputs/prune/${now:%Y-%m-%d}/${now:%H-%M-%S}";
   const auto tmp = fs::temp_directory_path() / ("retort-prune-" + std::to_string(::getpid()) + ".yaml");
   write_file_atomic(tmp, config::emit(tree));
   try {
-    auto composed = config::compose({tmp, overrides, {}});
+    auto composed = config::compose({tmp, overrides, {}, run_config_schema_yaml()});
     fs::remove(tmp);
     composed.overrides = overrides;
     return composed;

@@ -34,4 +34,27 @@ std::vector<config::KeyInfo> describe_run_config() {
   return keys;
 }
 
+std::string run_config_schema_yaml() {
+  YAML::Node root(YAML::NodeType::Map);
+  for (const auto& key : describe_run_config()) {
+    // Walk/create the dotted path, then set the default (already YAML text).
+    std::vector<std::string> parts;
+    size_t b = 0;
+    while (true) {
+      size_t e = key.path.find('.', b);
+      parts.push_back(key.path.substr(b, e - b));
+      if (e == std::string::npos) break;
+      b = e + 1;
+    }
+    std::vector<YAML::Node> chain{root};
+    for (size_t i = 0; i + 1 < parts.size(); ++i) {
+      YAML::Node child = chain.back()[parts[i]];
+      if (!child.IsMap()) chain.back()[parts[i]] = YAML::Node(YAML::NodeType::Map);
+      chain.push_back(chain.back()[parts[i]]);
+    }
+    chain.back()[parts.back()] = YAML::Load(key.default_value);
+  }
+  return config::emit(root);
+}
+
 }  // namespace retort::cli

@@ -35,4 +35,8 @@ RunConfig read_run_config(const YAML::Node& tree);
 /// Every key the train command understands, for `retort train <recipe> --help`.
 std::vector<config::KeyInfo> describe_run_config();
 
+/// Every declared key with its default, as YAML: the base a recipe is composed over
+/// (config::ComposeRequest::schema_yaml).
+std::string run_config_schema_yaml();
+
 }  // namespace retort::cli

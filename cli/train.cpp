@@ -60,7 +60,7 @@ config::Composed compose_everywhere(const TrainArgs& a, launch::Communicator& co
   config::Composed composed;
   std::string text, hash;
   if (comm.rank() == 0) {
-    composed = config::compose({a.recipe, a.overrides, {}});
+    composed = config::compose({a.recipe, a.overrides, {}, run_config_schema_yaml()});
     text = config::emit(composed.config);
     hash = hex64(config::hash(composed.config));
   }

@@ -519,6 +519,11 @@ Composed compose(const ComposeRequest& request) {
   }
 
   Value tree = std::move(composer.result);
+  if (!request.schema_yaml.empty()) {
+    Value base = detail::load_yaml_text(request.schema_yaml, "<schema defaults>");
+    detail::merge_into(base, tree);
+    tree = std::move(base);
+  }
   for (const auto& o : key_overrides) apply_override(tree, o);
   detail::resolve(tree, now);
   if (detail::depth(tree) > detail::kMaxDepth)

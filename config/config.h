@@ -59,6 +59,11 @@ struct ComposeRequest {
   /// Extra roots searched for config groups after the recipe's own directory and its
   /// ancestors up to the nearest folder named `recipes`.
   std::vector<fs::path> search_path;
+  /// Structured defaults (Hydra's structured-config schema), as YAML: every declared key
+  /// with its default. The composed recipe is merged over it before the command-line
+  /// overrides, so any declared key can be set with `a.b=1` even when the recipe does
+  /// not mention it. Empty: no schema.
+  std::string schema_yaml;
 };
 
 struct Composed {

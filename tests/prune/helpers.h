@@ -45,12 +45,19 @@ inline models::ModelOptions small_cnn(bool batch_norm = true, const std::string&
   return o;
 }
 
-/// Random weights and batch-norm statistics, so that no channel is special.
+/// Default-initialized weights, with random biases, batch-norm affine parameters and
+/// statistics, so that no channel is special (and none is the identity).
 inline std::shared_ptr<models::Model> random_model(const models::ModelOptions& o, uint64_t seed) {
   torch::manual_seed(seed);
   auto m = models::make_model(o);
   torch::NoGradGuard g;
-  for (auto& p : m->parameters()) p.normal_(0, 0.5);
+  for (auto& kv : m->named_parameters()) {
+    if (kv.value().dim() != 1) continue;
+    if (kv.key().find(".bn") != std::string::npos && kv.key().find(".weight") != std::string::npos)
+      kv.value().uniform_(0.5, 1.5);
+    else
+      kv.value().normal_(0, 0.1);
+  }
   for (auto& kv : m->named_buffers()) {
     if (kv.key().find("running_mean") != std::string::npos) kv.value().normal_(0, 0.2);
     if (kv.key().find("running_var") != std::string::npos) kv.value().uniform_(0.5, 1.5);

