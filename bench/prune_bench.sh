@@ -18,7 +18,7 @@ build=${2:-$root/build}
 threads=${3:-2}
 epochs=${EPOCHS:-5}
 out=${OUT:-$root/outputs/prune-bench/$(date +%Y-%m-%d_%H-%M-%S)}
-retort=$build/cli/retort
+retort=$build/retort; [ -x "$retort" ] || retort=$build/cli/retort
 export OPENBLAS_NUM_THREADS=$threads OMP_NUM_THREADS=$threads
 cd "$root"
 mkdir -p "$out"

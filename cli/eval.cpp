@@ -89,7 +89,9 @@ std::string usage() {
          "        --help  list config groups and every key with type, default and help\n"
          "        -m      sweep: key=a,b runs one run per value (cartesian product)\n"
          "  eval <run_dir | checkpoint> [key=value ...]   test loss and accuracy\n"
-         "  export <run_dir | checkpoint> <out.safetensors>   model weights for PyTorch\n\n"
+         "  export <run_dir | checkpoint> <out.safetensors>   model weights for PyTorch\n"
+         "  report <run_dir> [<run_dir> ...] [--out DIR]   parameters, accuracy, latency, memory side by side\n"
+         "  prune <run_dir | checkpoint> prune.method=... prune.sparsity=...   [--scan]\n\n"
          "  --help, --version\n\n"
          "exit codes: 0 ok, 1 other error, 2 usage or config error, 3 data error, 4 checkpoint error\n";
 }

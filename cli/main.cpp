@@ -2,6 +2,7 @@
 #include <iostream>
 
 #include "cli/commands.h"
+#include "cli/prune.h"
 #include "cli/report.h"
 #include "core/error.h"
 #include "launch/world.h"
@@ -32,6 +33,7 @@ int main(int argc, char** argv) {
     if (command == "eval") return cli::eval(*world, rest);
     if (command == "export") return cli::export_weights(*world, rest);
     if (command == "report") return cli::report(*world, rest);
-    throw UsageError("unknown command '" + command + "' (commands: train, eval, export; see retort --help)");
+    if (command == "prune") return cli::prune(*world, rest);
+    throw UsageError("unknown command '" + command + "' (commands: train, eval, export, report, prune; see retort --help)");
   });
 }

@@ -14,6 +14,8 @@
 #include "models/model.h"
 #include "trainer/metrics.h"
 #include "trainer/task.h"
+#include "distill/distill.h"
+#include "trainer/distill_task.h"
 #include "trainer/trainer.h"
 
 namespace retort::cli {
@@ -100,6 +102,22 @@ RunSummary run_one(const config::Composed& composed, launch::World& world) {
   auto test_set = std::make_shared<data::Dataset>(data::load_dataset(rc.data, "test"));
   torch::manual_seed(static_cast<uint64_t>(rc.trainer.seed));
   auto model = models::make_model(rc.model);
+  std::shared_ptr<trainer::Task> task = std::make_shared<trainer::SupervisedTask>(model);
+  // Distillation is on when the recipe names a teacher (the schema gives every run a
+  // distill section with empty teacher keys).
+  const YAML::Node distill_node = composed.config["distill"];
+  if (distill_node && (!rc.distill.teacher_checkpoint.empty() || !rc.distill.teacher_weights.empty() ||
+                       (composed.recipe_text.find("distill:") != std::string::npos))) {
+    // Teacher frozen, projections created and every mapped pair checked by a dry
+    // forward on one batch, all before the run directory exists.
+    rc.distill.validate();
+    rc.distill.validate_teacher_source();
+    auto teacher = trainer::load_teacher(rc.distill);
+    teacher->to(device);
+    model->to(device);
+    distill::Distiller distiller(teacher, model, rc.distill);
+    task = std::make_shared<trainer::DistillTask>(distiller, trainer::sample_batch(*train_set));
+  }
 
   // --- RUN DIRECTORY (rank 0 writes; one run, one directory) ------------------------------
   const std::filesystem::path run_dir = rc.run.dir;
@@ -134,7 +152,7 @@ RunSummary run_one(const config::Composed& composed, launch::World& world) {
   setup.config_yaml = config_text;
   setup.comm = comm;
   setup.device = device;
-  setup.task = std::make_shared<trainer::SupervisedTask>(model);
+  setup.task = task;
   setup.train_set = train_set;
   setup.test_set = rc.trainer.eval ? test_set : nullptr;
   trainer::Trainer trainer(std::move(setup));

@@ -46,7 +46,7 @@ TEST(AmpOptions, ValidateRefusesFp16OnCpu) {
   msg = config_error_of([&] { amp::validate(o, torch::kCPU); });
   EXPECT_NE(msg.find("amp.loss_scaling: expected auto, on or off, got 'sometimes'"), std::string::npos) << msg;
   o.loss_scaling = "auto";
-  o.scaler.growth_interval(0);
+  o.growth_interval = 0;
   msg = config_error_of([&] { amp::validate(o, torch::kCPU); });
   EXPECT_NE(msg.find("amp.scaler.growth_interval"), std::string::npos) << msg;
 }
@@ -62,7 +62,7 @@ TEST(AmpOptions, LossScalingFollowsDtype) {
   EXPECT_FALSE(amp::scaler_options(o).enabled());
   o.dtype = "bf16";
   o.loss_scaling = "on";
-  o.scaler.init_scale(128);
+  o.init_scale = 128;
   auto s = amp::scaler_options(o);
   EXPECT_TRUE(s.enabled());
   EXPECT_EQ(s.init_scale(), 128.0);

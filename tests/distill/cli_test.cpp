@@ -23,7 +23,10 @@ using test::expect_error;
 namespace {
 
 cli::RunConfig recipe(const std::string& name, std::vector<std::string> overrides = {}) {
-  auto composed = config::compose({test::source_dir() / "recipes" / "fmnist" / name, std::move(overrides), {}});
+  config::ComposeRequest request;
+  request.recipe = test::source_dir() / "recipes" / "fmnist" / name;
+  request.overrides = std::move(overrides);
+  auto composed = config::compose(request);
   return cli::read_run_config(composed.config);
 }
 
@@ -108,6 +111,7 @@ TEST(Report, TeacherBaselineAndDistilledSideBySide) {
     s.trainer.eval = false;
     s.data.batch_size = 32;
     s.run_dir = root / name;
+    fs::create_directories(s.run_dir);  // the CLI creates it before training
     s.config_yaml = model_yaml + data + extra;
     s.train_set = train;
     s.task = std::move(task);

@@ -55,6 +55,7 @@ TEST(MpiPrunedTask, MasksFromRankZeroAndZerosHoldAcrossRanks) {
   s.optim.lr = 1e-2;
   s.data.batch_size = 32;
   s.run_dir = std::filesystem::temp_directory_path() / "retort-mpi-pruned";
+  std::filesystem::create_directories(s.run_dir);
   s.config_yaml = "test: true\n";
   s.comm = comm;
   torch::manual_seed(1);  // the same data on both ranks; the sampler shards it

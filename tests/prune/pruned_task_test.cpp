@@ -92,6 +92,7 @@ struct Mode {
   std::string name, amp, dtype;
   int64_t accum;
 };
+void PrintTo(const Mode& m, std::ostream* os) { *os << m.name; }
 
 }  // namespace
 
@@ -118,6 +119,16 @@ TEST_P(FineTune, PrunedWeightsStayZeroThroughAdamWAndWeightDecay) {
   auto ckpt = Checkpointer::load(Checkpointer::resolve(dir));
   EXPECT_TRUE(ckpt.state.count("task.mask.fc0.weight"));
   EXPECT_TRUE(torch::equal(ckpt.state.at("task.mask.fc0.weight"), masks.at("fc0.weight")));
+  // amp master mode: the fp32 masters the optimizer steps stay zero too (the gradients
+  // were masked before they were copied to them), not only the bf16 model weights.
+  int64_t masters = 0;
+  for (const auto& [name, m] : masks.tensors()) {
+    auto it = ckpt.state.find("master." + name);
+    if (it == ckpt.state.end()) continue;
+    ++masters;
+    EXPECT_EQ(it->second.masked_select(m.logical_not()).ne(0).sum().item<int64_t>(), 0) << name;
+  }
+  EXPECT_EQ(masters > 0, mode.amp == "master");
   fs::remove_all(dir);
 }
 
