@@ -46,43 +46,53 @@ double now_ms() {
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
-Row measure(const std::string& label, const std::string& where, int64_t batch, int64_t repeats, bool accuracy) {
-  Row r;
+struct Loaded {
+  Row row;
+  std::shared_ptr<models::Model> model;
+  cli::RunConfig rc;
+};
+
+Loaded load(const std::string& label, const std::string& where) {
+  Loaded l;
+  Row& r = l.row;
   r.label = label;
   auto ckpt = trainer::Checkpointer::load(trainer::Checkpointer::resolve(where));
   r.dir = ckpt.dir.string();
-  auto rc = cli::read_run_config(YAML::Load(ckpt.config_yaml));
-  auto model = models::make_model(rc.model);
-  models::load_weights(*model, ckpt.model, r.dir);
-  model->eval();
-  r.model = rc.model.name;
-  for (const auto& p : model->parameters()) {
+  l.rc = cli::read_run_config(YAML::Load(ckpt.config_yaml));
+  l.model = models::make_model(l.rc.model);
+  models::load_weights(*l.model, ckpt.model, r.dir);
+  l.model->eval();
+  r.model = l.rc.model.name;
+  for (const auto& p : l.model->parameters()) {
     r.params += p.numel();
     r.nonzero += p.ne(0).sum().item<int64_t>();
   }
   r.file_mb = static_cast<double>(fs::file_size(ckpt.dir / "model.safetensors")) / 1e6;
+  return l;
+}
 
+/// Median and minimum forward time of every model, timed in turns (one forward of each
+/// per round) so that a busy moment of the machine hits all models alike.
+void time_forward(std::vector<Loaded>& runs, int64_t batch, int64_t repeats) {
   torch::NoGradGuard no_grad;
   torch::manual_seed(0);
-  auto x = torch::randn({batch, rc.model.in_channels, rc.model.image_size, rc.model.image_size});
-  for (int i = 0; i < 5; ++i) model->forward(x);
-  std::vector<double> ms;
-  for (int64_t i = 0; i < repeats; ++i) {
-    const double t0 = now_ms();
-    auto out = model->forward(x);
-    (void)out.logits.sum().item<float>();
-    ms.push_back(now_ms() - t0);
+  const auto& o = runs.front().rc.model;
+  auto x = torch::randn({batch, o.in_channels, o.image_size, o.image_size});
+  for (auto& l : runs)
+    for (int i = 0; i < 3; ++i) l.model->forward(x);
+  std::vector<std::vector<double>> ms(runs.size());
+  for (int64_t i = 0; i < repeats; ++i)
+    for (size_t k = 0; k < runs.size(); ++k) {
+      const double t0 = now_ms();
+      auto out = runs[k].model->forward(x);
+      (void)out.logits.sum().item<float>();
+      ms[k].push_back(now_ms() - t0);
+    }
+  for (size_t k = 0; k < runs.size(); ++k) {
+    std::sort(ms[k].begin(), ms[k].end());
+    runs[k].row.median_ms = ms[k][ms[k].size() / 2];
+    runs[k].row.min_ms = ms[k].front();
   }
-  std::sort(ms.begin(), ms.end());
-  r.median_ms = ms[ms.size() / 2];
-  r.min_ms = ms.front();
-
-  if (accuracy) {
-    launch::LocalCommunicator local;
-    auto test = data::load_dataset(rc.data, "test");
-    r.accuracy = trainer::evaluate(*model, test, rc.data.eval_batch_size, torch::kCPU, local, rc.amp).accuracy;
-  }
-  return r;
 }
 
 }  // namespace
@@ -109,10 +119,22 @@ int main(int argc, char** argv) {
     }
     if (runs.empty()) throw UsageError("usage: prune_bench [--threads N] [--batch B] [--repeats R] label=<run> ...");
     const int used = trainer::set_threads(threads);
-    std::vector<Row> rows;
+    std::vector<Loaded> loaded;
     for (const auto& [label, dir] : runs) {
-      std::cerr << "measuring " << label << " (" << dir << ")\n";
-      rows.push_back(measure(label, dir, batch, repeats, accuracy));
+      std::cerr << "loading " << label << " (" << dir << ")\n";
+      loaded.push_back(load(label, dir));
+    }
+    time_forward(loaded, batch, repeats);
+    std::vector<Row> rows;
+    for (auto& l : loaded) {
+      if (accuracy) {
+        std::cerr << "evaluating " << l.row.label << "\n";
+        launch::LocalCommunicator local;
+        auto test = data::load_dataset(l.rc.data, "test");
+        l.row.accuracy =
+            trainer::evaluate(*l.model, test, l.rc.data.eval_batch_size, torch::kCPU, local, l.rc.amp).accuracy;
+      }
+      rows.push_back(l.row);
     }
     const Row& base = rows.front();
     std::cout << "CPU forward, batch " << batch << ", " << used << " thread(s), median of " << repeats << "\n\n"

@@ -5,6 +5,7 @@
 # then bench/prune_bench: test accuracy, parameters (all / nonzero), model.safetensors
 # size and CPU forward latency (same threads, same batch) next to the dense teacher.
 #   bench/prune_bench.sh <teacher run dir> [build_dir] [threads]
+#   threads: for fine-tuning and for the second latency table (the first uses 1 thread)
 #   EPOCHS=5 (fine-tuning epochs)  OUT=<dir> (default outputs/prune-bench/<date>_<time>)
 # Long (two fine-tunings of cnn_large): run it on a quiet machine.
 # Targets: structured 40 % fine-tuned within 1.0 point of the dense accuracy; compacted
@@ -37,10 +38,13 @@ finetune "$out/s40" "$out/s40-ft"
 finetune "$out/u80" "$out/u80-ft"
 
 # --- measure ------------------------------------------------------------------------------
-"$build/bench/prune_bench" --threads "$threads" --batch 256 --repeats 30 --json "$out/prune_bench.json" \
-  "dense=$teacher" \
-  "s40-pruned=$out/s40" "s40-finetuned=$out/s40-ft" "s40-compact=$out/s40-ft-compact" \
-  "u80-pruned=$out/u80" "u80-finetuned=$out/u80-ft" | tee "$out/prune_bench.md"
+runs=("dense=$teacher" "s40-pruned=$out/s40" "s40-finetuned=$out/s40-ft" "s40-compact=$out/s40-ft-compact"
+      "u80-pruned=$out/u80" "u80-finetuned=$out/u80-ft")
+OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 "$build/bench/prune_bench" --threads 1 --batch 256 --repeats 30 \
+  --json "$out/prune_bench.json" "${runs[@]}" | tee "$out/prune_bench.md"
+echo | tee -a "$out/prune_bench.md"
+"$build/bench/prune_bench" --threads "$threads" --batch 256 --repeats 30 --no-accuracy \
+  --json "$out/prune_bench_threads.json" "${runs[@]}" | tee -a "$out/prune_bench.md"
 /usr/bin/python3 - "$out/prune_bench.json" <<'PY' | tee -a "$out/prune_bench.md"
 import json, sys
 runs = {r["label"]: r for r in json.load(open(sys.argv[1]))["runs"]}

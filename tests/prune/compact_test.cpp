@@ -110,3 +110,18 @@ TEST(Compact, NothingToCompact) {
   EXPECT_TRUE(removable_channels(*model, masks).empty());
   expect_error<ConfigError>([&] { compact(*model, masks); }, {"nothing to compact", "l1_structured"});
 }
+
+TEST(Compact, PerConvolutionWidthsAreChecked) {
+  auto o = test::small_cnn();
+  o.conv_channels = {3, 3, 5};
+  expect_error<ConfigError>([&] { models::make_model(o); },
+                            {"model.conv_channels: expected 4 widths (2 stages x 2 convs_per_stage), got 3"});
+  o.conv_channels = {3, 0, 5, 5};
+  expect_error<ConfigError>([&] { models::make_model(o); }, {"model.conv_channels", "positive", "got 0"});
+  o.conv_channels = {3, 2, 5, 4};
+  auto m = models::make_model(o);
+  auto p = m->named_parameters();
+  EXPECT_EQ(p["stage0.conv1.weight"].sizes(), (std::vector<int64_t>{2, 3, 3, 3}));
+  EXPECT_EQ(p["stage0.bn1.weight"].size(0), 2);
+  EXPECT_EQ(p["fc0.weight"].size(1), 4 * 7 * 7);
+}

@@ -9,6 +9,7 @@
 #include "core/error.h"
 #include "core/fs.h"
 #include "models/models.h"
+#include "launch/world.h"
 #include "trainer/checkpoint.h"
 #include "trainer/optim.h"
 #include "trainer/schedule.h"
@@ -69,6 +70,39 @@ TrainerSetup make_setup(const fs::path& run_dir, std::shared_ptr<data::Dataset> 
   torch::manual_seed(7);
   s.task = std::make_shared<SupervisedTask>(models::make_model(tiny_model()));
   return s;
+}
+
+// Supervised training that asks to stop (as SIGTERM would) after `stop_after` steps: the
+// trainer then checkpoints and returns, like a preempted job.
+class StoppingTask : public SupervisedTask {
+ public:
+  StoppingTask(std::shared_ptr<models::Model> m, int64_t stop_after) : SupervisedTask(std::move(m)), left_(stop_after) {}
+  void after_step() override {
+    if (--left_ == 0) launch::request_stop();
+  }
+
+ private:
+  int64_t left_;
+};
+
+// Same run, preempted after n steps, then resumed with trainer.resume=auto.
+std::shared_ptr<Task> run_preempted_then_resumed(const fs::path& dir, std::shared_ptr<data::Dataset> train,
+                                                 int64_t n, int64_t total) {
+  auto first = make_setup(dir, train, total);
+  first.trainer.checkpoint_every = 1000;
+  torch::manual_seed(7);
+  first.task = std::make_shared<StoppingTask>(models::make_model(tiny_model()), n);
+  auto r = Trainer(std::move(first)).fit();
+  launch::clear_stop_request();
+  EXPECT_TRUE(r.stopped_early);
+  EXPECT_EQ(r.steps, n);
+  auto second = make_setup(dir, train, total);
+  second.trainer.resume = "auto";
+  second.trainer.checkpoint_every = 1000;
+  auto task = second.task;
+  auto r2 = Trainer(std::move(second)).fit();
+  EXPECT_EQ(r2.steps, total);
+  return task;
 }
 
 }  // namespace
@@ -246,25 +280,17 @@ TEST(Trainer, LearnsTheSyntheticTask) {
 }
 
 TEST(Trainer, ResumeIsBitIdentical) {
-  // 2N steps in one run == N steps, resume, N more steps (mid-epoch: 16 batches/epoch).
+  // 2N steps in one run == N steps, preempted (checkpoint), resume=auto, N more steps.
+  // 500 samples / 32 = 16 batches per epoch: the cut is mid-epoch.
   auto train = synthetic(500, 5);
   const int64_t n = 12;
   auto a_dir = temp_dir("resume-a");
   auto b_dir = temp_dir("resume-b");
   auto straight = make_setup(a_dir, train, 2 * n);
-  straight.trainer.checkpoint_every = 100;  // only the final one
+  straight.trainer.checkpoint_every = 1000;
   auto straight_task = straight.task;
   Trainer(std::move(straight)).fit();
-
-  auto first = make_setup(b_dir, train, n);
-  first.trainer.checkpoint_every = n;
-  Trainer(std::move(first)).fit();
-  auto second = make_setup(b_dir, train, 2 * n);
-  second.trainer.resume = "auto";
-  second.trainer.checkpoint_every = 100;
-  auto resumed_task = second.task;
-  Trainer(std::move(second)).fit();
-
+  auto resumed_task = run_preempted_then_resumed(b_dir, train, n, 2 * n);
   auto wa = models::weights_of(straight_task->model());
   auto wb = models::weights_of(resumed_task->model());
   ASSERT_EQ(wa.size(), wb.size());
@@ -274,18 +300,13 @@ TEST(Trainer, ResumeIsBitIdentical) {
 }
 
 TEST(Trainer, ResumeAcrossAnEpochBoundaryIsBitIdentical) {
-  auto train = synthetic(256, 6);  // 8 batches per epoch: checkpoint at the end of epoch 1
+  auto train = synthetic(256, 6);  // 8 batches per epoch: preempted at the end of epoch 1
   auto a_dir = temp_dir("epoch-a");
   auto b_dir = temp_dir("epoch-b");
   auto straight = make_setup(a_dir, train, 20);
   auto straight_task = straight.task;
   Trainer(std::move(straight)).fit();
-  auto first = make_setup(b_dir, train, 8);
-  Trainer(std::move(first)).fit();
-  auto second = make_setup(b_dir, train, 20);
-  second.trainer.resume = "auto";
-  auto resumed_task = second.task;
-  Trainer(std::move(second)).fit();
+  auto resumed_task = run_preempted_then_resumed(b_dir, train, 8, 20);
   auto wa = models::weights_of(straight_task->model());
   auto wb = models::weights_of(resumed_task->model());
   for (auto& [name, t] : wa) EXPECT_TRUE(torch::equal(t, wb.at(name))) << name;
