@@ -197,3 +197,39 @@ TEST(PruneCommand, BadInputIsNamedAndNothingIsWritten) {
   EXPECT_FALSE(fs::exists(out));
   fs::remove_all(root);
 }
+
+TEST(PruneCommand, FineTuneRecipeNamesThePrunedRunAndTheDenseTeacher) {
+  const auto root = test::temp_dir("cli-recipe");
+  const auto src = make_run(root);
+  const auto pruned = root / "pruned";
+  testing::internal::CaptureStdout();
+  ASSERT_EQ(run_prune({src.string(), "prune.method=l1_structured", "prune.sparsity=0.4", "prune.compact=true",
+                       "run.dir=" + pruned.string()}),
+            0);
+  testing::internal::GetCapturedStdout();
+  const fs::path source_dir = std::getenv("RETORT_SOURCE_DIR") ? std::getenv("RETORT_SOURCE_DIR") : RETORT_SOURCE_DIR;
+  auto composed = config::compose({source_dir / "recipes" / "fmnist" / "prune_finetune.yaml",
+                                   {"prune.from=" + pruned.string(), "distill.teacher.checkpoint=" + src.string()},
+                                   {},
+                                   cli::run_config_schema_yaml()});
+  YAML::Node config = composed.config;
+  auto start = cli::resolve_prune_from(config);
+  ASSERT_TRUE(start.has_value());
+  auto rc = cli::read_run_config(config);
+  EXPECT_EQ(rc.prune.from, pruned.string());
+  EXPECT_EQ(rc.distill.teacher_checkpoint, src.string());
+  EXPECT_EQ(rc.model.conv_channels, (std::vector<int64_t>{3, 3, 5, 5}));  // the pruned run's model, not cnn_large
+  auto model = models::make_model(rc.model);
+  models::load_weights(*model, start->weights, "test");
+  // Without the pruned run the recipe says how to name it.
+  ::unsetenv("RETORT_PRUNED");
+  expect_error<ConfigError>(
+      [&] {
+        config::compose({source_dir / "recipes" / "fmnist" / "prune_finetune.yaml",
+                         {"distill.teacher.checkpoint=" + src.string()},
+                         {},
+                         cli::run_config_schema_yaml()});
+      },
+      {"RETORT_PRUNED", "prune.from"});
+  fs::remove_all(root);
+}
