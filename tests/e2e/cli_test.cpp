@@ -183,3 +183,38 @@ TEST(Cli, ResumeAutoContinuesTheRun) {
   EXPECT_TRUE(fs::exists(dir / "checkpoints" / "step-00000012"));
   fs::remove_all(dir);
 }
+
+TEST(Cli, CfgPrintsTheResolvedConfigAndHelpListsGroupsAndKeys) {
+  auto c = run("train " + kRecipe + " --cfg optim.lr=0.5 trainer.max_steps=7");
+  ASSERT_EQ(c.code, 0) << c.out;
+  EXPECT_NE(c.out.find("lr: 0.5"), std::string::npos) << c.out;
+  EXPECT_NE(c.out.find("max_steps: 7"), std::string::npos) << c.out;
+  EXPECT_EQ(c.out.find("${now"), std::string::npos) << "interpolations are resolved";
+  auto h = run("train " + kRecipe + " --help");
+  ASSERT_EQ(h.code, 0) << h.out;
+  EXPECT_NE(h.out.find("model: cnn_large cnn_small"), std::string::npos) << h.out;
+  EXPECT_NE(h.out.find("trainer.max_epochs"), std::string::npos) << h.out;
+  EXPECT_NE(h.out.find("epochs to train"), std::string::npos) << h.out;
+}
+
+TEST(Cli, SweepRunsTheProductAndAFailedRunDoesNotStopIt) {
+  if (!has_dataset()) GTEST_SKIP() << "dataset-fashion-mnist not installed";
+  auto dir = temp_dir("sweep");
+  fs::create_directories(dir);
+  const std::string cmd = std::string("cd ") + dir.string() + " && " + RETORT_BIN + " train -m " + RETORT_SOURCE_DIR +
+                          "/" + kRecipe + kSmall + "trainer.eval=false optim.lr=1e-3,3e-4 model.hidden=[32],[-1] 2>&1";
+  FILE* p = ::popen(cmd.c_str(), "r");
+  std::string out;
+  std::array<char, 4096> buf{};
+  size_t n;
+  while ((n = std::fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), n);
+  int status = ::pclose(p);
+  EXPECT_EQ(WEXITSTATUS(status), 1) << out;  // one run per lr has an invalid width
+  EXPECT_NE(out.find("| 0 | "), std::string::npos) << out;
+  EXPECT_NE(out.find("| 3 | "), std::string::npos) << out;
+  EXPECT_NE(out.find("failed: model.hidden"), std::string::npos) << out;
+  int ok = 0;
+  for (size_t at = out.find("| ok |"); at != std::string::npos; at = out.find("| ok |", at + 1)) ++ok;
+  EXPECT_EQ(ok, 2) << out;
+  fs::remove_all(dir);
+}
