@@ -3,6 +3,7 @@
 #include <iostream>
 
 #include "cli/commands.h"
+#include "cli/prune.h"
 #include "cli/run_config.h"
 #include "core/error.h"
 #include "core/fs.h"
@@ -72,10 +73,18 @@ int export_weights(launch::World& world, const Args& args) {
   const std::filesystem::path out = args[1];
   ensure_writable_dir(out.has_parent_path() ? out.parent_path() : std::filesystem::path("."));
   // Only the model: distillation projections and optimizer state stay in the checkpoint.
-  models::save_safetensors(out, ckpt.model, {{"format", "pt"}, {"retort.step", std::to_string(ckpt.step)}});
+  // A structured-pruned model is written compacted (removed channels physically gone).
+  auto weights = ckpt.model;
+  std::map<std::string, std::string> meta = {{"format", "pt"}, {"retort.step", std::to_string(ckpt.step)}};
+  if (auto compacted = compact_checkpoint(ckpt)) {
+    weights = compacted->weights;
+    meta["retort.model"] = compacted->model_yaml;
+    std::cout << "compacted: " << compacted->params_before << " -> " << compacted->params_after << " parameters\n";
+  }
+  models::save_safetensors(out, weights, meta);
   int64_t params = 0;
-  for (const auto& kv : ckpt.model) params += kv.second.numel();
-  std::cout << "wrote " << out.string() << ": " << ckpt.model.size() << " tensors, " << params << " values (step "
+  for (const auto& kv : weights) params += kv.second.numel();
+  std::cout << "wrote " << out.string() << ": " << weights.size() << " tensors, " << params << " values (step "
             << ckpt.step << ")\n";
   return kExitOk;
 }

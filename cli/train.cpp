@@ -12,10 +12,13 @@
 #include "launch/communicator.h"
 #include "launch/world.h"
 #include "models/model.h"
+#include "models/weights.h"
 #include "trainer/metrics.h"
 #include "trainer/task.h"
 #include "distill/distill.h"
+#include "cli/prune.h"
 #include "trainer/distill_task.h"
+#include "trainer/pruned_task.h"
 #include "trainer/trainer.h"
 
 namespace retort::cli {
@@ -87,8 +90,13 @@ struct RunSummary {
   std::filesystem::path dir;
 };
 
-RunSummary run_one(const config::Composed& composed, launch::World& world) {
+RunSummary run_one(const config::Composed& composed_in, launch::World& world) {
   // --- CONFIG: every problem reported before anything is created -------------------------
+  // prune.from: start from a pruned checkpoint; its model section (compacted widths
+  // included) replaces the recipe's, so the config written below is the one trained.
+  config::Composed composed = composed_in;
+  composed.config = YAML::Clone(composed_in.config);
+  const auto pruned = resolve_prune_from(composed.config);
   RunConfig rc = read_run_config(composed.config);
   rc.data.validate();
   const torch::Device device = world.pick_device();
@@ -102,6 +110,7 @@ RunSummary run_one(const config::Composed& composed, launch::World& world) {
   auto test_set = std::make_shared<data::Dataset>(data::load_dataset(rc.data, "test"));
   torch::manual_seed(static_cast<uint64_t>(rc.trainer.seed));
   auto model = models::make_model(rc.model);
+  if (pruned) models::load_weights(*model, pruned->weights, (pruned->checkpoint / "model.safetensors").string());
   std::shared_ptr<trainer::Task> task = std::make_shared<trainer::SupervisedTask>(model);
   // Distillation is on when the recipe names a teacher (the schema gives every run a
   // distill section with empty teacher keys).
@@ -118,6 +127,9 @@ RunSummary run_one(const config::Composed& composed, launch::World& world) {
     distill::Distiller distiller(teacher, model, rc.distill);
     task = std::make_shared<trainer::DistillTask>(distiller, trainer::sample_batch(*train_set));
   }
+  // Masks keep pruned weights at exactly zero through fine-tuning (gradients masked,
+  // weights re-masked after every step).
+  if (pruned) task = std::make_shared<trainer::PrunedTask>(task, pruned->masks, comm);
 
   // --- RUN DIRECTORY (rank 0 writes; one run, one directory) ------------------------------
   const std::filesystem::path run_dir = rc.run.dir;
