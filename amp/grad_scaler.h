@@ -104,6 +104,10 @@ class GradScaler {
   /// Whether the step in progress found inf/NaN (after unscale/step).
   bool found_inf() const { return found_inf_; }
   int64_t skipped_steps() const { return skipped_total_; }
+  /// What overflowed at the first step of the current run of skipped steps (the loss
+  /// terms that went non-finite, or the first parameters whose gradients did), after
+  /// update(); "" once a step succeeds. The trainer writes it to metrics.jsonl.
+  const std::string& skip_report() const { return first_skip_report_; }
   int64_t consecutive_skips() const { return consecutive_skips_; }
   int64_t growth_tracker() const { return growth_tracker_; }
   int64_t hysteresis_tracker() const { return hysteresis_tracker_; }

@@ -17,6 +17,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "core/malloc.h"
 #include "cli/run_config.h"
 #include "core/error.h"
 #include "data/data.h"
@@ -98,6 +99,7 @@ void time_forward(std::vector<Loaded>& runs, int64_t batch, int64_t repeats) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  retort::tune_malloc_for_training();  // as the retort program does (core/malloc.h)
   int64_t threads = 1, batch = 256, repeats = 30;
   bool accuracy = true;
   std::string json_out;

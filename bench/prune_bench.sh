@@ -7,6 +7,8 @@
 #   bench/prune_bench.sh <teacher run dir> [build_dir] [threads]
 #   threads: for fine-tuning and for the second latency table (the first uses 1 thread)
 #   EPOCHS=5 (fine-tuning epochs)  OUT=<dir> (default outputs/prune-bench/<date>_<time>)
+#   MEASURE_ONLY=1 OUT=<dir>: skip pruning and fine-tuning, measure the runs already in OUT
+#   (fine-tune while the machine is busy, measure latency when it is quiet)
 # Long (two fine-tunings of cnn_large): run it on a quiet machine.
 # Targets: structured 40 % fine-tuned within 1.0 point of the dense accuracy; compacted
 # latency <= 0.7x dense. Unstructured 80 % buys no latency: dense kernels multiply the
@@ -19,7 +21,7 @@ build=${2:-$root/build}
 threads=${3:-2}
 epochs=${EPOCHS:-5}
 out=${OUT:-$root/outputs/prune-bench/$(date +%Y-%m-%d_%H-%M-%S)}
-retort=$build/retort; [ -x "$retort" ] || retort=$build/cli/retort
+retort=$build/retort
 export OPENBLAS_NUM_THREADS=$threads OMP_NUM_THREADS=$threads
 cd "$root"
 mkdir -p "$out"
@@ -28,6 +30,7 @@ finetune() {  # <pruned run> <output run>
     "run.dir=$2" "trainer.max_epochs=$epochs" "trainer.threads=$threads"
 }
 
+if [[ -z ${MEASURE_ONLY:-} ]]; then
 # --- structured 40 % ----------------------------------------------------------------------
 "$retort" prune "$teacher" prune.method=l1_structured prune.sparsity=0.4 "run.dir=$out/s40"
 finetune "$out/s40" "$out/s40-ft"
@@ -36,6 +39,7 @@ finetune "$out/s40" "$out/s40-ft"
 # --- unstructured 80 % --------------------------------------------------------------------
 "$retort" prune "$teacher" prune.method=magnitude prune.sparsity=0.8 "run.dir=$out/u80"
 finetune "$out/u80" "$out/u80-ft"
+fi
 
 # --- measure ------------------------------------------------------------------------------
 runs=("dense=$teacher" "s40-pruned=$out/s40" "s40-finetuned=$out/s40-ft" "s40-compact=$out/s40-ft-compact"

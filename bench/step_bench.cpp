@@ -1,12 +1,20 @@
 // Times retort's training step (CNN forward, cross-entropy, backward, gradient reducer,
 // scaler, AdamW step) on a batch held in memory: the same computation as
-// bench/reference/train_step.py. Prints one JSON line. Driven by bench/step_bench.sh.
-//   step_bench --batch 128 --threads 1 --steps 50
+// bench/reference/train_step.py. Prints one JSON line. Driven by bench/step_bench.sh
+// (retort vs PyTorch) and bench/amp_bench.sh (fp32 vs bf16 autocast vs bf16 master).
+//   step_bench --batch 128 --threads 1 --steps 50 [--amp off|autocast|master] [--dtype bf16]
+// Memory: max_rss_mb is the process's peak resident set (getrusage), setup_rss_mb the
+// resident set before the first step (libraries, model, data), step_peak_mb the growth
+// of the peak over it: what the training steps themselves took.
+#include <sys/resource.h>
+
 #include <chrono>
+#include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "core/malloc.h"
 #include "amp/amp.h"
 #include "launch/communicator.h"
 #include "models/models.h"
@@ -28,11 +36,20 @@ std::vector<int64_t> ints(const std::string& s) {
   }
   return out;
 }
+/// A field of /proc/self/status in MiB (-1 where unavailable).
+double proc_status_mb(const std::string& key) {
+  std::ifstream in("/proc/self/status");
+  for (std::string line; std::getline(in, line);)
+    if (line.rfind(key + ":", 0) == 0) return std::stod(line.substr(key.size() + 1)) / 1024.0;
+  return -1;
+}
 }  // namespace
 
 int main(int argc, char** argv) {
+  retort::tune_malloc_for_training();  // as the retort program does (core/malloc.h)
   int64_t batch = 128, threads = 1, steps = 50, warmup = 5, convs = 2;
   std::string channels = "32,64", hidden = "512";
+  amp::AmpOptions amp_options;
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string k = argv[i], v = argv[i + 1];
     if (k == "--batch") batch = std::stoll(v);
@@ -42,6 +59,8 @@ int main(int argc, char** argv) {
     else if (k == "--channels") channels = v;
     else if (k == "--convs") convs = std::stoll(v);
     else if (k == "--hidden") hidden = v;
+    else if (k == "--amp") amp_options.mode = v;
+    else if (k == "--dtype") amp_options.dtype = v;
     else {
       std::cerr << "unknown option " << k << "\n";
       return 2;
@@ -56,36 +75,55 @@ int main(int argc, char** argv) {
   auto model = models::make_model(mo);
   model->train();
   trainer::SupervisedTask task(model);
+  // The trainer's order (trainer/trainer.cpp): master weights before the optimizer.
+  amp::validate(amp_options, torch::kCPU);
+  std::unique_ptr<amp::MasterWeights> master;
+  if (amp::parse_mode(amp_options.mode) == amp::AmpMode::kMaster)
+    master = std::make_unique<amp::MasterWeights>(task.model(), amp::parse_dtype(amp_options.dtype),
+                                                  amp_options.keep_norm_fp32);
   auto params = task.trainable();
+  auto stepped = master ? master->master_params(params) : params;
   trainer::OptimOptions oo;
   oo.lr = 1e-3;
   oo.weight_decay = 1e-4;
-  auto opt = trainer::make_optimizer(oo, params);
+  auto opt = trainer::make_optimizer(oo, stepped);
   auto comm = std::make_shared<launch::LocalCommunicator>();
   trainer::GradReducer reducer(params, comm, trainer::GradReducerOptions{});
-  amp::GradScaler scaler(amp::GradScalerOptions().enabled(false), comm);
-  amp::AmpOptions amp_off;
+  amp::GradScaler scaler(amp::scaler_options(amp_options), comm);
+  scaler.set_named_parameters(stepped);
   auto x = torch::randn({batch, 1, 28, 28});
   auto y = torch::randint(0, 10, {batch}, torch::kInt64);
 
   auto step = [&] {
     trainer::Losses l;
     {
-      amp::Autocast autocast(amp_off, torch::kCPU);
+      amp::Autocast autocast(amp_options, torch::kCPU);
       l = task.loss(x, y);
     }
     scaler.scale(l.total).backward();
     reducer.finish();
+    if (master) master->copy_grads_to_master();
     scaler.unscale(*opt);
-    scaler.step(*opt);
+    const bool stepped_ok = scaler.step(*opt);
     scaler.update();
+    if (master && stepped_ok) master->copy_master_to_model();
     opt->zero_grad();
+    if (master) master->zero_model_grads();
   };
+  const double setup_rss = proc_status_mb("VmRSS");
   for (int64_t i = 0; i < warmup; ++i) step();
   auto t0 = std::chrono::steady_clock::now();
   for (int64_t i = 0; i < steps; ++i) step();
   double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  struct rusage usage {};
+  ::getrusage(RUSAGE_SELF, &usage);
+  const double max_rss = static_cast<double>(usage.ru_maxrss) / 1024.0;
   std::cout << nlohmann::json{{"impl", "retort"},
+                              {"amp", amp_options.mode},
+                              {"dtype", amp_options.mode == "off" ? "fp32" : amp_options.dtype},
+                              {"max_rss_mb", max_rss},
+                              {"setup_rss_mb", setup_rss},
+                              {"step_peak_mb", max_rss - setup_rss},
                               {"batch", batch},
                               {"threads", threads},
                               {"steps", steps},

@@ -27,18 +27,7 @@ struct Loaded {
 Loaded load_checkpoint(const std::string& where, const std::vector<std::string>& overrides) {
   Loaded l;
   l.ckpt = trainer::Checkpointer::load(trainer::Checkpointer::resolve(where));
-  // Recompose from the stored config so overrides go through the usual grammar.
-  const auto tmp = std::filesystem::temp_directory_path() / ("retort-eval-" + std::to_string(::getpid()) + ".yaml");
-  write_file_atomic(tmp, l.ckpt.config_yaml);
-  try {
-    auto composed = config::compose({tmp, overrides, {}, run_config_schema_yaml()});
-    std::filesystem::remove(tmp);
-    l.rc = read_run_config(composed.config);
-  } catch (...) {
-    std::error_code ec;
-    std::filesystem::remove(tmp, ec);
-    throw;
-  }
+  l.rc = read_run_config(compose_stored(l.ckpt.config_yaml, l.ckpt.dir / "config.yaml", overrides).config);
   return l;
 }
 

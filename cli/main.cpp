@@ -5,10 +5,12 @@
 #include "cli/prune.h"
 #include "cli/report.h"
 #include "core/error.h"
+#include "core/malloc.h"
 #include "launch/world.h"
 
 int main(int argc, char** argv) {
   using namespace retort;
+  tune_malloc_for_training();  // see core/malloc.h: 3.5x faster CPU steps
   std::vector<std::string> args(argv + 1, argv + argc);
   if (args.empty() || args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
     std::cout << cli::usage();

@@ -67,18 +67,9 @@ config::Composed compose_for_prune(const trainer::Checkpoint& ckpt, const std::v
   YAML::Node tree = YAML::Load(ckpt.config_yaml);
   if (!tree.IsMap()) throw CheckpointError(ckpt.dir.string() + "/config.yaml: expected a YAML map");
   tree["run"]["dir"] = "outputs/prune/${now:%Y-%m-%d}/${now:%H-%M-%S}";
-  const auto tmp = fs::temp_directory_path() / ("retort-prune-" + std::to_string(::getpid()) + ".yaml");
-  write_file_atomic(tmp, config::emit(tree));
-  try {
-    auto composed = config::compose({tmp, overrides, {}, run_config_schema_yaml()});
-    fs::remove(tmp);
-    composed.overrides = overrides;
-    return composed;
-  } catch (...) {
-    std::error_code ec;
-    fs::remove(tmp, ec);
-    throw;
-  }
+  auto composed = compose_stored(config::emit(tree), ckpt.dir / "config.yaml", overrides);
+  composed.overrides = overrides;
+  return composed;
 }
 
 /// The last `n` samples of `d` (the held-out part of the train split for --scan).

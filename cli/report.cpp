@@ -78,15 +78,9 @@ ReportArgs parse_report_args(const std::vector<std::string>& args) {
 
 /// The checkpoint's config with the overrides applied, typed.
 RunConfig config_of(const trainer::Checkpoint& ckpt, const std::vector<std::string>& overrides) {
-  const auto tmp = fs::temp_directory_path() / ("retort-report-" + std::to_string(::getpid()) + ".yaml");
-  write_file_atomic(tmp, ckpt.config_yaml);
   try {
-    auto composed = config::compose({tmp, overrides, {}});
-    fs::remove(tmp);
-    return read_run_config(composed.config);
+    return read_run_config(compose_stored(ckpt.config_yaml, ckpt.dir / "config.yaml", overrides).config);
   } catch (const ConfigError& e) {
-    std::error_code ec;
-    fs::remove(tmp, ec);
     throw ConfigError("report: the config of " + ckpt.dir.string() + ": " + e.what());
   }
 }

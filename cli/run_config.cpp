@@ -57,4 +57,14 @@ std::string run_config_schema_yaml() {
   return config::emit(root);
 }
 
+config::Composed compose_stored(const std::string& config_yaml, const std::filesystem::path& origin,
+                                const std::vector<std::string>& overrides) {
+  config::ComposeRequest request;
+  request.recipe = origin;
+  request.recipe_text = config_yaml;
+  request.overrides = overrides;
+  request.schema_yaml = run_config_schema_yaml();
+  return config::compose(request);
+}
+
 }  // namespace retort::cli

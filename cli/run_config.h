@@ -39,4 +39,10 @@ std::vector<config::KeyInfo> describe_run_config();
 /// (config::ComposeRequest::schema_yaml).
 std::string run_config_schema_yaml();
 
+/// A checkpoint's stored config (`config_yaml`, from `origin`) composed again with
+/// command-line overrides over the schema of every declared key, so overrides go through
+/// the usual grammar (`data.root=...` to evaluate on data kept elsewhere).
+config::Composed compose_stored(const std::string& config_yaml, const std::filesystem::path& origin,
+                                const std::vector<std::string>& overrides);
+
 }  // namespace retort::cli

@@ -59,29 +59,87 @@ std::string yaml_list(const std::vector<std::string>& items) {
   return config::emit(n);
 }
 
-/// Composes on rank 0 (so ${now:...} is one instant for the whole job) and hands the
-/// result to every rank; each rank checks the hash of what it received.
+/// Why this rank's own composition disagrees with rank 0's config ("" when it agrees).
+std::string rank_config_problem(const TrainArgs& a, int rank_index, const std::string& text, const std::string& hash,
+                                long long now, YAML::Node* received, config::Composed* mine) {
+  const std::string rank = "rank " + std::to_string(rank_index);
+  *received = config::parse(text, "config from rank 0");
+  if (hex64(config::hash(*received)) != hash)
+    return rank + ": the config received from rank 0 does not match its hash " + hash + " (corrupted in transit)";
+  try {
+    config::ComposeRequest request{a.recipe, a.overrides, {}, run_config_schema_yaml()};
+    request.now = static_cast<std::time_t>(now);  // rank 0's instant: ${now:...} agrees
+    *mine = config::compose(request);
+  } catch (const ConfigError& e) {
+    return rank + ": " + e.what();
+  }
+  if (hex64(config::hash(mine->config)) == hash) return "";
+  const std::string key = config::first_difference(*received, mine->config);
+  auto value_of = [&](const YAML::Node& root) {  // the value at `key` (a.b, a.b[2])
+    YAML::Node n = YAML::Clone(root);
+    auto descend = [&n](const YAML::Node& child) {
+      n.reset(child);
+      return n.IsDefined();
+    };
+    std::stringstream path(key);
+    for (std::string part; std::getline(path, part, '.');) {
+      const size_t bracket = part.find('[');
+      const std::string name = part.substr(0, bracket);
+      if (!name.empty() && !(n.IsMap() && descend(static_cast<const YAML::Node&>(n)[name]))) return std::string("(absent)");
+      for (size_t at = bracket; at != std::string::npos; at = part.find('[', at + 1)) {
+        const size_t i = std::stoul(part.substr(at + 1));
+        if (!(n.IsSequence() && i < n.size() && descend(static_cast<const YAML::Node&>(n)[i]))) return std::string("(absent)");
+      }
+    }
+    std::string s = config::emit(n);
+    while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
+    return s;
+  };
+  return rank + ": config differs from rank 0's at '" + key + "': rank 0 has " + value_of(*received) + ", " + rank +
+         " has " + value_of(mine->config) + " (start every rank with the same recipe, overrides and environment)";
+}
+
+/// Composes on rank 0 and hands the result to every rank, which uses it as the run's
+/// config. Every other rank also composes its own command line, recipe files and
+/// environment at rank 0's instant (so `${now:...}` agrees) and compares: a rank started
+/// differently (another recipe on its node, another override, another environment
+/// variable) stops the job with the first differing key named, before anything is created.
 config::Composed compose_everywhere(const TrainArgs& a, launch::Communicator& comm) {
   config::Composed composed;
-  std::string text, hash;
+  std::string text, hash, now;
   if (comm.rank() == 0) {
     composed = config::compose({a.recipe, a.overrides, {}, run_config_schema_yaml()});
     text = config::emit(composed.config);
     hash = hex64(config::hash(composed.config));
+    now = std::to_string(static_cast<long long>(composed.now));
   }
   if (comm.size() == 1) return composed;
   comm.broadcast_string(text, 0);
   comm.broadcast_string(hash, 0);
+  comm.broadcast_string(now, 0);
   std::string recipe_text = composed.recipe_text;
   comm.broadcast_string(recipe_text, 0);
+
+  // Every rank learns of a mismatch (lowest differing rank's message) before anyone
+  // creates the run directory, and all stop with the same message.
+  std::string problem;
+  YAML::Node received;
+  config::Composed mine;
   if (comm.rank() != 0) {
-    composed.config = config::parse(text, "config from rank 0");
-    composed.recipe_text = recipe_text;
-    composed.overrides = a.overrides;
+    problem = rank_config_problem(a, comm.rank(), text, hash, std::stoll(now), &received, &mine);
   }
-  const std::string mine = hex64(config::hash(composed.config));
-  if (mine != hash)
-    throw ConfigError("rank " + std::to_string(comm.rank()) + ": config hash " + mine + " differs from rank 0's " + hash);
+  auto who = torch::full({1}, problem.empty() ? comm.size() : comm.rank(), torch::kInt);
+  comm.all_reduce(who, launch::ReduceOp::kMin);
+  const int first = who.item<int>();
+  if (first < comm.size()) {
+    comm.broadcast_string(problem, first);
+    throw ConfigError(problem);
+  }
+  if (comm.rank() == 0) return composed;
+  composed.config = received;
+  composed.recipe_text = recipe_text;
+  composed.overrides = a.overrides;
+  composed.now = mine.now;
   return composed;
 }
 

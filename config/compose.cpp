@@ -197,6 +197,7 @@ class Composer {
   Value result = Value::make_map();
   std::map<std::string, std::string> choices;
   std::string primary_text;
+  std::string primary_source;  ///< ComposeRequest::recipe_text
 
   void compose_primary(const fs::path& recipe) {
     std::vector<std::map<std::string, Choice>*> scopes;
@@ -219,7 +220,9 @@ class Composer {
       throw ConfigError("defaults tree loads more than " + std::to_string(kMaxFilesLoaded) + " files (at " +
                         quoted(file) + ")");
     std::string raw;
-    Value content = detail::load_yaml_file(file, &raw);
+    Value content = primary && !primary_source.empty()
+                        ? detail::load_yaml_text(raw = primary_source, file.string())
+                        : detail::load_yaml_file(file, &raw);
     if (primary) primary_text = raw;
 
     std::string pkg = package;
@@ -452,7 +455,7 @@ std::string group_key_of(const std::string& key, std::string* group, std::string
 }  // namespace
 
 Composed compose(const ComposeRequest& request) {
-  const std::time_t now = std::time(nullptr);
+  const std::time_t now = request.now != 0 ? request.now : std::time(nullptr);
   SearchRoots roots(request.recipe, request.search_path);
 
   // Sort the overrides: group choices steer the defaults tree, key overrides apply after.
@@ -507,6 +510,7 @@ Composed compose(const ComposeRequest& request) {
   // `++group=opt` changes the choice when the tree has the group, else appends it: the
   // appended entries come last in the primary's defaults list, so by then we know which.
   Composer composer(roots, cmd, appended);
+  composer.primary_source = request.recipe_text;
   composer.compose_primary(request.recipe);
 
   for (const auto& [key, c] : cmd) {
@@ -534,6 +538,7 @@ Composed compose(const ComposeRequest& request) {
   out.recipe_text = composer.primary_text;
   out.overrides = request.overrides;
   out.choices = composer.choices;
+  out.now = now;
   return out;
 }
 

@@ -35,6 +35,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include <cstdint>
+#include <ctime>
 #include <filesystem>
 #include <functional>
 #include <map>
@@ -54,16 +55,23 @@ namespace fs = std::filesystem;
 // ------------------------------------------------------------------------------------
 
 struct ComposeRequest {
-  fs::path recipe;                     ///< the primary YAML file
-  std::vector<std::string> overrides;  ///< a.b=1, +a.b=1, ++a.b=1, ~a.b, group=opt, +group=opt
+  fs::path recipe = {};                     ///< the primary YAML file
+  std::vector<std::string> overrides = {};  ///< a.b=1, +a.b=1, ++a.b=1, ~a.b, group=opt, +group=opt
   /// Extra roots searched for config groups after the recipe's own directory and its
   /// ancestors up to the nearest folder named `recipes`.
-  std::vector<fs::path> search_path;
+  std::vector<fs::path> search_path = {};
   /// Structured defaults (Hydra's structured-config schema), as YAML: every declared key
   /// with its default. The composed recipe is merged over it before the command-line
   /// overrides, so any declared key can be set with `a.b=1` even when the recipe does
   /// not mention it. Empty: no schema.
-  std::string schema_yaml;
+  std::string schema_yaml = {};
+  /// The primary recipe's YAML text, when it is not read from `recipe` (a checkpoint's
+  /// stored config): `recipe` then only names it in messages and roots the search for
+  /// config groups. Empty: read the file `recipe`.
+  std::string recipe_text = {};
+  /// The instant `${now:...}` formats (seconds since the epoch); 0: the time of the call.
+  /// Ranks other than 0 compose with rank 0's instant so their configs can be compared.
+  std::time_t now = 0;
 };
 
 struct Composed {
@@ -71,6 +79,7 @@ struct Composed {
   std::string recipe_text;                    ///< the primary recipe as written
   std::vector<std::string> overrides;         ///< as given on the command line
   std::map<std::string, std::string> choices; ///< config group -> option chosen
+  std::time_t now = 0;                        ///< the instant `${now:...}` formatted
 };
 
 /// Throws ConfigError (file, key and value in the message) on any problem.

@@ -67,23 +67,19 @@ EvalResult evaluate(models::Model& model, const data::Dataset& dataset, int64_t 
   data::LoaderOptions lopts;
   lopts.device = device;
   data::Loader loader(dataset, sampler, lopts);
-  auto sums = torch::zeros({3}, torch::kFloat64);  // loss sum, correct, samples
-  double loss_sum = 0, correct = 0, samples = 0;
+  // Sums stay on the device (loss sum, correct, samples): one host sync at the end.
+  auto sums = torch::zeros({3}, torch::TensorOptions().dtype(torch::kFloat64).device(device));
   amp::Autocast autocast(amp_options, device.type());
   while (auto batch = loader.next()) {
     if (batch->y.numel() == 0) continue;
     auto logits = model.forward(batch->x).logits;
-    loss_sum += torch::nn::functional::cross_entropy(
-                    logits.to(torch::kFloat32), batch->y,
-                    torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
-                    .item<double>();
-    correct += logits.argmax(1).eq(batch->y).sum().item<double>();
-    samples += static_cast<double>(batch->y.size(0));
+    sums[0] += torch::nn::functional::cross_entropy(logits.to(torch::kFloat32), batch->y,
+                                                    torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum));
+    sums[1] += logits.argmax(1).eq(batch->y).sum();
+    sums[2] += batch->y.size(0);
   }
-  sums[0] = loss_sum;
-  sums[1] = correct;
-  sums[2] = samples;
   comm.all_reduce(sums, launch::ReduceOp::kSum);
+  sums = sums.cpu();
   model.train(was_training);
   EvalResult r;
   r.samples = static_cast<int64_t>(sums[2].item<double>());
@@ -273,6 +269,7 @@ TrainResult Trainer::fit() {
   auto loss_acc = torch::zeros({}, torch::TensorOptions().dtype(torch::kFloat32).device(su.device));
   std::vector<std::pair<std::string, torch::Tensor>> term_acc;
   int64_t steps_since_log = 0;
+  std::string overflow;  // the scaler's report of a step skipped since the last metrics line
   bool done = s.step >= s.total_steps;
   const int64_t batches = s.sampler->batches_per_epoch();
   const int64_t dataset = su.train_set->size();
@@ -346,7 +343,10 @@ TrainResult Trainer::fit() {
       set_lr(*s.optimizer, lr);
       const bool stepped = s.scaler->step(*s.optimizer);
       s.scaler->update();
-      if (!stepped) ++s.skipped;
+      if (!stepped) {
+        ++s.skipped;
+        overflow = s.scaler->skip_report();
+      }
       if (s.master && stepped) s.master->copy_master_to_model();
       su.task->after_step();
       s.optimizer->zero_grad();
@@ -379,6 +379,11 @@ TrainResult Trainer::fit() {
           extra += "scale " + std::to_string(static_cast<int64_t>(s.scaler->scale()));
         }
         row["skipped"] = s.skipped;
+        if (!overflow.empty()) {  // a step since the last line was skipped: what overflowed
+          row["overflow"] = overflow;
+          extra += " skipped " + std::to_string(s.skipped);
+          overflow.clear();
+        }
         s.metrics->record(row);
         ProgressState ps{epoch + 1, to.max_epochs, s.step, s.total_steps, loss, sps, extra};
         s.metrics->progress(ps, true);

@@ -15,7 +15,7 @@ if [ $# -lt 3 ]; then
   exit 2
 fi
 hostfile=$1; per_host=$2; shift 2
-RETORT=${RETORT:-$(pwd)/build/cli/retort}
+RETORT=${RETORT:-$(pwd)/build/retort}
 hosts=$(grep -cv '^\s*\(#\|$\)' "$hostfile")
 np=$((hosts * per_host))
 

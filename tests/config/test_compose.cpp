@@ -1,6 +1,7 @@
 // Composition: defaults lists, _self_ order, nested groups, packages, group and key
 // overrides, interpolation after overrides, lookup order, errors; list_groups.
 #include <gtest/gtest.h>
+#include <ctime>
 
 #include "config/config.h"
 #include "config/value.h"
@@ -292,6 +293,48 @@ TEST_F(ConfigCompose, ListGroups) {
   t.write("elsewhere/extra/thing.yaml", "x: 1\n");
   EXPECT_EQ(list_groups(t / "recipes/fmnist/teacher.yaml", {t / "elsewhere"}).at("extra"),
             (std::vector<std::string>{"thing"}));
+}
+
+}  // namespace
+}  // namespace retort::config
+
+namespace retort::config {
+namespace {
+
+// A recipe given as text (a checkpoint's stored config): composed with overrides like a
+// file, its path only names it in messages and roots the group search.
+TEST_F(ConfigCompose, RecipeTextComposesLikeAFile) {
+  ComposeRequest r;
+  r.recipe = t.root() / "recipes/fmnist/stored.yaml";  // does not exist
+  r.recipe_text = "defaults:\n  - optim: sgd\ntrainer:\n  seed: 3\n";
+  r.overrides = {"trainer.seed=4", "optim.lr=0.5"};
+  auto c = compose(r);
+  EXPECT_EQ(c.config["trainer"]["seed"].as<int>(), 4);
+  EXPECT_EQ(c.config["optim"]["name"].as<std::string>(), "sgd");
+  EXPECT_EQ(c.config["optim"]["lr"].as<double>(), 0.5);
+  EXPECT_EQ(c.recipe_text, r.recipe_text);
+  r.recipe_text = "trainer: [unclosed\n";
+  auto msg = config_error([&] { compose(r); });
+  EXPECT_NE(msg.find("stored.yaml"), std::string::npos) << msg;
+}
+
+// A pinned instant: every rank formats ${now:...} alike; Composed::now says which instant.
+TEST_F(ConfigCompose, NowCanBePinned) {
+  auto file = recipe("now.yaml", "run:\n  dir: out/${now:%Y-%m-%d_%H-%M-%S}\n");
+  ComposeRequest r;
+  r.recipe = file;
+  r.now = 86400 * 365;  // early 1971, local time
+  std::tm tm{};
+  localtime_r(&r.now, &tm);
+  char expected[64];
+  std::strftime(expected, sizeof expected, "out/%Y-%m-%d_%H-%M-%S", &tm);
+  auto c = compose(r);
+  EXPECT_EQ(c.config["run"]["dir"].as<std::string>(), expected);
+  EXPECT_NE(std::string(expected).find("197"), std::string::npos) << expected;
+  EXPECT_EQ(c.now, r.now);
+  r.now = 0;
+  auto fresh = compose(r);
+  EXPECT_GT(fresh.now, 86400 * 365 * 50);  // the current time
 }
 
 }  // namespace

@@ -4,8 +4,10 @@
 #include <torch/torch.h>
 
 #include <chrono>
+#include <limits>
 #include <thread>
 
+#include "amp/grad_scaler.h"
 #include "core/error.h"
 #include "launch/mpi_communicator.h"
 #include "launch/world.h"
@@ -389,4 +391,29 @@ TEST(MpiGradReducer, UnusedOnEveryRankIsAnErrorOnEveryRankWithoutAHang) {
   ce(net, data.x, data.y, true).backward();
   reducer.finish();
   EXPECT_EQ(reducer.stats().syncs, 1);
+}
+
+// The GradScaler's found-inf decision over MPI: an inf on rank 1 only makes both ranks
+// skip the step (weights untouched everywhere) and back off the scale alike.
+TEST(MpiGradScaler, InfOnOneRankMakesEveryRankSkip) {
+  auto p = torch::ones({4}, torch::requires_grad());
+  torch::optim::SGD opt({p}, torch::optim::SGDOptions(0.1));
+  amp::GradScaler scaler(amp::GradScalerOptions().init_scale(8), g_comm);
+  auto step = [&](bool poison) {
+    opt.zero_grad();
+    auto loss = scaler.scale((p * p).sum());
+    loss.backward();
+    if (poison) p.mutable_grad()[2] = std::numeric_limits<float>::infinity();
+    const bool stepped = scaler.step(opt);
+    scaler.update();
+    return stepped;
+  };
+  EXPECT_TRUE(step(false));
+  const auto before = p.detach().clone();
+  EXPECT_FALSE(step(rank() == 1)) << "rank " << rank();
+  EXPECT_TRUE(torch::equal(p.detach(), before)) << "rank " << rank();
+  EXPECT_EQ(scaler.scale(), 4.0);
+  EXPECT_EQ(scaler.skipped_steps(), 1);
+  EXPECT_TRUE(step(false));  // and both go on
+  EXPECT_FALSE(torch::equal(p.detach(), before));
 }

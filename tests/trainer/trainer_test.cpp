@@ -4,6 +4,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
@@ -339,4 +340,52 @@ TEST(Trainer, GradAccumulationMatchesOneBigBatch) {
   auto big = run(64, 1);
   auto accum = run(32, 2);
   for (auto& [name, t] : big) EXPECT_TRUE(torch::allclose(t, accum.at(name), 1e-5, 1e-6)) << name;
+}
+
+// A loss term that overflows at one step: with loss scaling on, that step is skipped and
+// metrics.jsonl says so (skipped count, the term that went non-finite, the scale backed off).
+class OverflowingTask : public SupervisedTask {
+ public:
+  OverflowingTask(std::shared_ptr<models::Model> m, int64_t at) : SupervisedTask(std::move(m)), at_(at) {}
+  Losses loss(const torch::Tensor& x, const torch::Tensor& y) override {
+    Losses l = SupervisedTask::loss(x, y);
+    // inf * loss: the term and every gradient through it overflow at step `at_`.
+    auto extra = l.total * (++calls_ == at_ ? std::numeric_limits<float>::infinity() : 0.0f);
+    l.terms.emplace_back("spike", extra);
+    l.total = l.total + extra;
+    return l;
+  }
+
+ private:
+  int64_t at_, calls_ = 0;
+};
+
+TEST(Trainer, SkippedStepIsInTheMetricsWithTheOverflowingTerm) {
+  auto d = temp_dir("overflow");
+  auto setup = make_setup(d, synthetic(256, 5), 10);
+  setup.trainer.log_every = 1;
+  setup.data.augment = false;
+  setup.amp.mode = "autocast";
+  setup.amp.loss_scaling = "on";
+  torch::manual_seed(7);
+  setup.task = std::make_shared<OverflowingTask>(models::make_model(tiny_model()), 4);
+  auto r = Trainer(std::move(setup)).fit();
+  EXPECT_EQ(r.steps, 10);
+  std::ifstream in(d / "metrics.jsonl");
+  int with_overflow = 0;
+  for (std::string line; std::getline(in, line);) {
+    auto j = nlohmann::json::parse(line);
+    if (j.value("kind", "") != "train") continue;
+    ASSERT_TRUE(j.contains("scale")) << line;
+    const int64_t step = j.at("step");
+    EXPECT_EQ(j.at("skipped").get<int64_t>(), step >= 4 ? 1 : 0) << line;
+    EXPECT_DOUBLE_EQ(j.at("scale").get<double>(), step >= 4 ? 32768.0 : 65536.0) << line;
+    if (j.contains("overflow")) {
+      ++with_overflow;
+      EXPECT_EQ(step, 4) << line;
+      EXPECT_NE(j.at("overflow").get<std::string>().find("non-finite loss terms: spike"), std::string::npos) << line;
+    }
+  }
+  EXPECT_EQ(with_overflow, 1);
+  fs::remove_all(d);
 }

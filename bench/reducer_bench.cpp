@@ -1,0 +1,169 @@
+// The gradient reducer's cost, under mpirun (2 ranks, 1 thread each). Driven by
+// bench/reducer_bench.sh; prints one JSON line from rank 0.
+//   mpirun -np 2 reducer_bench [--batch 64] [--reps 200] [--bucket_mb 25]
+//
+// 1. Communication alone: the student's gradients (cnn_small) through GradReducer
+//    (buckets, hooks, MPI_Iallreduce on the progress thread, copies back into .grad) vs one
+//    raw MPI_Allreduce of the same bytes in one buffer. The reducer's time is measured on a
+//    backward whose compute is negligible (loss = sum(p * c)): t(sync backward + finish)
+//    minus t(the same backward without communication).
+// 2. Overlap: a real forward + backward of the student on `batch` samples per rank, with
+//    the buckets all-reduced from the hooks while backward runs (what the trainer does), vs
+//    backward first and then the same all-reduce: hidden share = (t_after - t_overlap) /
+//    t_comm, clamped to [0, 1].
+#include <mpi.h>
+
+#include <algorithm>
+#include <chrono>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "core/malloc.h"
+#include "launch/communicator.h"
+#include "launch/mpi_communicator.h"
+#include "launch/world.h"
+#include "models/models.h"
+#include "trainer/grad_reducer.h"
+#include "trainer/trainer.h"
+
+using namespace retort;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+/// Median of per-repetition times, each the slowest rank's (MPI_MAX), in seconds.
+template <typename F>
+double median_time(int reps, F&& body) {
+  std::vector<double> times;
+  for (int i = 0; i < reps; ++i) {
+    MPI_Barrier(MPI_COMM_WORLD);
+    const auto t0 = Clock::now();
+    body();
+    double dt = std::chrono::duration<double>(Clock::now() - t0).count();
+    MPI_Allreduce(MPI_IN_PLACE, &dt, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+    times.push_back(dt);
+  }
+  std::nth_element(times.begin(), times.begin() + times.size() / 2, times.end());
+  return times[times.size() / 2];
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  tune_malloc_for_training();
+  int64_t batch = 64;
+  int reps = 200;
+  double bucket_mb = 25.0;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    const std::string k = argv[i], v = argv[i + 1];
+    if (k == "--batch") batch = std::stoll(v);
+    else if (k == "--reps") reps = std::stoi(v);
+    else if (k == "--bucket_mb") bucket_mb = std::stod(v);
+    else {
+      std::cerr << "unknown option " << k << " (options: --batch, --reps, --bucket_mb)\n";
+      return 2;
+    }
+  }
+  launch::World world;
+  if (world.size() < 2) {
+    std::cerr << "reducer_bench: run under mpirun with 2 or more ranks\n";
+    return 2;
+  }
+  trainer::set_threads(1);
+  torch::manual_seed(0);
+  models::ModelOptions mo;  // recipes/model/cnn_small.yaml
+  mo.channels = {16, 32};
+  mo.convs_per_stage = 1;
+  mo.hidden = {64};
+  auto model = models::make_model(mo);
+  model->train();
+  std::vector<std::pair<std::string, torch::Tensor>> params;
+  for (auto& kv : model->named_parameters()) params.emplace_back(kv.key(), kv.value());
+  int64_t numel = 0;
+  for (auto& kv : params) numel += kv.second.numel();
+
+  std::shared_ptr<launch::Communicator> comm = std::make_shared<launch::MpiCommunicator>(world);
+  trainer::GradReducerOptions ro;
+  ro.bucket_mb = bucket_mb;
+  trainer::GradReducer reducer(params, comm, ro);
+  std::vector<torch::Tensor> consts;
+  for (auto& kv : params) consts.push_back(torch::randn_like(kv.second));
+  auto cheap_backward = [&] {
+    auto loss = torch::zeros({});
+    for (size_t i = 0; i < params.size(); ++i) loss = loss + (params[i].second * consts[i]).sum();
+    loss.backward();
+  };
+  auto zero = [&] {
+    for (auto& kv : params) kv.second.mutable_grad() = torch::Tensor();
+  };
+
+  // --- 1. communication alone ----------------------------------------------------------
+  for (int i = 0; i < 10; ++i) {  // warm-up: MPI connections, allocator
+    cheap_backward();
+    reducer.finish();
+    zero();
+  }
+  const double t_sync = median_time(reps, [&] {
+    reducer.set_sync(true);
+    cheap_backward();
+    reducer.finish();
+    zero();
+  });
+  const double t_local = median_time(reps, [&] {
+    reducer.set_sync(false);
+    cheap_backward();
+    reducer.finish();
+    zero();
+  });
+  reducer.set_sync(true);
+  const double t_reducer = std::max(0.0, t_sync - t_local);
+  std::vector<float> flat(static_cast<size_t>(numel), 1.0f);
+  const double t_raw = median_time(reps, [&] {
+    MPI_Allreduce(MPI_IN_PLACE, flat.data(), static_cast<int>(flat.size()), MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+  });
+
+  // --- 2. overlap with a real backward -------------------------------------------------
+  auto x = torch::randn({batch, 1, 28, 28});
+  auto y = torch::randint(0, 10, {batch}, torch::kInt64);
+  auto real_backward = [&] { torch::nn::functional::cross_entropy(model->forward(x).logits, y).backward(); };
+  for (int i = 0; i < 5; ++i) {
+    real_backward();
+    reducer.finish();
+    zero();
+  }
+  const int step_reps = std::max(20, reps / 4);
+  const double t_overlap = median_time(step_reps, [&] {
+    reducer.set_sync(true);
+    real_backward();
+    reducer.finish();
+    zero();
+  });
+  const double t_compute = median_time(step_reps, [&] {
+    reducer.set_sync(false);
+    real_backward();
+    reducer.finish();
+    zero();
+  });
+  const double t_after = t_compute + t_reducer;  // backward, then the same all-reduce
+  const double hidden = t_reducer > 0 ? std::clamp((t_after - t_overlap) / t_reducer, 0.0, 1.0) : 0.0;
+
+  if (world.rank() == 0) {
+    std::cout << nlohmann::json{{"ranks", world.size()},
+                                {"params", numel},
+                                {"bytes", numel * 4},
+                                {"buckets", reducer.buckets().size()},
+                                {"bucket_mb", bucket_mb},
+                                {"reducer_us", 1e6 * t_reducer},
+                                {"raw_allreduce_us", 1e6 * t_raw},
+                                {"reducer_vs_raw", t_reducer / t_raw},
+                                {"batch_per_rank", batch},
+                                {"step_overlap_ms", 1e3 * t_overlap},
+                                {"step_compute_ms", 1e3 * t_compute},
+                                {"step_after_ms", 1e3 * t_after},
+                                {"hidden_share", hidden}}
+                     .dump()
+              << "\n";
+  }
+  return 0;
+}

@@ -1,0 +1,181 @@
+// `mpirun -np 2 retort train ...` as a user runs it: one run, the same model as one
+// process, a config mismatch named by key, preemption by SIGTERM and resume.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <array>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <future>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "core/fs.h"
+
+namespace fs = std::filesystem;
+
+namespace {
+
+struct Result {
+  int code = -1;
+  std::string out;
+};
+
+Result shell(const std::string& cmd) {
+  Result r;
+  FILE* p = ::popen((cmd + " 2>&1").c_str(), "r");
+  std::array<char, 4096> buf{};
+  size_t n;
+  while ((n = std::fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
+  const int status = ::pclose(p);
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return r;
+}
+
+const std::string kMpirun = std::string(RETORT_MPIEXEC) + " --allow-run-as-root --oversubscribe";
+const std::string kIn = std::string("cd ") + RETORT_SOURCE_DIR + " && ";
+
+std::string train(const std::string& args) { return std::string(RETORT_BIN) + " train recipes/fmnist/default.yaml " + args; }
+
+fs::path temp_dir(const std::string& name) {
+  auto d = fs::temp_directory_path() / ("retort-mpi-e2e-" + name + "-" + std::to_string(::getpid()));
+  fs::remove_all(d);
+  return d;
+}
+
+bool has_dataset() { return fs::exists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"); }
+
+/// The float32 tensors of a safetensors file, by name (the format: an 8-byte little-endian
+/// header length, a JSON header of dtype/shape/offsets, then the data).
+std::map<std::string, std::vector<float>> read_f32_tensors(const fs::path& path) {
+  const std::string bytes = retort::read_file(path);
+  uint64_t n = 0;
+  std::memcpy(&n, bytes.data(), 8);
+  const auto header = nlohmann::json::parse(bytes.substr(8, n));
+  std::map<std::string, std::vector<float>> out;
+  for (const auto& [name, info] : header.items()) {
+    if (name == "__metadata__" || info.at("dtype") != "F32") continue;
+    const size_t begin = info.at("data_offsets")[0], end = info.at("data_offsets")[1];
+    std::vector<float> v((end - begin) / 4);
+    std::memcpy(v.data(), bytes.data() + 8 + n + begin, end - begin);
+    out[name] = std::move(v);
+  }
+  return out;
+}
+
+const std::string kSmall =
+    "model=mlp optim=sgd optim.lr=0.05 data.subset=640 data.batch_size=64 trainer.threads=1 trainer.eval=false ";
+
+}  // namespace
+
+// Global batches do not depend on world size: each rank takes half of the same 64
+// samples and the gradients are averaged, so 2 ranks train the same weights as one
+// process up to float reduction order. (The MLP has no batch norm, whose per-rank
+// statistics would differ by design, as in PyTorch DDP without SyncBatchNorm.)
+TEST(MpiTrain, TwoRanksTrainTheSameWeightsAsOneProcess) {
+  if (!has_dataset()) GTEST_SKIP() << "dataset-fashion-mnist not installed";
+  const auto one = temp_dir("one"), two = temp_dir("two");
+  auto r1 = shell(kIn + train(kSmall + "trainer.max_steps=12 run.dir=" + one.string()));
+  ASSERT_EQ(r1.code, 0) << r1.out;
+  auto r2 = shell(kIn + kMpirun + " -np 2 " + train(kSmall + "trainer.max_steps=12 run.dir=" + two.string()));
+  ASSERT_EQ(r2.code, 0) << r2.out;
+  EXPECT_NE(r2.out.find("2 rank(s)"), std::string::npos) << r2.out;
+
+  // One run directory: only rank 0 wrote checkpoints and metrics.
+  const auto ckpt = fs::path("checkpoints") / "step-00000012" / "model.safetensors";
+  const auto a = read_f32_tensors(one / ckpt), b = read_f32_tensors(two / ckpt);
+  ASSERT_EQ(a.size(), b.size());
+  ASSERT_FALSE(a.empty());
+  const auto init_dir = temp_dir("init");
+  ASSERT_EQ(shell(kIn + train(kSmall + "trainer.max_steps=1 optim.lr=1e-9 run.dir=" + init_dir.string())).code, 0);
+  const auto init = read_f32_tensors(init_dir / "checkpoints" / "step-00000001" / "model.safetensors");
+  double max_diff = 0, max_moved = 0;
+  for (const auto& [name, va] : a) {
+    const auto& vb = b.at(name);
+    ASSERT_EQ(va.size(), vb.size()) << name;
+    for (size_t i = 0; i < va.size(); ++i) {
+      max_diff = std::max(max_diff, static_cast<double>(std::fabs(va[i] - vb[i])));
+      max_moved = std::max(max_moved, static_cast<double>(std::fabs(va[i] - init.at(name)[i])));
+    }
+  }
+  EXPECT_GT(max_moved, 1e-3) << "12 SGD steps moved the weights";
+  EXPECT_LT(max_diff, 1e-5) << "2 ranks vs 1 process";
+  for (const auto& d : {one, two, init_dir}) fs::remove_all(d);
+}
+
+// Ranks started with different command lines: the job stops before creating anything,
+// naming the key and both values.
+TEST(MpiTrain, ConfigMismatchNamesTheKeyAndCreatesNothing) {
+  if (!has_dataset()) GTEST_SKIP() << "dataset-fashion-mnist not installed";
+  const auto dir = temp_dir("mismatch");
+  const std::string common = kSmall + "trainer.max_steps=2 run.dir=" + dir.string();
+  auto r = shell(kIn + kMpirun + " -np 1 " + train(common + " trainer.seed=1") + " : -np 1 " +
+                 train(common + " trainer.seed=2"));
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_NE(r.out.find("config differs from rank 0's at 'trainer.seed': rank 0 has 1, rank 1 has 2"),
+            std::string::npos)
+      << r.out;
+  EXPECT_FALSE(fs::exists(dir)) << "nothing created";
+}
+
+// Preemption: SIGTERM to one rank (as a scheduler signals a job's processes) makes every
+// rank finish the same step, rank 0 writes one checkpoint, the job exits 0, and
+// trainer.resume=auto continues from it.
+TEST(MpiTrain, SigtermOnOneRankCheckpointsAndResumeContinues) {
+  if (!has_dataset()) GTEST_SKIP() << "dataset-fashion-mnist not installed";
+  const auto dir = temp_dir("sigterm");
+  // Checkpoints only when stopped (and at the end), so the stop's is the only one.
+  const std::string ckpt = "trainer.checkpoint_every=100000 ";
+  const std::string args = kSmall + ckpt + "trainer.max_epochs=1000 trainer.log_every=1 run.dir=" + dir.string();
+  auto job = std::async(std::launch::async, [&] { return shell(kIn + kMpirun + " -np 2 " + train(args)); });
+
+  // Wait for training steps, then signal the rank-1 process only.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  bool stepping = false;
+  while (!stepping && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    std::ifstream metrics(dir / "metrics.jsonl");
+    std::string line;
+    int lines = 0;
+    while (std::getline(metrics, line)) ++lines;
+    stepping = lines >= 3;
+  }
+  ASSERT_TRUE(stepping) << "no training steps within 60 s";
+  auto pids = shell("for p in $(pgrep -f 'run.dir=" + dir.string() +
+                    "'); do if tr '\\0' '\\n' < /proc/$p/environ 2>/dev/null | grep -qx OMPI_COMM_WORLD_RANK=1; then "
+                    "echo $p; fi; done");
+  ASSERT_EQ(pids.code, 0) << pids.out;
+  const int pid = std::atoi(pids.out.c_str());
+  ASSERT_GT(pid, 0) << "rank 1 not found: " << pids.out;
+  ASSERT_EQ(::kill(pid, SIGTERM), 0);
+
+  ASSERT_EQ(job.wait_for(std::chrono::seconds(60)), std::future_status::ready) << "the job did not stop";
+  const auto r = job.get();
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("stop requested: writing a checkpoint at step"), std::string::npos) << r.out;
+  int checkpoints = 0;
+  std::string last;
+  for (const auto& e : fs::directory_iterator(dir / "checkpoints")) {
+    ++checkpoints;
+    last = std::max(last, e.path().filename().string());
+  }
+  ASSERT_EQ(checkpoints, 1) << "one checkpoint, from rank 0";
+  const long step = std::stol(last.substr(std::strlen("step-")));
+
+  auto resumed = shell(kIn + kMpirun + " -np 2 " +
+                       train(kSmall + ckpt + "trainer.max_epochs=1000 trainer.resume=auto trainer.max_steps=" +
+                             std::to_string(step + 3) + " run.dir=" + dir.string()));
+  ASSERT_EQ(resumed.code, 0) << resumed.out;
+  EXPECT_NE(resumed.out.find("resumed from"), std::string::npos) << resumed.out;
+  char name[32];
+  std::snprintf(name, sizeof name, "step-%08ld", step + 3);
+  EXPECT_TRUE(fs::exists(dir / "checkpoints" / name)) << resumed.out;
+  fs::remove_all(dir);
+}
