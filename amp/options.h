@@ -27,7 +27,7 @@ struct AmpOptions {
   /// Dynamic loss scaling: auto (on for fp16, off for bf16, whose range is fp32's) | on | off.
   std::string loss_scaling = "auto";
   /// master mode: keep normalization layers' parameters in fp32 (Apex O2's
-  /// keep_batchnorm_fp32); their ops compute in fp32 anyway.
+  /// keep_batchnorm_fp32); their statistics are computed in fp32 anyway.
   bool keep_norm_fp32 = true;
   // Dynamic loss scaling (keys amp.scaler.*); scaler_options() turns them into
   // GradScalerOptions, with `enabled` resolved from mode and loss_scaling.

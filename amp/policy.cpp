@@ -18,6 +18,7 @@ const char* policy_name(CastPolicy policy) {
   switch (policy) {
     case CastPolicy::kLowerPrecision: return "lower_precision";
     case CastPolicy::kFp32: return "fp32";
+    case CastPolicy::kFp32Stats: return "fp32_stats";
     case CastPolicy::kPromote: return "promote";
   }
   return "?";
@@ -26,7 +27,8 @@ const char* policy_name(CastPolicy policy) {
 torch::ScalarType target_dtype(Op op, torch::TensorList inputs) {
   switch (policy_of(op)) {
     case CastPolicy::kLowerPrecision: return current_dtype();
-    case CastPolicy::kFp32: return torch::kFloat;
+    case CastPolicy::kFp32:
+    case CastPolicy::kFp32Stats: return torch::kFloat;  // kFp32Stats: of the parameters
     case CastPolicy::kPromote: break;
   }
   // Start from the autocast dtype, as PyTorch's promote policy does, so that inputs all in
@@ -44,6 +46,8 @@ std::vector<torch::Tensor> autocast_inputs(Op op, torch::TensorList inputs) {
   std::vector<torch::Tensor> out;
   out.reserve(inputs.size());
   for (const auto& t : inputs) out.push_back(cast(t, dtype));
+  // kFp32Stats: the data (first input) stays as it came; only the rest is fp32.
+  if (policy_of(op) == CastPolicy::kFp32Stats && !out.empty()) out[0] = inputs[0];
   return out;
 }
 

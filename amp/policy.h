@@ -10,6 +10,11 @@
 ///   kernels keep internally.
 /// kFp32: inputs cast to fp32, so outputs are fp32; reductions, exponentials and losses
 ///   lose too much in 8 mantissa bits (bf16) or overflow at 65504 (fp16).
+/// kFp32Stats: the data keeps its dtype, parameters and running statistics are cast to
+///   fp32; the kernel accumulates the statistics in fp32 and returns the data's dtype. Batch
+///   norm: LibTorch's CPU kernel and cuDNN both take bf16/fp16 input with fp32 weights (as
+///   under PyTorch's CUDA autocast), so the activations between two convolutions, most of a
+///   CNN's training memory, stay in the low dtype instead of being widened and saved in fp32.
 /// kPromote: inputs cast to the widest floating type among them, so mixing a low and an
 ///   fp32 tensor never silently drops precision.
 /// With autocast off, or for tensors on another device type than the guard's, nothing is
@@ -21,7 +26,7 @@
 
 namespace retort::amp {
 
-enum class CastPolicy { kLowerPrecision, kFp32, kPromote };
+enum class CastPolicy { kLowerPrecision, kFp32, kFp32Stats, kPromote };
 
 enum class Op {
   kLinear, kMatmul, kBmm, kAddmm, kBaddbmm, kConv2d, kAttentionScores,
@@ -52,7 +57,7 @@ inline constexpr OpPolicy kOpPolicies[] = {
   {Op::kLogSoftmax,        "log_softmax",        CastPolicy::kFp32},
   {Op::kLayerNorm,         "layer_norm",         CastPolicy::kFp32},
   {Op::kGroupNorm,         "group_norm",         CastPolicy::kFp32},
-  {Op::kBatchNorm,         "batch_norm",         CastPolicy::kFp32},
+  {Op::kBatchNorm,         "batch_norm",         CastPolicy::kFp32Stats},  // data first
   {Op::kExp,               "exp",                CastPolicy::kFp32},
   {Op::kLog,               "log",                CastPolicy::kFp32},
   {Op::kPow,               "pow",                CastPolicy::kFp32},

@@ -32,7 +32,8 @@ TEST(Policy, TableMatchesTheDesign) {
   for (Op op : {Op::kLinear, Op::kMatmul, Op::kBmm, Op::kAddmm, Op::kBaddbmm, Op::kConv2d, Op::kAttentionScores}) {
     EXPECT_EQ(amp::policy_of(op), CastPolicy::kLowerPrecision) << amp::op_name(op);
   }
-  for (Op op : {Op::kSoftmax, Op::kLogSoftmax, Op::kLayerNorm, Op::kGroupNorm, Op::kBatchNorm, Op::kExp, Op::kLog,
+  EXPECT_EQ(amp::policy_of(Op::kBatchNorm), CastPolicy::kFp32Stats);
+  for (Op op : {Op::kSoftmax, Op::kLogSoftmax, Op::kLayerNorm, Op::kGroupNorm, Op::kExp, Op::kLog,
                 Op::kPow, Op::kSum, Op::kMean, Op::kNorm, Op::kCrossEntropy, Op::kMseLoss, Op::kKlDiv,
                 Op::kCosineLoss}) {
     EXPECT_EQ(amp::policy_of(op), CastPolicy::kFp32) << amp::op_name(op);
@@ -111,7 +112,6 @@ TEST(Ops, Fp32OpsReturnFp32FromBf16Inputs) {
       {"log_softmax", amp::log_softmax(x, -1)},
       {"layer_norm", amp::layer_norm(x, {6}, w6, {})},
       {"group_norm", amp::group_norm(img, 2, w4, {})},
-      {"batch_norm", amp::batch_norm(img, rm, rv, w4, {}, true)},
       {"exp", amp::exp(x)},
       {"log", amp::log(pos)},
       {"pow", amp::pow(x, 2.0)},
@@ -124,6 +124,9 @@ TEST(Ops, Fp32OpsReturnFp32FromBf16Inputs) {
       {"cosine_loss", amp::cosine_loss(x, pos)},
   };
   for (auto& [name, out] : outs) EXPECT_EQ(out.scalar_type(), torch::kFloat) << name;
+  // Batch norm: fp32 statistics and parameters, the data's dtype out.
+  EXPECT_EQ(amp::batch_norm(img, rm, rv, w4, {}, true).scalar_type(), torch::kBFloat16);
+  EXPECT_EQ(amp::batch_norm(img.to(torch::kFloat), rm, rv, w4, {}, true).scalar_type(), torch::kFloat);
   EXPECT_EQ(rm.scalar_type(), torch::kFloat);
   EXPECT_FALSE(torch::equal(rm, torch::zeros({4}))) << "batch_norm updated its running mean";
 }
@@ -176,7 +179,9 @@ TEST(Ops, BatchNormWritesBackLowPrecisionRunningStats) {
   auto rv = torch::ones({4}, torch::kBFloat16);
   amp::Autocast g(true, torch::kBFloat16, torch::kCPU);
   auto out = amp::batch_norm(x.to(torch::kBFloat16), rm, rv, {}, {}, true);
-  EXPECT_EQ(out.scalar_type(), torch::kFloat);
+  EXPECT_EQ(out.scalar_type(), torch::kBFloat16);
+  // Statistics in fp32: the output is the fp32 reference up to bf16 rounding of x and out.
+  EXPECT_TRUE(torch::allclose(out.to(torch::kFloat), ref, 0.02, 0.02));
   EXPECT_EQ(rm.scalar_type(), torch::kBFloat16);
   EXPECT_TRUE(torch::allclose(rm.to(torch::kFloat), rm32, 0.02, 0.01)) << rm << rm32;
   EXPECT_TRUE(torch::allclose(rv.to(torch::kFloat), rv32, 0.02, 0.01)) << rv << rv32;
