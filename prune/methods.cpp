@@ -75,12 +75,14 @@ std::vector<torch::Tensor> global_magnitude_masks(const std::vector<torch::Tenso
   return out;
 }
 
-torch::Tensor channel_keep(const torch::Tensor& weight, double sparsity, int p) {
+torch::Tensor channel_keep(const torch::Tensor& weight, double sparsity, int p, int64_t round_to) {
   if (p != 1 && p != 2) throw Error("channel_keep: norm must be 1 or 2, got " + std::to_string(p));
   auto w = weight.detach().to(torch::kCPU, torch::kFloat64).flatten(1);  // [out, in * kh * kw]
   auto norms = p == 1 ? w.abs().sum(1) : w.pow(2).sum(1).sqrt();        // [out]
   auto keep = torch::ones({w.size(0)}, torch::kBool);
-  const int64_t k = prune_count(sparsity, w.size(0));
+  int64_t k = prune_count(sparsity, w.size(0));
+  const int64_t kept = w.size(0) - k;
+  if (round_to > 1 && kept > round_to) k = w.size(0) - kept / round_to * round_to;  // kept: a multiple
   if (k > 0) keep.index_fill_(0, smallest(norms, k), false);
   return keep;
 }
@@ -197,7 +199,8 @@ Masks compute_masks(const models::Model& model, const PruneOptions& options, con
         break;
       case Method::kL1Structured:
       case Method::kL2Structured:
-        masks.intersect(channel_masks(layers, i, channel_keep(w, s, method == Method::kL1Structured ? 1 : 2)));
+        masks.intersect(channel_masks(
+            layers, i, channel_keep(w, s, method == Method::kL1Structured ? 1 : 2, options.round_to)));
         break;
       case Method::kSemi24:
         masks.set(l.weight, semi_structured_mask(w));

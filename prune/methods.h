@@ -29,7 +29,7 @@ torch::Tensor magnitude_mask(const torch::Tensor& weight, double sparsity);
 std::vector<torch::Tensor> global_magnitude_masks(const std::vector<torch::Tensor>& weights, double sparsity);
 /// Structured: [out] bool, false for the prune_count(sparsity, out) output channels /
 /// neurons whose weights have the smallest L1 (p = 1) or L2 (p = 2) norm.
-torch::Tensor channel_keep(const torch::Tensor& weight, double sparsity, int p);
+torch::Tensor channel_keep(const torch::Tensor& weight, double sparsity, int p, int64_t round_to = 1);
 /// 2:4: in every group of 4 consecutive weights along the input dim (linear: features;
 /// conv: input channels, at each kernel position) the 2 smallest |w| are pruned. Error
 /// when the input dim is not a multiple of 4.

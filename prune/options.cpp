@@ -78,6 +78,9 @@ void PruneOptions::declare(config::Fields<PruneOptions>& f) {
   f.add("skip", &PruneOptions::skip, "layers left dense (the classifier head by default)");
   f.add("layers", &PruneOptions::layers, "per-layer sparsity overrides, e.g. {stage0.conv0: 0.2}");
   f.add("compact", &PruneOptions::compact, "structured: remove pruned channels, writing a smaller dense model");
+  f.add("round_to", &PruneOptions::round_to,
+        "structured: round each layer's kept channels down to a multiple of this (16: AVX-512 / tensor-core blocks)")
+      .min(1);
   f.add("scan_samples", &PruneOptions::scan_samples, "--scan: held-out samples (the last of the train split)").min(1);
   f.add("scan_sparsities", &PruneOptions::scan_sparsities, "--scan: sparsities tried on each layer alone")
       .min(0)

@@ -45,6 +45,10 @@ struct PruneOptions {
   /// spellings are accepted (layer_sparsities() flattens them).
   YAML::Node layers = YAML::Node(YAML::NodeType::Map);
   bool compact = false;
+  /// Structured: round each layer's kept channels down to a multiple of this (1: off).
+  /// Kernels block channels by 8 or 16 (AVX-512, tensor cores): 20 kept channels run
+  /// about as slowly as 24, 16 run much faster (bench/reference/channel_latency.py).
+  int64_t round_to = 1;
   int64_t scan_samples = 2000;
   std::vector<double> scan_sparsities = {0.2, 0.4, 0.6, 0.8};
   double max_drop = 1.0;  ///< accuracy points

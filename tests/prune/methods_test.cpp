@@ -70,6 +70,14 @@ TEST(Structured, L1AndL2RankChannelsDifferently) {
   EXPECT_TRUE(torch::equal(channel_keep(w, 0.5, 2), torch::tensor({false, true})));
   auto conv = torch::zeros({5, 2, 3, 3});  // all equal: the lower channels go first
   EXPECT_TRUE(torch::equal(channel_keep(conv, 0.4, 1), torch::tensor({false, false, true, true, true})));
+  // round_to: 40 of 64 channels kept at 0.375 (24 pruned), rounded down to 32 with 16;
+  // the 32 kept are the largest; fewer kept than round_to are left as they are.
+  auto wide = torch::arange(64, torch::kFloat).add(1).view({64, 1, 1, 1});
+  auto rounded = channel_keep(wide, 0.375, 1, 16);
+  EXPECT_EQ(channel_keep(wide, 0.375, 1).sum().item<int64_t>(), 40);
+  EXPECT_EQ(rounded.sum().item<int64_t>(), 32);
+  EXPECT_TRUE(rounded.narrow(0, 32, 32).all().item<bool>());
+  EXPECT_EQ(channel_keep(wide, 0.9, 1, 16).sum().item<int64_t>(), 7);
 }
 
 TEST(Semi24, TwoOfEveryFourAlongTheInputDim) {
