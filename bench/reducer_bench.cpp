@@ -16,6 +16,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <functional>
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -99,25 +100,21 @@ int main(int argc, char** argv) {
     for (auto& kv : params) kv.second.mutable_grad() = torch::Tensor();
   };
 
+  // One reducer step: backward (communicating or not), finish, clear the gradients.
+  auto reducer_step = [&](bool sync, const std::function<void()>& backward) {
+    reducer.set_sync(sync);
+    backward();
+    reducer.finish();
+    zero();
+  };
+  auto time_steps = [&](int n, bool sync, const std::function<void()>& backward) {
+    return median_time(n, [&] { reducer_step(sync, backward); });
+  };
+
   // --- 1. communication alone ----------------------------------------------------------
-  for (int i = 0; i < 10; ++i) {  // warm-up: MPI connections, allocator
-    cheap_backward();
-    reducer.finish();
-    zero();
-  }
-  const double t_sync = median_time(reps, [&] {
-    reducer.set_sync(true);
-    cheap_backward();
-    reducer.finish();
-    zero();
-  });
-  const double t_local = median_time(reps, [&] {
-    reducer.set_sync(false);
-    cheap_backward();
-    reducer.finish();
-    zero();
-  });
-  reducer.set_sync(true);
+  for (int i = 0; i < 10; ++i) reducer_step(true, cheap_backward);  // warm-up: MPI connections, allocator
+  const double t_sync = time_steps(reps, true, cheap_backward);
+  const double t_local = time_steps(reps, false, cheap_backward);
   const double t_reducer = std::max(0.0, t_sync - t_local);
   std::vector<float> flat(static_cast<size_t>(numel), 1.0f);
   const double t_raw = median_time(reps, [&] {
@@ -134,24 +131,10 @@ int main(int argc, char** argv) {
   auto x = torch::randn({batch, 1, 28, 28});
   auto y = torch::randint(0, 10, {batch}, torch::kInt64);
   auto real_backward = [&] { torch::nn::functional::cross_entropy(model->forward(x).logits, y).backward(); };
-  for (int i = 0; i < 5; ++i) {
-    real_backward();
-    reducer.finish();
-    zero();
-  }
+  for (int i = 0; i < 5; ++i) reducer_step(true, real_backward);
   const int step_reps = std::max(20, reps / 4);
-  const double t_overlap = median_time(step_reps, [&] {
-    reducer.set_sync(true);
-    real_backward();
-    reducer.finish();
-    zero();
-  });
-  const double t_compute = median_time(step_reps, [&] {
-    reducer.set_sync(false);
-    real_backward();
-    reducer.finish();
-    zero();
-  });
+  const double t_overlap = time_steps(step_reps, true, real_backward);
+  const double t_compute = time_steps(step_reps, false, real_backward);
   const double t_after = t_compute + t_reducer;  // backward, then the same all-reduce
   const double hidden = t_reducer > 0 ? std::clamp((t_after - t_overlap) / t_reducer, 0.0, 1.0) : 0.0;
 
