@@ -3,11 +3,12 @@
 //   mpirun -np 2 reducer_bench [--batch 64] [--reps 200] [--bucket_mb 25]
 //
 // 1. Communication alone: the student's gradients (cnn_small) through GradReducer
-//    (buckets, hooks, MPI_Iallreduce on the progress thread, copies back into .grad) vs one
+//    (buckets that hold the .grad tensors, hooks, MPI_Iallreduce on the progress thread and a
+//    blocking MPI_Allreduce for the last bucket) vs one
 //    raw MPI_Allreduce of the same bytes in one buffer (and, to separate the library's
-//    non-blocking algorithm from our overhead, a raw MPI_Iallreduce + MPI_Wait). The reducer's time is measured on a
-//    backward whose compute is negligible (loss = sum(p * c)): t(sync backward + finish)
-//    minus t(the same backward without communication).
+//    non-blocking algorithm from our overhead, a raw MPI_Iallreduce + MPI_Wait). Each is
+//    measured in the same step, on a backward whose compute is small (loss = sum(p * c)):
+//    t(backward + communication + zero_grad) minus t(the same step without communication).
 // 2. Overlap: a real forward + backward of the student on `batch` samples per rank, with
 //    the buckets all-reduced from the hooks while backward runs (what the trainer does), vs
 //    backward first and then the same all-reduce: hidden share = (t_after - t_overlap) /
@@ -96,9 +97,12 @@ int main(int argc, char** argv) {
     for (size_t i = 0; i < params.size(); ++i) loss = loss + (params[i].second * consts[i]).sum();
     loss.backward();
   };
-  auto zero = [&] {
-    for (auto& kv : params) kv.second.mutable_grad() = torch::Tensor();
-  };
+  // The trainer clears gradients with its optimizer's zero_grad() (in place in LibTorch
+  // 1.13), so gradients stay in the reducer's buckets from step to step.
+  std::vector<torch::Tensor> tensors;
+  for (auto& kv : params) tensors.push_back(kv.second);
+  torch::optim::SGD optimizer(tensors, torch::optim::SGDOptions(0.0));
+  auto zero = [&] { optimizer.zero_grad(); };
 
   // One reducer step: backward (communicating or not), finish, clear the gradients.
   auto reducer_step = [&](bool sync, const std::function<void()>& backward) {
@@ -112,19 +116,47 @@ int main(int argc, char** argv) {
   };
 
   // --- 1. communication alone ----------------------------------------------------------
-  for (int i = 0; i < 10; ++i) reducer_step(true, cheap_backward);  // warm-up: MPI connections, allocator
-  const double t_sync = time_steps(reps, true, cheap_backward);
-  const double t_local = time_steps(reps, false, cheap_backward);
-  const double t_reducer = std::max(0.0, t_sync - t_local);
+  // Every variant runs inside the same step (cheap backward, then its communication, then
+  // zero_grad), interleaved rep by rep so that drift hits them alike: a collective right
+  // after compute finds colder caches than one in a tight loop (measured: ~130 vs ~85 us
+  // for these bytes), and the comparison must be like for like.
   std::vector<float> flat(static_cast<size_t>(numel), 1.0f);
-  const double t_raw = median_time(reps, [&] {
+  auto flat_tensor = torch::ones({numel});
+  const int kVariants = 5;  // 0 no communication, 1 reducer, 2 raw, 3 raw non-blocking, 4 communicator
+  auto run_variant = [&](int v) {
+    reducer.set_sync(v == 1);
+    cheap_backward();
+    reducer.finish();
+    if (v == 2)
+      MPI_Allreduce(MPI_IN_PLACE, flat.data(), static_cast<int>(flat.size()), MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+    if (v == 3) {  // the non-blocking call alone: the library's algorithm, not our overhead
+      MPI_Request req;
+      MPI_Iallreduce(MPI_IN_PLACE, flat.data(), static_cast<int>(flat.size()), MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD,
+                     &req);
+      MPI_Wait(&req, MPI_STATUS_IGNORE);
+    }
+    if (v == 4) comm->all_reduce(flat_tensor, launch::ReduceOp::kSum);  // our blocking path, no hooks
+    zero();
+  };
+  for (int i = 0; i < 10; ++i)
+    for (int v = 0; v < kVariants; ++v) run_variant(v);  // warm-up: MPI connections, allocator
+  std::vector<std::vector<double>> times(kVariants);
+  for (int i = 0; i < reps; ++i)
+    for (int v = 0; v < kVariants; ++v) times[v].push_back(median_time(1, [&] { run_variant(v); }));
+  double med[kVariants];
+  for (int v = 0; v < kVariants; ++v) {
+    auto& t = times[v];
+    std::nth_element(t.begin(), t.begin() + t.size() / 2, t.end());
+    med[v] = t[t.size() / 2];
+  }
+  const double t_local = med[0];
+  const double t_reducer = std::max(0.0, med[1] - t_local);
+  const double t_raw = std::max(0.0, med[2] - t_local);
+  const double t_raw_nb = std::max(0.0, med[3] - t_local);
+  const double t_comm = std::max(0.0, med[4] - t_local);
+  // The same raw call in a tight loop (hot caches): the library's best case.
+  const double t_raw_hot = median_time(reps, [&] {
     MPI_Allreduce(MPI_IN_PLACE, flat.data(), static_cast<int>(flat.size()), MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
-  });
-  // The non-blocking call our communicator makes, alone: Iallreduce + Wait on one buffer.
-  const double t_raw_nb = median_time(reps, [&] {
-    MPI_Request req;
-    MPI_Iallreduce(MPI_IN_PLACE, flat.data(), static_cast<int>(flat.size()), MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD, &req);
-    MPI_Wait(&req, MPI_STATUS_IGNORE);
   });
 
   // --- 2. overlap with a real backward -------------------------------------------------
@@ -148,6 +180,8 @@ int main(int argc, char** argv) {
                                 {"raw_allreduce_us", 1e6 * t_raw},
                                 {"reducer_vs_raw", t_reducer / t_raw},
                                 {"raw_iallreduce_us", 1e6 * t_raw_nb},
+                                {"communicator_us", 1e6 * t_comm},
+                                {"raw_allreduce_hot_loop_us", 1e6 * t_raw_hot},
                                 {"batch_per_rank", batch},
                                 {"step_overlap_ms", 1e3 * t_overlap},
                                 {"step_compute_ms", 1e3 * t_compute},

@@ -42,7 +42,8 @@ class Communicator {
   virtual torch::Tensor all_gather(const torch::Tensor& tensor) = 0;
   virtual void barrier() = 0;
 
-  void all_reduce(torch::Tensor tensor, ReduceOp op) { all_reduce_async(std::move(tensor), op)->wait(); }
+  /// Blocking all-reduce; backends override it where a blocking call is faster.
+  virtual void all_reduce(torch::Tensor tensor, ReduceOp op) { all_reduce_async(std::move(tensor), op)->wait(); }
   void broadcast(torch::Tensor tensor, int root) { broadcast_async(std::move(tensor), root)->wait(); }
   /// Broadcasts a byte string from `root` (config text, file names).
   void broadcast_string(std::string& text, int root);

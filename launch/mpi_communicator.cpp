@@ -57,6 +57,14 @@ struct MpiCommunicator::Impl {
   std::atomic<int64_t> seq{0};
   std::vector<std::shared_ptr<PendingOp>> pending;  // mpi_mutex
   bool shut_down = false;
+  // Held from the start of a collective's issue until it is started (non-blocking) or has
+  // returned (blocking), so that every rank starts its collectives in the order it issues
+  // them, even when a blocking one runs outside mpi_mutex. Taken before mpi_mutex.
+  std::mutex issue_mu;
+  // Blocking collectives run without mpi_mutex (the watchdog must still reach MPI while
+  // one waits), which MPI allows only at MPI_THREAD_MULTIPLE, and need the progress thread
+  // as their watchdog.
+  bool blocking_ok = false;
 
   // Progress / watchdog thread. `active` counts pending ops (cv_mu): the thread sleeps on
   // the condition variable while there is nothing to progress.
@@ -64,13 +72,21 @@ struct MpiCommunicator::Impl {
   std::mutex cv_mu;
   std::condition_variable cv;
   int64_t active = 0;
+  std::vector<std::shared_ptr<PendingOp>> blocking;  // blocking collectives in flight (cv_mu)
   bool stop = false;
   std::atomic<bool> timing_out{false};
 
+  // Gives `op` the next sequence number and its deadline, and publishes the number. Caller
+  // holds issue_mu and mpi_mutex.
+  void number_locked(PendingOp& op);
   std::shared_ptr<PendingOp> issue(std::string kind, const torch::Tensor& described, std::vector<torch::Tensor> keep,
                                    const std::function<int(MPI_Request*)>& start, std::function<void()> finish);
   // Tests every pending op; caller holds mpi_mutex. Returns how many completed.
   int64_t test_pending_locked();
+  // Runs a blocking collective (`call`) in the caller's thread, watched by the progress
+  // thread against its deadline; `finish` then runs on the caller's thread.
+  void run_blocking(std::string kind, const torch::Tensor& described, const std::function<int()>& call,
+                    const std::function<void()>& finish);
   void wait(PendingOp& op);
   bool poll(PendingOp& op);
   [[noreturn]] void timeout(const PendingOp& op);
@@ -81,6 +97,44 @@ struct MpiCommunicator::Impl {
 // ------------------------------------------------------------------------------------
 // Impl
 // ------------------------------------------------------------------------------------
+
+void MpiCommunicator::Impl::number_locked(PendingOp& op) {
+  if (shut_down) throw CommError("MpiCommunicator: " + op.kind + " issued after the communicator was shut down");
+  op.seq = seq.load() + 1;
+  // Publish before starting: a peer that times out waiting for us must see that we got
+  // here, or it would name us as missing.
+  board->publish(op.seq);
+  seq.store(op.seq);
+  op.issued = Clock::now();
+  op.deadline = op.issued + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(options.timeout_s));
+}
+
+void MpiCommunicator::Impl::run_blocking(std::string kind, const torch::Tensor& described,
+                                         const std::function<int()>& call, const std::function<void()>& finish) {
+  auto op = std::make_shared<PendingOp>();
+  op->kind = std::move(kind);
+  op->bytes = described.defined() ? static_cast<int64_t>(described.numel() * described.element_size()) : 0;
+  op->dtype = described.defined() ? c10::toString(described.scalar_type()) : "none";
+  int rc = MPI_SUCCESS;
+  {
+    std::lock_guard<std::mutex> order(issue_mu);
+    {
+      std::lock_guard<std::mutex> lock(detail::mpi_mutex());
+      number_locked(*op);
+    }
+    {
+      std::lock_guard<std::mutex> lock(cv_mu);
+      blocking.push_back(op);  // the progress thread watches its deadline
+    }
+    rc = call();  // outside mpi_mutex: MPI_THREAD_MULTIPLE
+    {
+      std::lock_guard<std::mutex> lock(cv_mu);
+      blocking.erase(std::find(blocking.begin(), blocking.end(), op));
+    }
+  }
+  detail::check_mpi(rc, ("MPI " + op->kind).c_str());
+  if (finish) finish();
+}
 
 std::shared_ptr<PendingOp> MpiCommunicator::Impl::issue(std::string kind, const torch::Tensor& described,
                                                          std::vector<torch::Tensor> keep,
@@ -93,16 +147,10 @@ std::shared_ptr<PendingOp> MpiCommunicator::Impl::issue(std::string kind, const 
   op->keep = std::move(keep);
   op->finish = std::move(finish);
   {
+    std::lock_guard<std::mutex> order(issue_mu);
     std::lock_guard<std::mutex> lock(detail::mpi_mutex());
-    if (shut_down) throw CommError("MpiCommunicator: " + op->kind + " issued after the communicator was shut down");
-    op->seq = seq.load() + 1;
-    // Publish before starting: a peer that times out waiting for us must see that we got
-    // here, or it would name us as missing.
-    board->publish(op->seq);
+    number_locked(*op);
     detail::check_mpi(start(&op->request), ("MPI " + op->kind).c_str());
-    seq.store(op->seq);
-    op->issued = Clock::now();
-    op->deadline = op->issued + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(options.timeout_s));
     pending.push_back(op);
     if (!thread.joinable()) test_pending_locked();  // no progress thread: progress when we can
   }
@@ -195,13 +243,29 @@ void MpiCommunicator::Impl::timeout(const PendingOp& op) {
 }
 
 void MpiCommunicator::Impl::progress_loop() {
+  const auto overdue_blocking = [&](Clock::time_point now) -> std::shared_ptr<PendingOp> {
+    for (auto& op : blocking)  // cv_mu held
+      if (now > op->deadline) return op;
+    return nullptr;
+  };
+  // Blocking collectives run in their callers' threads and are not announced to this
+  // thread (a wake-up per collective costs more CPU than a small all-reduce on a busy
+  // core): it looks at their deadlines every watch period, even while idle.
+  const auto watch_period = std::chrono::duration_cast<Clock::duration>(
+      std::chrono::duration<double>(std::clamp(options.timeout_s / 10.0, 0.01, 1.0)));
   for (;;) {
+    std::shared_ptr<PendingOp> overdue;
     {
       std::unique_lock<std::mutex> lock(cv_mu);
-      cv.wait(lock, [&] { return stop || active > 0; });
+      cv.wait_for(lock, watch_period, [&] { return stop || active > 0; });
       if (stop) return;
+      overdue = overdue_blocking(Clock::now());
+      if (active == 0) {
+        lock.unlock();
+        if (overdue) timeout(*overdue);
+        continue;
+      }
     }
-    std::shared_ptr<PendingOp> overdue;
     {
       std::lock_guard<std::mutex> lock(detail::mpi_mutex());
       try {
@@ -308,6 +372,7 @@ MpiCommunicator::MpiCommunicator(World& world, MpiOptions options) : impl_(std::
   if (options.progress_thread && world.thread_level() >= MPI_THREAD_SERIALIZED) {
     Impl* impl = impl_.get();
     impl_->thread = std::thread([impl] { impl->progress_loop(); });
+    impl_->blocking_ok = world.thread_level() >= MPI_THREAD_MULTIPLE;
   }
 }
 
@@ -317,46 +382,72 @@ int MpiCommunicator::rank() const { return impl_->rank; }
 int MpiCommunicator::size() const { return impl_->size; }
 int64_t MpiCommunicator::issued() const { return impl_->seq.load(); }
 
-std::shared_ptr<Work> MpiCommunicator::all_reduce_async(torch::Tensor tensor, ReduceOp op) {
-  const std::string kind = std::string("all_reduce(") + op_name(op) + ")";
-  check_in_place(tensor, kind);
+namespace {
+// An all-reduce ready to start: what MPI reduces, how, and what to do after it.
+struct AllReducePlan {
+  std::string kind;
+  torch::Tensor buffer;  // the tensor itself, or an fp32 copy of a 16-bit one
+  MPI_Datatype type = MPI_DATATYPE_NULL;
+  MPI_Op op = MPI_SUM;
+  std::function<void()> finish;  // avg's division, the copy back of a 16-bit tensor
+};
+
+AllReducePlan plan_all_reduce(const torch::Tensor& tensor, ReduceOp op, int world_size) {
+  AllReducePlan plan;
+  plan.kind = std::string("all_reduce(") + op_name(op) + ")";
+  check_in_place(tensor, plan.kind);
   const auto dtype = tensor.scalar_type();
-  MPI_Op mpi_op = MPI_SUM;
-  if (op == ReduceOp::kMax) mpi_op = MPI_MAX;
-  if (op == ReduceOp::kMin) mpi_op = MPI_MIN;
+  if (op == ReduceOp::kMax) plan.op = MPI_MAX;
+  if (op == ReduceOp::kMin) plan.op = MPI_MIN;
   if (dtype == torch::kBool) {
     if (op == ReduceOp::kSum || op == ReduceOp::kAvg)
-      throw CommError("MpiCommunicator." + kind + ": not defined for bool; use max (any rank) or min (every rank)");
-    mpi_op = op == ReduceOp::kMax ? MPI_LOR : MPI_LAND;
+      throw CommError("MpiCommunicator." + plan.kind + ": not defined for bool; use max (any rank) or min (every rank)");
+    plan.op = op == ReduceOp::kMax ? MPI_LOR : MPI_LAND;
   }
   if (op == ReduceOp::kAvg && !torch::isFloatingType(dtype))
-    throw CommError("MpiCommunicator." + kind + ": not defined for " + c10::toString(dtype) +
+    throw CommError("MpiCommunicator." + plan.kind + ": not defined for " + c10::toString(dtype) +
                     " (integer division would truncate); use sum and divide");
-
-  torch::Tensor buffer = tensor;
-  MPI_Datatype type = MPI_DATATYPE_NULL;
+  plan.buffer = tensor;
   if (is_16bit_float(dtype)) {
-    buffer = tensor.to(torch::kFloat);  // see the header: reduce 16-bit floats in fp32
-    type = MPI_FLOAT;
+    plan.buffer = tensor.to(torch::kFloat);  // see the header: reduce 16-bit floats in fp32
+    plan.type = MPI_FLOAT;
   } else {
-    type = detail::mpi_type(dtype);
+    plan.type = detail::mpi_type(dtype);
   }
-  const int size = impl_->size;
-  std::function<void()> finish;
-  if (op == ReduceOp::kAvg || buffer.data_ptr() != tensor.data_ptr()) {
-    finish = [tensor, buffer, size, op]() mutable {
-      if (op == ReduceOp::kAvg) buffer.div_(size);
+  if (op == ReduceOp::kAvg || plan.buffer.data_ptr() != tensor.data_ptr()) {
+    plan.finish = [tensor, buffer = plan.buffer, world_size, op]() mutable {
+      if (op == ReduceOp::kAvg) buffer.div_(world_size);
       if (buffer.data_ptr() != tensor.data_ptr()) tensor.copy_(buffer);
     };
   }
+  return plan;
+}
+}  // namespace
+
+std::shared_ptr<Work> MpiCommunicator::all_reduce_async(torch::Tensor tensor, ReduceOp op) {
+  auto plan = plan_all_reduce(tensor, op, impl_->size);
   MPI_Comm comm = impl_->comm;
-  void* data = buffer.data_ptr();
-  const int count = static_cast<int>(buffer.numel());
+  void* data = plan.buffer.data_ptr();
+  const int count = static_cast<int>(plan.buffer.numel());
   auto pending = impl_->issue(
-      kind, tensor, {tensor, buffer},
-      [&](MPI_Request* req) { return MPI_Iallreduce(MPI_IN_PLACE, data, count, type, mpi_op, comm, req); },
-      std::move(finish));
+      plan.kind, tensor, {tensor, plan.buffer},
+      [&](MPI_Request* req) { return MPI_Iallreduce(MPI_IN_PLACE, data, count, plan.type, plan.op, comm, req); },
+      std::move(plan.finish));
   return std::make_shared<MpiWork>(impl_, std::move(pending));
+}
+
+void MpiCommunicator::all_reduce(torch::Tensor tensor, ReduceOp op) {
+  if (!impl_->blocking_ok) {
+    Communicator::all_reduce(std::move(tensor), op);
+    return;
+  }
+  auto plan = plan_all_reduce(tensor, op, impl_->size);
+  MPI_Comm comm = impl_->comm;
+  void* data = plan.buffer.data_ptr();
+  const int count = static_cast<int>(plan.buffer.numel());
+  impl_->run_blocking(
+      plan.kind, tensor, [&] { return MPI_Allreduce(MPI_IN_PLACE, data, count, plan.type, plan.op, comm); },
+      plan.finish);
 }
 
 std::shared_ptr<Work> MpiCommunicator::broadcast_async(torch::Tensor tensor, int root) {

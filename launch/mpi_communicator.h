@@ -12,6 +12,10 @@
 /// - Progress: Open MPI advances non-blocking collectives only inside MPI calls. A
 ///   progress thread tests the pending requests (every ~50 us while any is pending, idle
 ///   otherwise), so a bucket's reduction really runs while backward computes.
+/// - Blocking all_reduce runs MPI_Allreduce itself, outside the global MPI lock (at
+///   MPI_THREAD_MULTIPLE): Open MPI's blocking algorithms beat its non-blocking ones
+///   (libnbc) on small buffers. The progress thread watches its deadline without being
+///   woken for it: it looks every min(1 s, timeout_s / 10), also while idle.
 /// - Watchdog: the same thread (or wait(), without it) checks each collective against its
 ///   deadline (issue time + timeout_s). A late collective ends the job through abort_all
 ///   with its kind, sequence number and size, and the ranks that never issued it: each
@@ -52,6 +56,10 @@ class MpiCommunicator final : public Communicator {
   std::string backend() const override { return "mpi"; }
 
   std::shared_ptr<Work> all_reduce_async(torch::Tensor tensor, ReduceOp op) override;
+  /// Blocking MPI_Allreduce in the caller's thread (the watchdog still watches it): 1.5x
+  /// faster than MPI_Iallreduce + wait for the buffers of a step (bench/reducer_bench.sh).
+  /// Needs MPI_THREAD_MULTIPLE and the progress thread; else the non-blocking path.
+  void all_reduce(torch::Tensor tensor, ReduceOp op) override;
   std::shared_ptr<Work> broadcast_async(torch::Tensor tensor, int root) override;
   torch::Tensor all_gather(const torch::Tensor& tensor) override;
   void barrier() override;

@@ -107,6 +107,10 @@ struct GradReducer::Core {
     BucketInfo info;
     std::vector<int64_t> offsets;  // element offset of each param in `flat`
     torch::Tensor flat;            // [numel], the gradients' dtype and device
+    // Each parameter's slot in `flat`, shaped like the parameter: a plain tensor on flat's
+    // storage (not an autograd view, so that an optimizer's zero_grad may detach_() it),
+    // made once per buffer. After the first step it is the parameter's .grad itself.
+    std::vector<torch::Tensor> slots;
     int64_t pending = 0;           // params not yet ready in this backward
     bool launched = false;
     bool in_backward = false;
@@ -127,21 +131,50 @@ struct GradReducer::Core {
   size_t next_launch = 0;
   std::vector<HookHandle> hooks;
 
-  torch::Tensor slot(size_t index) {
-    auto& b = buckets[bucket_of[index]];
-    const auto& p = params[index];
-    return b.flat.narrow(0, b.offsets[slot_of[index]], p.numel()).view(p.sizes());
+  const torch::Tensor& slot(size_t index) { return buckets[bucket_of[index]].slots[slot_of[index]]; }
+
+  void make_slots(Bucket& b) {
+    torch::NoGradGuard no_grad;
+    b.slots.clear();
+    for (size_t s = 0; s < b.info.params.size(); ++s) {
+      const auto& p = params[b.info.params[s]];
+      b.slots.push_back(torch::empty({0}, b.flat.options()).set_(b.flat.storage(), b.offsets[s], p.sizes(),
+                                                                  c10::contiguous_strides(p.sizes())));
+    }
+  }
+
+  // Makes the slot `index`'s gradient, as DDP's gradient_as_bucket_view: accumulation
+  // (AccumulateGrad adds into a defined .grad in place) and the all-reduce then work on
+  // the bucket directly, and nothing is copied in or out. A gradient that is not the slot
+  // (the first step; after zero_grad(set_to_none); master weights dropping it) is copied
+  // in once and replaced by the slot.
+  void bind_slot(size_t index) {
+    auto& p = params[index];
+    const auto& s = slot(index);
+    if (p.grad().is_same(s)) return;
+    if (p.grad().defined())
+      s.copy_(p.grad());
+    else
+      s.zero_();
+    p.mutable_grad() = s;
   }
 
   // Launch every bucket that is complete, in index order only: all ranks must issue the
-  // same collectives in the same order, whatever order their hooks fire in.
+  // same collectives in the same order, whatever order their hooks fire in. The last
+  // bucket is reduced with a blocking call: nothing is left to overlap it with, and the
+  // blocking algorithms are faster (launch/mpi_communicator.h).
   void launch_ready(bool at_finish) {
     while (next_launch < buckets.size() && buckets[next_launch].pending == 0) {
       auto& b = buckets[next_launch];
-      b.work = comm->all_reduce_async(b.flat, options.op);
       b.launched = true;
       b.in_backward = !at_finish;
       ++next_launch;
+      if (next_launch == buckets.size()) {
+        comm->all_reduce(b.flat, options.op);
+        b.work.reset();
+      } else {
+        b.work = comm->all_reduce_async(b.flat, options.op);
+      }
     }
   }
 
@@ -157,7 +190,7 @@ struct GradReducer::Core {
     const auto& grad = params[index].grad();
     if (grad.is_sparse()) throw Error("GradReducer: parameter '" + names[index] + "' has a sparse gradient (unsupported)");
     torch::NoGradGuard no_grad;
-    slot(index).copy_(grad);
+    bind_slot(index);
     auto& b = buckets[bucket_of[index]];
     if (--b.pending == 0) launch_ready(false);
   }
@@ -168,7 +201,10 @@ struct GradReducer::Core {
     std::fill(ready.begin(), ready.end(), 0);
     next_launch = 0;
     for (auto& b : buckets) {
-      if (after_error && b.launched) b.flat = torch::empty_like(b.flat);
+      if (after_error && b.launched) {
+        b.flat = torch::empty_like(b.flat);
+        make_slots(b);
+      }
       b.pending = static_cast<int64_t>(b.info.params.size());
       b.launched = false;
       b.in_backward = false;
@@ -205,7 +241,8 @@ GradReducer::GradReducer(const std::vector<std::pair<std::string, torch::Tensor>
   names_ = c.names;
 
   const double mib = 1024.0 * 1024.0;
-  buckets_ = assign_buckets(c.params, static_cast<int64_t>(options.first_bucket_mb * mib),
+  // The first bucket is the smaller one: never larger than the others.
+  buckets_ = assign_buckets(c.params, static_cast<int64_t>(std::min(options.first_bucket_mb, options.bucket_mb) * mib),
                             static_cast<int64_t>(options.bucket_mb * mib));
   c.bucket_of.assign(c.params.size(), 0);
   c.slot_of.assign(c.params.size(), 0);
@@ -221,7 +258,10 @@ GradReducer::GradReducer(const std::vector<std::pair<std::string, torch::Tensor>
       b.offsets.push_back(offset);
       offset += c.params[k].numel();
     }
-    if (!c.local) b.flat = torch::empty({b.info.numel}, c.params[b.info.params.front()].options().requires_grad(false));
+    if (!c.local) {
+      b.flat = torch::empty({b.info.numel}, c.params[b.info.params.front()].options().requires_grad(false));
+      c.make_slots(b);
+    }
     b.pending = static_cast<int64_t>(b.info.params.size());
     c.buckets.push_back(std::move(b));
   }
@@ -274,10 +314,7 @@ void GradReducer::finish() {
         continue;
       }
       // What an accumulation micro-batch left in .grad still counts; else zeros.
-      if (p.grad().defined())
-        c.slot(k).copy_(p.grad());
-      else
-        c.slot(k).zero_();
+      c.bind_slot(k);
       --c.buckets[c.bucket_of[k]].pending;
       c.ready[k] = 1;
     }
@@ -290,17 +327,17 @@ void GradReducer::finish() {
     return;
   }
   const auto start = std::chrono::steady_clock::now();
-  for (auto& b : c.buckets) b.work->wait();
+  for (auto& b : c.buckets)
+    if (b.work) b.work->wait();
   stats_.wait_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   for (auto& b : c.buckets) {
     (b.in_backward ? stats_.buckets_in_backward : stats_.buckets_at_finish) += 1;
     stats_.bytes += b.info.bytes;
   }
-  for (size_t k = 0; k < c.params.size(); ++k) {
-    auto& p = c.params[k];
-    if (!p.grad().defined()) p.mutable_grad() = torch::zeros_like(p);
-    p.mutable_grad().copy_(c.slot(k));
-  }
+  // Every .grad is its slot (bind_slot), so the averaged gradients are in place already;
+  // a .grad replaced since its hook ran gets the slot back.
+  for (size_t k = 0; k < c.params.size(); ++k)
+    if (!c.params[k].grad().is_same(c.slot(k))) c.params[k].mutable_grad() = c.slot(k);
   c.reset(false);
 }
 

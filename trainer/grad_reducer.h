@@ -19,6 +19,11 @@
 /// uneven shards. ReduceOp::kAvg divides the sum by the world size instead (right when
 /// every rank has the same batch size and uses its plain mean loss).
 ///
+/// Gradients live in the buckets (DDP's gradient_as_bucket_view): after the first
+/// synchronised backward each parameter's .grad is a slot of its bucket's buffer, so
+/// backward accumulates into the bucket and nothing is copied in or out. Replacing a
+/// .grad (zero_grad with set_to_none, say) is allowed: the next hook copies it in once.
+///
 /// With a world of one nothing is copied or communicated: the hooks only record which
 /// parameters got a gradient, so an unused parameter fails the same way as on many ranks.
 #include <torch/torch.h>
@@ -38,7 +43,7 @@ struct GradReducerOptions {
   /// one large parameter may make a bucket on its own.
   double bucket_mb = 25.0;
   /// The first bucket (the last layers, whose gradients come first) is small so that
-  /// communication starts early (DDP uses 1 MiB).
+  /// communication starts early (DDP uses 1 MiB); never larger than bucket_mb.
   double first_bucket_mb = 1.0;
   /// false: a parameter without a gradient in a synchronised backward is an error naming
   /// it. true: it is reduced as zeros (its .grad becomes the other ranks' sum).

@@ -311,6 +311,48 @@ TEST(MpiGradReducer, TwoRanksEqualOneProcessForSeveralBucketSizes) {
   }
 }
 
+// Several SGD steps the trainer's way (LibTorch's zero_grad zeroes .grad in place and
+// detach_()es it): 2 ranks track 1 process, and after the first step every .grad is a slot
+// of its bucket (one storage per bucket, never reallocated): nothing is copied in or out.
+TEST(MpiGradReducer, GradientsLiveInTheBucketsAcrossStepsOfTraining) {
+  auto ref = reference_net();
+  auto net = reference_net();
+  torch::optim::SGD ref_opt(ref->parameters(), torch::optim::SGDOptions(0.1).momentum(0.9));
+  torch::optim::SGD opt(net->parameters(), torch::optim::SGDOptions(0.1).momentum(0.9));
+  GradReducerOptions o;
+  o.bucket_mb = 2000.0 / (1 << 20);  // several buckets: async ones and the blocking last one
+  GradReducer reducer(net->named_parameters().pairs(), g_comm, o);
+  ASSERT_GE(reducer.buckets().size(), 3u);
+  std::vector<const void*> first_ptrs;
+  for (int step = 0; step < 4; ++step) {
+    const auto data = global_batch(20 + step);
+    ref_opt.zero_grad();
+    ce(ref, data.x, data.y, true).backward();
+    ref_opt.step();
+
+    opt.zero_grad();
+    auto [first, rows] = shard(step % 2 ? 5 : 4);
+    (ce(net, data.x.narrow(0, first, rows), data.y.narrow(0, first, rows), true) * (double(rows) / kGlobal))
+        .backward();
+    reducer.finish();
+    std::vector<const void*> ptrs;
+    for (auto& p : net->parameters()) ptrs.push_back(p.grad().data_ptr());
+    if (step == 0) first_ptrs = ptrs;
+    EXPECT_EQ(ptrs, first_ptrs) << "step " << step << ": a .grad was reallocated";
+    opt.step();
+    const std::string where = "step " + std::to_string(step);
+    auto got = net->named_parameters();
+    for (const auto& item : ref->named_parameters())
+      EXPECT_TRUE(torch::allclose(got[item.key()], item.value(), 1e-5, 1e-6)) << where << ": " << item.key();
+  }
+  // Parameters of one bucket share its buffer.
+  for (const auto& bucket : reducer.buckets()) {
+    const auto params = net->parameters();
+    const auto& storage = params[bucket.params.front()].grad().storage();
+    for (size_t k : bucket.params) EXPECT_TRUE(params[k].grad().storage().is_alias_of(storage));
+  }
+}
+
 TEST(MpiGradReducer, AvgModeWithEqualShardsAndPlainMeanLoss) {
   const auto data = global_batch(12);
   auto ref = reference_net();
