@@ -19,6 +19,8 @@
 #include <chrono>
 #include <functional>
 #include <iostream>
+#include <numeric>
+#include <random>
 #include <nlohmann/json.hpp>
 #include <string>
 
@@ -117,7 +119,7 @@ int main(int argc, char** argv) {
 
   // --- 1. communication alone ----------------------------------------------------------
   // Every variant runs inside the same step (cheap backward, then its communication, then
-  // zero_grad), interleaved rep by rep so that drift hits them alike: a collective right
+  // zero_grad), interleaved rep by rep in a shuffled order so that drift hits them alike: a collective right
   // after compute finds colder caches than one in a tight loop (measured: ~130 vs ~85 us
   // for these bytes), and the comparison must be like for like.
   std::vector<float> flat(static_cast<size_t>(numel), 1.0f);
@@ -141,8 +143,15 @@ int main(int argc, char** argv) {
   for (int i = 0; i < 10; ++i)
     for (int v = 0; v < kVariants; ++v) run_variant(v);  // warm-up: MPI connections, allocator
   std::vector<std::vector<double>> times(kVariants);
-  for (int i = 0; i < reps; ++i)
-    for (int v = 0; v < kVariants; ++v) times[v].push_back(median_time(1, [&] { run_variant(v); }));
+  // A fresh order every rep (the same on every rank: the collectives must match), so that
+  // no variant always follows the one without communication and finds MPI's state colder.
+  std::mt19937 order_rng(12345);
+  std::vector<int> order(kVariants);
+  std::iota(order.begin(), order.end(), 0);
+  for (int i = 0; i < reps; ++i) {
+    std::shuffle(order.begin(), order.end(), order_rng);
+    for (int v : order) times[v].push_back(median_time(1, [&] { run_variant(v); }));
+  }
   double med[kVariants];
   for (int v = 0; v < kVariants; ++v) {
     auto& t = times[v];
