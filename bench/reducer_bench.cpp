@@ -119,21 +119,24 @@ int main(int argc, char** argv) {
 
   // --- 1. communication alone ----------------------------------------------------------
   // Every variant runs inside the same step (cheap backward, then its communication, then
-  // zero_grad), interleaved rep by rep in a shuffled order so that drift hits them alike: a collective right
-  // after compute finds colder caches than one in a tight loop (measured: ~130 vs ~85 us
-  // for these bytes), and the comparison must be like for like.
+  // zero_grad), interleaved rep by rep in a shuffled order so that drift hits them alike. A
+  // collective right after compute costs more than one in a tight loop (colder caches;
+  // measured ~130 vs ~85 us for these bytes), and on gradients backward has just written
+  // more than on an idle buffer: so the raw calls reduce the gradients themselves where
+  // they are one buffer (one bucket: the reducer keeps every .grad in it), like for like.
   std::vector<float> flat(static_cast<size_t>(numel), 1.0f);
-  auto flat_tensor = torch::ones({numel});
+  float* raw_data = flat.data();
+  auto flat_tensor = torch::from_blob(raw_data, {numel});
   const int kVariants = 5;  // 0 no communication, 1 reducer, 2 raw, 3 raw non-blocking, 4 communicator
   auto run_variant = [&](int v) {
     reducer.set_sync(v == 1);
     cheap_backward();
     reducer.finish();
     if (v == 2)
-      MPI_Allreduce(MPI_IN_PLACE, flat.data(), static_cast<int>(flat.size()), MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+      MPI_Allreduce(MPI_IN_PLACE, raw_data, static_cast<int>(numel), MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
     if (v == 3) {  // the non-blocking call alone: the library's algorithm, not our overhead
       MPI_Request req;
-      MPI_Iallreduce(MPI_IN_PLACE, flat.data(), static_cast<int>(flat.size()), MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD,
+      MPI_Iallreduce(MPI_IN_PLACE, raw_data, static_cast<int>(numel), MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD,
                      &req);
       MPI_Wait(&req, MPI_STATUS_IGNORE);
     }
@@ -142,6 +145,11 @@ int main(int argc, char** argv) {
   };
   for (int i = 0; i < 10; ++i)
     for (int v = 0; v < kVariants; ++v) run_variant(v);  // warm-up: MPI connections, allocator
+  const bool on_grads = reducer.buckets().size() == 1;
+  if (on_grads) {  // the .grad tensors are slots of the bucket's buffer by now
+    raw_data = static_cast<float*>(params.front().second.grad().storage().data());
+    flat_tensor = torch::from_blob(raw_data, {numel});
+  }
   std::vector<std::vector<double>> times(kVariants);
   // A fresh order every rep (the same on every rank: the collectives must match), so that
   // no variant always follows the one without communication and finds MPI's state colder.
@@ -191,6 +199,7 @@ int main(int argc, char** argv) {
                                 {"raw_iallreduce_us", 1e6 * t_raw_nb},
                                 {"communicator_us", 1e6 * t_comm},
                                 {"raw_allreduce_hot_loop_us", 1e6 * t_raw_hot},
+                                {"raw_on_gradients", on_grads},
                                 {"batch_per_rank", batch},
                                 {"step_overlap_ms", 1e3 * t_overlap},
                                 {"step_compute_ms", 1e3 * t_compute},
