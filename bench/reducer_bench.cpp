@@ -113,9 +113,6 @@ int main(int argc, char** argv) {
     reducer.finish();
     zero();
   };
-  auto time_steps = [&](int n, bool sync, const std::function<void()>& backward) {
-    return median_time(n, [&] { reducer_step(sync, backward); });
-  };
 
   // --- 1. communication alone ----------------------------------------------------------
   // Every variant runs inside the same step (cheap backward, then its communication, then

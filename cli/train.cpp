@@ -53,6 +53,25 @@ TrainArgs parse_train_args(const Args& args) {
   return a;
 }
 
+/// Why `run_dir` cannot take a fresh run (empty when it can): a directory that already
+/// holds a run's metrics or checkpoints is continued with trainer.resume, never written
+/// over (the logs would interleave and the new checkpoints would mix with the old).
+std::string existing_run_problem(const std::filesystem::path& run_dir, const std::string& resume) {
+  if (!resume.empty()) return "";
+  std::error_code ec;
+  std::vector<std::string> found;
+  if (std::filesystem::exists(run_dir / "metrics.jsonl", ec)) found.push_back("metrics.jsonl");
+  const auto checkpoints = run_dir / "checkpoints";
+  if (std::filesystem::is_directory(checkpoints, ec) && !std::filesystem::is_empty(checkpoints, ec))
+    found.push_back("checkpoints/");
+  if (found.empty()) return "";
+  std::string what;
+  for (const auto& f : found) what += (what.empty() ? "" : ", ") + f;
+  return "run.dir: '" + run_dir.string() + "' already holds a run (" + what +
+         "); continue it with trainer.resume=auto, or choose another run.dir (by default every run gets a new "
+         "timestamped one)";
+}
+
 std::string yaml_list(const std::vector<std::string>& items) {
   YAML::Node n(YAML::NodeType::Sequence);
   for (const auto& s : items) n.push_back(s);
@@ -74,29 +93,10 @@ std::string rank_config_problem(const TrainArgs& a, int rank_index, const std::s
     return rank + ": " + e.what();
   }
   if (hex64(config::hash(mine->config)) == hash) return "";
-  const std::string key = config::first_difference(*received, mine->config);
-  auto value_of = [&](const YAML::Node& root) {  // the value at `key` (a.b, a.b[2])
-    YAML::Node n = YAML::Clone(root);
-    auto descend = [&n](const YAML::Node& child) {
-      n.reset(child);
-      return n.IsDefined();
-    };
-    std::stringstream path(key);
-    for (std::string part; std::getline(path, part, '.');) {
-      const size_t bracket = part.find('[');
-      const std::string name = part.substr(0, bracket);
-      if (!name.empty() && !(n.IsMap() && descend(static_cast<const YAML::Node&>(n)[name]))) return std::string("(absent)");
-      for (size_t at = bracket; at != std::string::npos; at = part.find('[', at + 1)) {
-        const size_t i = std::stoul(part.substr(at + 1));
-        if (!(n.IsSequence() && i < n.size() && descend(static_cast<const YAML::Node&>(n)[i]))) return std::string("(absent)");
-      }
-    }
-    std::string s = config::emit(n);
-    while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
-    return s;
-  };
-  return rank + ": config differs from rank 0's at '" + key + "': rank 0 has " + value_of(*received) + ", " + rank +
-         " has " + value_of(mine->config) + " (start every rank with the same recipe, overrides and environment)";
+  const auto d = config::describe_difference(*received, mine->config);
+  if (!d) return rank + ": the config's hash differs from rank 0's, but no key does";
+  return rank + ": config differs from rank 0's at '" + d->key + "': rank 0 has " + d->a + ", " + rank + " has " +
+         d->b + " (start every rank with the same recipe, overrides and environment)";
 }
 
 /// Composes on rank 0 and hands the result to every rank, which uses it as the run's
@@ -162,6 +162,11 @@ RunSummary run_one(const config::Composed& composed_in, launch::World& world) {
   comm_options.timeout_s = rc.ddp.timeout_s;
   std::shared_ptr<launch::Communicator> comm = launch::make_communicator(world, device, comm_options);
   const int threads = trainer::set_threads(rc.trainer.threads);
+
+  // Rank 0 writes the run directory, so its view decides; every rank stops alike.
+  std::string dir_problem = comm->rank() == 0 ? existing_run_problem(rc.run.dir, rc.trainer.resume) : "";
+  if (comm->size() > 1) comm->broadcast_string(dir_problem, 0);
+  if (!dir_problem.empty()) throw ConfigError(dir_problem);
 
   // --- DATA AND MODEL: fail on bad input before the run directory exists -----------------
   auto train_set = std::make_shared<data::Dataset>(data::load_dataset(rc.data, "train"));

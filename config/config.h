@@ -99,6 +99,14 @@ uint64_t hash(const YAML::Node& node);
 /// The first key path where two trees differ ("" when equal), for mismatch messages.
 std::string first_difference(const YAML::Node& a, const YAML::Node& b);
 
+/// The first difference with both sides' values, for messages that show them: `key` as
+/// first_difference gives it (a.b, a.b[2]), each value as one line of YAML, "(absent)"
+/// where that tree lacks the key. Empty when the trees are equal.
+struct Difference {
+  std::string key, a, b;
+};
+std::optional<Difference> describe_difference(const YAML::Node& a, const YAML::Node& b);
+
 /// Config groups visible from a recipe: group -> its options (for --help).
 std::map<std::string, std::vector<std::string>> list_groups(const fs::path& recipe,
                                                             const std::vector<fs::path>& search_path = {});

@@ -1,4 +1,5 @@
-// The YAML::Node side of the API: parse, emit, hash, first_difference, expand_sweep.
+// The YAML::Node side of the API: parse, emit, hash, first_difference, describe_difference,
+// expand_sweep.
 #include "config/config.h"
 #include "config/override.h"
 #include "config/value.h"
@@ -16,6 +17,48 @@ uint64_t hash(const YAML::Node& node) { return xxh64(emit(node)); }
 
 std::string first_difference(const YAML::Node& a, const YAML::Node& b) {
   return detail::first_difference(detail::from_yaml(a, "config"), detail::from_yaml(b, "config"));
+}
+
+namespace {
+// The value at `key` (a.b, a.b[2]) as one line of YAML, "(absent)" where there is none.
+std::string value_at(const YAML::Node& root, const std::string& key) {
+  YAML::Node n = YAML::Clone(root);
+  auto descend = [&n](const YAML::Node& child) {
+    if (!child.IsDefined()) return false;  // an absent key's node cannot be reset to
+    n.reset(child);
+    return true;
+  };
+  size_t begin = 0;
+  while (begin <= key.size()) {
+    size_t dot = key.find('.', begin);
+    if (dot == std::string::npos) dot = key.size();
+    const std::string part = key.substr(begin, dot - begin);
+    begin = dot + 1;
+    const size_t bracket = part.find('[');
+    const std::string name = part.substr(0, bracket);
+    if (!name.empty() && !(n.IsMap() && descend(static_cast<const YAML::Node&>(n)[name]))) return "(absent)";
+    for (size_t at = bracket; at != std::string::npos; at = part.find('[', at + 1)) {
+      const size_t i = std::stoul(part.substr(at + 1));
+      if (!(n.IsSequence() && i < n.size() && descend(static_cast<const YAML::Node&>(n)[i]))) return "(absent)";
+    }
+  }
+  if (n.IsMap() || n.IsSequence()) {  // one line: flow style
+    YAML::Emitter out;
+    out.SetMapFormat(YAML::Flow);
+    out.SetSeqFormat(YAML::Flow);
+    out << n;
+    return out.c_str();
+  }
+  std::string s = emit(n);
+  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
+  return s;
+}
+}  // namespace
+
+std::optional<Difference> describe_difference(const YAML::Node& a, const YAML::Node& b) {
+  const std::string key = first_difference(a, b);
+  if (key.empty()) return std::nullopt;
+  return Difference{key, value_at(a, key), value_at(b, key)};
 }
 
 std::vector<std::vector<std::string>> expand_sweep(const std::vector<std::string>& overrides) {

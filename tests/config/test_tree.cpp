@@ -132,6 +132,25 @@ TEST(ConfigFirstDifference, NamesThePath) {
   EXPECT_EQ(first_difference(a, parse("t: 5\nm: x\n", "t")), "t");
 }
 
+TEST(ConfigDescribeDifference, NamesThePathAndBothValuesOnOneLine) {
+  YAML::Node a = parse("t: {e: 1, f: [1, 2]}\nm: x\n", "t");
+  EXPECT_FALSE(describe_difference(a, parse("t: {e: 1, f: [1, 2]}\nm: x\n", "t")).has_value());
+  auto expect = [&](const std::string& other, const std::string& key, const std::string& va, const std::string& vb) {
+    const auto d = describe_difference(a, parse(other, "t"));
+    ASSERT_TRUE(d.has_value()) << other;
+    EXPECT_EQ(d->key, key) << other;
+    EXPECT_EQ(d->a, va) << other;
+    EXPECT_EQ(d->b, vb) << other;
+  };
+  expect("t: {e: 2, f: [1, 2]}\nm: x\n", "t.e", "1", "2");
+  expect("t: {e: 1, f: [1, 3]}\nm: x\n", "t.f[1]", "2", "3");
+  expect("t: {e: 1, f: [1]}\nm: x\n", "t.f[1]", "2", "(absent)");
+  expect("t: {e: 1, f: [1, 2]}\n", "m", "x", "(absent)");
+  expect("t: {e: 1, f: [1, 2]}\nm: x\nn: 1\n", "n", "(absent)", "1");
+  expect("t: {e: '1', f: [1, 2]}\nm: x\n", "t.e", "1", "\"1\"");  // a string, quoted
+  expect("t: 5\nm: x\n", "t", "{e: 1, f: [1, 2]}", "5");
+}
+
 // ---------------------------------------------------------------------------- loading errors
 
 TEST(ConfigParseErrors, InvalidYamlNamesOriginLineAndColumn) {

@@ -171,10 +171,19 @@ TEST(Cli, CorruptCheckpointIsRefused) {
   fs::remove_all(dir);
 }
 
-TEST(Cli, ResumeAutoContinuesTheRun) {
+TEST(Cli, AFreshRunIntoAnOldRunIsRefusedAndResumeAutoContinuesIt) {
   if (!has_dataset()) GTEST_SKIP() << "dataset-fashion-mnist not installed";
   auto dir = temp_dir("resume");
   ASSERT_EQ(run("train " + kRecipe + kSmall + "trainer.eval=false run.dir=" + dir.string()).code, 0);
+  // A fresh run into it is refused before anything is written: resume, or another dir.
+  const auto metrics = retort::read_file(dir / "metrics.jsonl");
+  const auto log = retort::read_file(dir / "train.log");
+  auto again = run("train " + kRecipe + kSmall + "trainer.eval=false run.dir=" + dir.string());
+  EXPECT_EQ(again.code, 2) << again.out;
+  EXPECT_NE(again.out.find("already holds a run (metrics.jsonl, checkpoints/)"), std::string::npos) << again.out;
+  EXPECT_NE(again.out.find("trainer.resume=auto"), std::string::npos) << again.out;
+  EXPECT_EQ(retort::read_file(dir / "metrics.jsonl"), metrics);
+  EXPECT_EQ(retort::read_file(dir / "train.log"), log);
   auto r = run("train " + kRecipe +
                " data.subset=600 data.batch_size=64 trainer.max_steps=12 trainer.threads=1 trainer.eval=false "
                "trainer.resume=auto run.dir=" + dir.string());
