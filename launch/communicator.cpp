@@ -15,6 +15,16 @@ class DoneWork final : public Work {
 
 }  // namespace
 
+const char* to_string(ReduceOp op) {
+  switch (op) {
+    case ReduceOp::kSum: return "sum";
+    case ReduceOp::kAvg: return "avg";
+    case ReduceOp::kMax: return "max";
+    case ReduceOp::kMin: return "min";
+  }
+  return "?";
+}
+
 void Communicator::broadcast_string(std::string& text, int root) {
   // Through the backend's device (NCCL takes CUDA tensors only); the bytes end on the host.
   auto len = torch::full({1}, static_cast<int64_t>(text.size()), torch::TensorOptions().dtype(torch::kInt64).device(device()));

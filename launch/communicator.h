@@ -14,6 +14,8 @@
 namespace retort::launch {
 
 enum class ReduceOp { kSum, kAvg, kMax, kMin };
+/// "sum", "avg", "max", "min" (for messages).
+const char* to_string(ReduceOp op);
 
 /// A pending collective. wait() returns once the result is in the tensor (for NCCL: once
 /// the result is ordered before later work on the caller's current stream).

@@ -19,15 +19,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-const char* op_name(ReduceOp op) {
-  switch (op) {
-    case ReduceOp::kSum: return "sum";
-    case ReduceOp::kAvg: return "avg";
-    case ReduceOp::kMax: return "max";
-    case ReduceOp::kMin: return "min";
-  }
-  return "?";
-}
 
 bool is_16bit_float(torch::ScalarType t) { return t == torch::kBFloat16 || t == torch::kHalf; }
 
@@ -394,7 +385,7 @@ struct AllReducePlan {
 
 AllReducePlan plan_all_reduce(const torch::Tensor& tensor, ReduceOp op, int world_size) {
   AllReducePlan plan;
-  plan.kind = std::string("all_reduce(") + op_name(op) + ")";
+  plan.kind = std::string("all_reduce(") + to_string(op) + ")";
   check_in_place(tensor, plan.kind);
   const auto dtype = tensor.scalar_type();
   if (op == ReduceOp::kMax) plan.op = MPI_MAX;

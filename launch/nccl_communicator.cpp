@@ -33,16 +33,6 @@ void check_nccl(ncclResult_t rc, const char* call) {
   if (rc != ncclSuccess) throw CommError(std::string(call) + " failed: " + ncclGetErrorString(rc));
 }
 
-const char* op_name(ReduceOp op) {
-  switch (op) {
-    case ReduceOp::kSum: return "sum";
-    case ReduceOp::kAvg: return "avg";
-    case ReduceOp::kMax: return "max";
-    case ReduceOp::kMin: return "min";
-  }
-  return "?";
-}
-
 ncclDataType_t nccl_type(torch::ScalarType dtype) {
   switch (dtype) {
     case torch::kFloat: return ncclFloat32;
@@ -293,7 +283,7 @@ void check_cuda_tensor(const torch::Tensor& t, int device, const std::string& wh
 }  // namespace
 
 std::shared_ptr<Work> NcclCommunicator::all_reduce_async(torch::Tensor tensor, ReduceOp op) {
-  const std::string kind = std::string("all_reduce(") + op_name(op) + ")";
+  const std::string kind = std::string("all_reduce(") + to_string(op) + ")";
   check_cuda_tensor(tensor, impl_->device, kind, true);
   const auto dtype = tensor.scalar_type();
   ncclRedOp_t nccl_op = ncclSum;

@@ -8,6 +8,7 @@
 #include <type_traits>
 
 #include "core/error.h"
+#include "tests/common/expect.h"
 #include "launch/communicator.h"
 
 namespace amp = retort::amp;
@@ -15,15 +16,7 @@ namespace launch = retort::launch;
 
 namespace {
 
-template <typename F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const retort::Error& e) {
-    return e.what();
-  }
-  return "<no retort::Error thrown>";
-}
+using retort::test::error_of;
 
 constexpr float kInf = std::numeric_limits<float>::infinity();
 constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();

@@ -6,20 +6,13 @@
 #include "amp/grad_scaler.h"
 #include "amp/ops.h"
 #include "core/error.h"
+#include "tests/common/expect.h"
 
 namespace amp = retort::amp;
 
 namespace {
 
-template <typename F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const retort::Error& e) {
-    return e.what();
-  }
-  return "<no retort::Error thrown>";
-}
+using retort::test::error_of;
 
 // Built on amp ops, as models/ builds its networks.
 struct NetImpl : torch::nn::Module {

@@ -5,20 +5,13 @@
 #include "amp/autocast.h"
 #include "amp/policy.h"
 #include "core/error.h"
+#include "tests/common/expect.h"
 
 namespace amp = retort::amp;
 
 namespace {
 
-template <typename F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const retort::Error& e) {
-    return e.what();
-  }
-  return "<no retort::Error thrown>";
-}
+using retort::test::error_of;
 
 // The inputs of tests/amp/golden_losses.py.
 torch::Tensor student() { return torch::sin(torch::arange(24, torch::kFloat) * 0.37).reshape({4, 6}) * 3; }

@@ -10,6 +10,8 @@
 #include <fstream>
 #include <string>
 
+#include "tests/common/expect.h"
+
 namespace retort::data::testing {
 
 namespace fs = std::filesystem;
@@ -73,15 +75,6 @@ inline torch::Tensor random_u8(torch::IntArrayRef sizes, int64_t seed) {
   return torch::randint(0, 256, sizes, gen, torch::kUInt8);
 }
 
-/// The message of the retort::Error-derived exception `E` that `fn` throws ("" if none).
-template <typename E, typename Fn>
-std::string error_of(Fn&& fn) {
-  try {
-    fn();
-  } catch (const E& e) {
-    return e.what();
-  }
-  return "";
-}
+using retort::test::error_of;
 
 }  // namespace retort::data::testing

@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "models/safetensors.h"
+#include "tests/common/expect.h"
 
 namespace retort::test {
 
@@ -48,18 +49,5 @@ inline std::map<std::string, torch::Tensor> golden_group(const std::string& pref
   return out;
 }
 
-/// Runs `f`, expecting an exception of type E whose message contains every needle.
-template <class E, class F>
-void expect_error(F&& f, std::initializer_list<std::string> needles) {
-  try {
-    f();
-    ADD_FAILURE() << "no exception thrown";
-  } catch (const E& e) {
-    const std::string what = e.what();
-    for (const auto& n : needles) EXPECT_NE(what.find(n), std::string::npos) << "missing '" << n << "' in: " << what;
-  } catch (const std::exception& e) {
-    ADD_FAILURE() << "wrong exception type: " << e.what();
-  }
-}
 
 }  // namespace retort::test

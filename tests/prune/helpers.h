@@ -8,23 +8,11 @@
 #include <string>
 
 #include "models/models.h"
+#include "tests/common/expect.h"
 #include "prune/prune.h"
 
 namespace retort::test {
 
-/// Runs `f`, expecting an exception of type E whose message contains every needle.
-template <class E, class F>
-void expect_error(F&& f, std::initializer_list<std::string> needles) {
-  try {
-    f();
-    ADD_FAILURE() << "no exception thrown";
-  } catch (const E& e) {
-    const std::string what = e.what();
-    for (const auto& n : needles) EXPECT_NE(what.find(n), std::string::npos) << "missing '" << n << "' in: " << what;
-  } catch (const std::exception& e) {
-    ADD_FAILURE() << "wrong exception type: " << e.what();
-  }
-}
 
 inline std::filesystem::path temp_dir(const std::string& name) {
   auto d = std::filesystem::temp_directory_path() / ("retort-prune-" + name + "-" + std::to_string(::getpid()));
