@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "tests/common/synthetic.h"
 #include "core/error.h"
 #include "models/models.h"
 #include "tests/distill/helpers.h"
@@ -26,19 +27,6 @@ fs::path temp_dir(const std::string& name) {
   return d;
 }
 
-// Learnable: the label is the brightest of 10 vertical bands.
-std::shared_ptr<data::Dataset> synthetic(int64_t n, uint64_t seed) {
-  torch::manual_seed(seed);
-  auto d = std::make_shared<data::Dataset>();
-  d->labels = torch::randint(0, 10, {n}, torch::kInt64);
-  auto img = torch::randint(0, 60, {n, 1, 28, 28}, torch::kInt64);
-  for (int64_t i = 0; i < n; ++i) {
-    const int64_t c = d->labels[i].item<int64_t>();
-    img.index({i, 0, torch::indexing::Slice(), torch::indexing::Slice(c * 2 + 4, c * 2 + 6)}) += 180;
-  }
-  d->images = img.clamp(0, 255).to(torch::kUInt8);
-  return d;
-}
 
 models::ModelOptions teacher_options() {
   models::ModelOptions o;
@@ -101,7 +89,7 @@ double eval_loss(distill::Distiller& d, const torch::Tensor& x, const torch::Ten
 }  // namespace
 
 TEST(DistillTask, ShortDistillationImprovesTheStudentAndFreezesTheTeacher) {
-  auto train = synthetic(384, 21);
+  auto train = test::band_dataset(384, 21);
   const auto teacher_dir = temp_dir("teacher");
   train_teacher(teacher_dir, train);
 
@@ -130,7 +118,7 @@ TEST(DistillTask, ShortDistillationImprovesTheStudentAndFreezesTheTeacher) {
   EXPECT_NE(std::find(names.begin(), names.end(), "distill.proj.stage1.weight"), names.end());
   EXPECT_EQ(trainable.size(), student->parameters().size() + distiller->parameters().size());
 
-  auto probe = synthetic(128, 22);
+  auto probe = test::band_dataset(128, 22);
   auto px = trainer::sample_batch(*probe, 128);
   auto py = probe->labels;
   const double total_before = eval_loss(distiller, px, py, "");

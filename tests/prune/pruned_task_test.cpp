@@ -3,6 +3,7 @@
 // checkpoint and resume; PrunedTask composes with distillation.
 #include <gtest/gtest.h>
 
+#include "tests/common/synthetic.h"
 #include "core/error.h"
 #include "tests/prune/helpers.h"
 #include "trainer/checkpoint.h"
@@ -17,19 +18,6 @@ using test::expect_error;
 
 namespace {
 
-// The label is the brightest of 10 vertical bands: learnable in a few steps.
-std::shared_ptr<data::Dataset> synthetic(int64_t n, uint64_t seed) {
-  torch::manual_seed(seed);
-  auto d = std::make_shared<data::Dataset>();
-  d->labels = torch::randint(0, 10, {n}, torch::kInt64);
-  auto img = torch::randint(0, 60, {n, 1, 28, 28}, torch::kInt64);
-  for (int64_t i = 0; i < n; ++i) {
-    const int64_t c = d->labels[i].item<int64_t>();
-    img.index({i, 0, torch::indexing::Slice(), torch::indexing::Slice(c * 2 + 4, c * 2 + 6)}) += 180;
-  }
-  d->images = img.clamp(0, 255).to(torch::kUInt8);
-  return d;
-}
 
 models::ModelOptions tiny() {
   models::ModelOptions o;
@@ -53,7 +41,7 @@ TrainerSetup setup(const fs::path& run_dir, std::shared_ptr<Task> task, int64_t 
   s.data.batch_size = 32;
   s.run_dir = run_dir;
   s.config_yaml = "test: true\n";
-  s.train_set = synthetic(256, 1);
+  s.train_set = test::band_dataset(256, 1);
   s.task = std::move(task);
   return s;
 }

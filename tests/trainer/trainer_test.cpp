@@ -7,6 +7,7 @@
 #include <limits>
 #include <nlohmann/json.hpp>
 
+#include "tests/common/synthetic.h"
 #include "core/error.h"
 #include "core/fs.h"
 #include "models/models.h"
@@ -29,19 +30,6 @@ fs::path temp_dir(const std::string& name) {
   return d;
 }
 
-// A learnable synthetic task: the label is the brightest of 10 vertical bands.
-std::shared_ptr<data::Dataset> synthetic(int64_t n, uint64_t seed) {
-  torch::manual_seed(seed);
-  auto d = std::make_shared<data::Dataset>();
-  d->labels = torch::randint(0, 10, {n}, torch::kInt64);
-  auto img = torch::randint(0, 60, {n, 1, 28, 28}, torch::kInt64);
-  for (int64_t i = 0; i < n; ++i) {
-    int64_t c = d->labels[i].item<int64_t>();
-    img.index({i, 0, torch::indexing::Slice(), torch::indexing::Slice(c * 2 + 4, c * 2 + 6)}) += 180;
-  }
-  d->images = img.clamp(0, 255).to(torch::kUInt8);
-  return d;
-}
 
 models::ModelOptions tiny_model() {
   models::ModelOptions o;
@@ -251,9 +239,9 @@ TEST(Checkpointer, TruncatedOrAlteredFilesAreRefusedByName) {
 
 TEST(Trainer, LearnsTheSyntheticTask) {
   auto d = temp_dir("learn");
-  auto train = synthetic(512, 3);
+  auto train = test::band_dataset(512, 3);
   auto setup = make_setup(d, train, 60);
-  setup.test_set = synthetic(256, 4);
+  setup.test_set = test::band_dataset(256, 4);
   setup.trainer.eval = true;
   setup.data.augment = false;
   auto model = setup.task;
@@ -283,7 +271,7 @@ TEST(Trainer, LearnsTheSyntheticTask) {
 TEST(Trainer, ResumeIsBitIdentical) {
   // 2N steps in one run == N steps, preempted (checkpoint), resume=auto, N more steps.
   // 500 samples / 32 = 16 batches per epoch: the cut is mid-epoch.
-  auto train = synthetic(500, 5);
+  auto train = test::band_dataset(500, 5);
   const int64_t n = 12;
   auto a_dir = temp_dir("resume-a");
   auto b_dir = temp_dir("resume-b");
@@ -301,7 +289,7 @@ TEST(Trainer, ResumeIsBitIdentical) {
 }
 
 TEST(Trainer, ResumeAcrossAnEpochBoundaryIsBitIdentical) {
-  auto train = synthetic(256, 6);  // 8 batches per epoch: preempted at the end of epoch 1
+  auto train = test::band_dataset(256, 6);  // 8 batches per epoch: preempted at the end of epoch 1
   auto a_dir = temp_dir("epoch-a");
   auto b_dir = temp_dir("epoch-b");
   auto straight = make_setup(a_dir, train, 20);
@@ -317,7 +305,7 @@ TEST(Trainer, ResumeAcrossAnEpochBoundaryIsBitIdentical) {
 
 TEST(Trainer, GradAccumulationMatchesOneBigBatch) {
   // 2 micro-batches of 32 == 1 batch of 64 (no dropout, no augmentation, SGD).
-  auto train = synthetic(256, 8);
+  auto train = test::band_dataset(256, 8);
   auto run = [&](int64_t batch, int64_t accum) {
     auto d = temp_dir("accum" + std::to_string(accum));
     auto s = make_setup(d, train, 4);
@@ -362,7 +350,7 @@ class OverflowingTask : public SupervisedTask {
 
 TEST(Trainer, SkippedStepIsInTheMetricsWithTheOverflowingTerm) {
   auto d = temp_dir("overflow");
-  auto setup = make_setup(d, synthetic(256, 5), 10);
+  auto setup = make_setup(d, test::band_dataset(256, 5), 10);
   setup.trainer.log_every = 1;
   setup.data.augment = false;
   setup.amp.mode = "autocast";
