@@ -2,7 +2,8 @@
 /// Data-parallel gradient averaging the way PyTorch's DDP does it: parameters packed into
 /// buckets in reverse registration order (the order backward produces their gradients),
 /// each bucket all-reduced from an autograd hook as soon as its last gradient is
-/// accumulated, so communication overlaps the rest of backward.
+/// accumulated, so communication overlaps the rest of backward. The last bucket, which has
+/// nothing left to overlap, uses the communicator's blocking all_reduce (faster over MPI).
 ///
 ///   GradReducerOptions options;                             // bucket_mb 25, op kSum
 ///   GradReducer reducer(model->named_parameters().pairs(), comm, options);
@@ -65,7 +66,8 @@ struct GradReducerStats {
   int64_t buckets_in_backward = 0;     ///< all-reduces launched from hooks during backward
   int64_t buckets_at_finish = 0;       ///< launched by finish() (unused parameters)
   int64_t bytes = 0;                   ///< bytes all-reduced
-  double wait_seconds = 0;             ///< time finish() spent waiting for all-reduces
+  double wait_seconds = 0;             ///< time finish() spent waiting for the non-blocking all-reduces
+                                       ///< (the last bucket's blocking one runs in its hook)
 };
 
 /// Bucket assignment of `params` (all on one device; requires_grad ones only are passed
