@@ -37,6 +37,11 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
+double median(std::vector<double> values) {
+  std::nth_element(values.begin(), values.begin() + values.size() / 2, values.end());
+  return values[values.size() / 2];
+}
+
 /// Median of per-repetition times, each the slowest rank's (MPI_MAX), in seconds.
 template <typename F>
 double median_time(int reps, F&& body) {
@@ -49,8 +54,23 @@ double median_time(int reps, F&& body) {
     MPI_Allreduce(MPI_IN_PLACE, &dt, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
     times.push_back(dt);
   }
-  std::nth_element(times.begin(), times.begin() + times.size() / 2, times.end());
-  return times[times.size() / 2];
+  return median(std::move(times));
+}
+
+/// Runs variants 0..n-1 `reps` times each, in a fresh shuffled order every rep (the same
+/// on every rank: the collectives must match), so that drift hits them alike and no
+/// variant always follows the same one; returns each variant's median time.
+std::vector<double> interleaved_medians(int n, int reps, std::mt19937& rng, const std::function<void(int)>& run) {
+  std::vector<std::vector<double>> times(n);
+  std::vector<int> order(n);
+  std::iota(order.begin(), order.end(), 0);
+  for (int i = 0; i < reps; ++i) {
+    std::shuffle(order.begin(), order.end(), rng);
+    for (int v : order) times[v].push_back(median_time(1, [&] { run(v); }));
+  }
+  std::vector<double> medians;
+  for (auto& t : times) medians.push_back(median(std::move(t)));
+  return medians;
 }
 
 }  // namespace
@@ -106,39 +126,39 @@ int main(int argc, char** argv) {
   torch::optim::SGD optimizer(tensors, torch::optim::SGDOptions(0.0));
   auto zero = [&] { optimizer.zero_grad(); };
 
-  // One reducer step: backward (communicating or not), finish, clear the gradients.
-  auto reducer_step = [&](bool sync, const std::function<void()>& backward) {
+  // One step: backward (the hooks communicating or not), finish, `after` (communication
+  // done after backward, for the baselines), clear the gradients.
+  auto reducer_step = [&](bool sync, const std::function<void()>& backward, const std::function<void()>& after) {
     reducer.set_sync(sync);
     backward();
     reducer.finish();
+    if (after) after();
     zero();
   };
 
   // --- 1. communication alone ----------------------------------------------------------
   // Every variant runs inside the same step (cheap backward, then its communication, then
-  // zero_grad), interleaved rep by rep in a shuffled order so that drift hits them alike. A
-  // collective right after compute costs more than one in a tight loop (colder caches;
-  // measured ~130 vs ~85 us for these bytes), and on gradients backward has just written
-  // more than on an idle buffer: so the raw calls reduce the gradients themselves where
-  // they are one buffer (one bucket: the reducer keeps every .grad in it), like for like.
+  // zero_grad), interleaved with the others (interleaved_medians). A collective right
+  // after compute costs more than one in a tight loop (colder caches; measured ~130 vs ~85
+  // us for these bytes), and on gradients backward has just written more than on an idle
+  // buffer: so the raw calls reduce the gradients themselves where they are one buffer
+  // (one bucket: the reducer keeps every .grad in it), like for like.
   std::vector<float> flat(static_cast<size_t>(numel), 1.0f);
   float* raw_data = flat.data();
   auto flat_tensor = torch::from_blob(raw_data, {numel});
   const int kVariants = 5;  // 0 no communication, 1 reducer, 2 raw, 3 raw non-blocking, 4 communicator
   auto run_variant = [&](int v) {
-    reducer.set_sync(v == 1);
-    cheap_backward();
-    reducer.finish();
-    if (v == 2)
-      MPI_Allreduce(MPI_IN_PLACE, raw_data, static_cast<int>(numel), MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
-    if (v == 3) {  // the non-blocking call alone: the library's algorithm, not our overhead
-      MPI_Request req;
-      MPI_Iallreduce(MPI_IN_PLACE, raw_data, static_cast<int>(numel), MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD,
-                     &req);
-      MPI_Wait(&req, MPI_STATUS_IGNORE);
-    }
-    if (v == 4) comm->all_reduce(flat_tensor, launch::ReduceOp::kSum);  // our blocking path, no hooks
-    zero();
+    reducer_step(v == 1, cheap_backward, [&] {
+      if (v == 2)
+        MPI_Allreduce(MPI_IN_PLACE, raw_data, static_cast<int>(numel), MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+      if (v == 3) {  // the non-blocking call alone: the library's algorithm, not our overhead
+        MPI_Request req;
+        MPI_Iallreduce(MPI_IN_PLACE, raw_data, static_cast<int>(numel), MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD,
+                       &req);
+        MPI_Wait(&req, MPI_STATUS_IGNORE);
+      }
+      if (v == 4) comm->all_reduce(flat_tensor, launch::ReduceOp::kSum);  // our blocking path, no hooks
+    });
   };
   for (int i = 0; i < 10; ++i)
     for (int v = 0; v < kVariants; ++v) run_variant(v);  // warm-up: MPI connections, allocator
@@ -147,22 +167,8 @@ int main(int argc, char** argv) {
     raw_data = static_cast<float*>(params.front().second.grad().storage().data());
     flat_tensor = torch::from_blob(raw_data, {numel});
   }
-  std::vector<std::vector<double>> times(kVariants);
-  // A fresh order every rep (the same on every rank: the collectives must match), so that
-  // no variant always follows the one without communication and finds MPI's state colder.
   std::mt19937 order_rng(12345);
-  std::vector<int> order(kVariants);
-  std::iota(order.begin(), order.end(), 0);
-  for (int i = 0; i < reps; ++i) {
-    std::shuffle(order.begin(), order.end(), order_rng);
-    for (int v : order) times[v].push_back(median_time(1, [&] { run_variant(v); }));
-  }
-  double med[kVariants];
-  for (int v = 0; v < kVariants; ++v) {
-    auto& t = times[v];
-    std::nth_element(t.begin(), t.begin() + t.size() / 2, t.end());
-    med[v] = t[t.size() / 2];
-  }
+  const std::vector<double> med = interleaved_medians(kVariants, reps, order_rng, run_variant);
   const double t_local = med[0];
   const double t_reducer = std::max(0.0, med[1] - t_local);
   const double t_raw = std::max(0.0, med[2] - t_local);
@@ -177,7 +183,7 @@ int main(int argc, char** argv) {
   auto x = torch::randn({batch, 1, 28, 28});
   auto y = torch::randint(0, 10, {batch}, torch::kInt64);
   auto real_backward = [&] { torch::nn::functional::cross_entropy(model->forward(x).logits, y).backward(); };
-  for (int i = 0; i < 5; ++i) reducer_step(true, real_backward);
+  for (int i = 0; i < 5; ++i) reducer_step(true, real_backward, nullptr);
   // The buckets' buffers (the .grad tensors are their slots by now), for the "after" variant.
   std::vector<torch::Tensor> bucket_buffers;
   for (const auto& b : reducer.buckets())
@@ -185,28 +191,12 @@ int main(int argc, char** argv) {
   // Interleaved and shuffled as above: 0 backward with the hooks' all-reduces (what the
   // trainer does), 1 backward alone, 2 backward, then the same buckets all-reduced.
   const int step_reps = std::max(20, reps / 4);
-  std::vector<std::vector<double>> step_times(3);
-  for (int i = 0; i < step_reps; ++i) {
-    std::vector<int> three(3);
-    std::iota(three.begin(), three.end(), 0);
-    std::shuffle(three.begin(), three.end(), order_rng);
-    for (int v : three) {
-      step_times[v].push_back(median_time(1, [&] {
-        reducer.set_sync(v == 0);
-        real_backward();
-        reducer.finish();
-        if (v == 2)
-          for (auto& buffer : bucket_buffers) comm->all_reduce(buffer, launch::ReduceOp::kSum);
-        zero();
-      }));
-    }
-  }
-  double step_med[3];
-  for (int v = 0; v < 3; ++v) {
-    auto& t = step_times[v];
-    std::nth_element(t.begin(), t.begin() + t.size() / 2, t.end());
-    step_med[v] = t[t.size() / 2];
-  }
+  const std::vector<double> step_med = interleaved_medians(3, step_reps, order_rng, [&](int v) {
+    reducer_step(v == 0, real_backward, [&] {
+      if (v == 2)
+        for (auto& buffer : bucket_buffers) comm->all_reduce(buffer, launch::ReduceOp::kSum);
+    });
+  });
   const double t_overlap = step_med[0], t_compute = step_med[1], t_after = step_med[2];
   const double t_exposed_after = t_after - t_compute;  // communication when nothing hides it
   const double hidden =

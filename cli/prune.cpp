@@ -2,7 +2,6 @@
 // (prune.from) and export (compaction) take from pruning.
 #include "cli/prune.h"
 
-
 #include <iomanip>
 #include <iostream>
 #include <sstream>

@@ -1,7 +1,6 @@
 // `retort report <run_dir> [<run_dir> ...] [--out report] [--warmup N] [--repeats N] [key=value ...]`
 #include "cli/report.h"
 
-
 #include <algorithm>
 #include <chrono>
 #include <fstream>

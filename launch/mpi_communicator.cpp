@@ -19,7 +19,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-
 bool is_16bit_float(torch::ScalarType t) { return t == torch::kBFloat16 || t == torch::kHalf; }
 
 // A collective in flight. `complete` and `request` are guarded by mpi_mutex().
@@ -36,6 +35,15 @@ struct PendingOp {
   std::function<void()> finish;     // after completion, once, on the caller's thread
   std::once_flag finished;
 };
+
+// A new op named for messages: its kind and the size and dtype of `described`.
+std::shared_ptr<PendingOp> describe(std::string kind, const torch::Tensor& described) {
+  auto op = std::make_shared<PendingOp>();
+  op->kind = std::move(kind);
+  op->bytes = described.defined() ? static_cast<int64_t>(described.numel() * described.element_size()) : 0;
+  op->dtype = described.defined() ? c10::toString(described.scalar_type()) : "none";
+  return op;
+}
 
 }  // namespace
 
@@ -102,10 +110,7 @@ void MpiCommunicator::Impl::number_locked(PendingOp& op) {
 
 void MpiCommunicator::Impl::run_blocking(std::string kind, const torch::Tensor& described,
                                          const std::function<int()>& call, const std::function<void()>& finish) {
-  auto op = std::make_shared<PendingOp>();
-  op->kind = std::move(kind);
-  op->bytes = described.defined() ? static_cast<int64_t>(described.numel() * described.element_size()) : 0;
-  op->dtype = described.defined() ? c10::toString(described.scalar_type()) : "none";
+  auto op = describe(std::move(kind), described);
   int rc = MPI_SUCCESS;
   {
     std::lock_guard<std::mutex> order(issue_mu);
@@ -131,10 +136,7 @@ std::shared_ptr<PendingOp> MpiCommunicator::Impl::issue(std::string kind, const 
                                                          std::vector<torch::Tensor> keep,
                                                          const std::function<int(MPI_Request*)>& start,
                                                          std::function<void()> finish) {
-  auto op = std::make_shared<PendingOp>();
-  op->kind = std::move(kind);
-  op->bytes = described.defined() ? static_cast<int64_t>(described.numel() * described.element_size()) : 0;
-  op->dtype = described.defined() ? c10::toString(described.scalar_type()) : "none";
+  auto op = describe(std::move(kind), described);
   op->keep = std::move(keep);
   op->finish = std::move(finish);
   {
