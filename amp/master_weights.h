@@ -19,8 +19,7 @@
 /// modules the keep_fp32 predicate selects) keep fp32 parameters when keep_norm_fp32 is
 /// set: they are tiny, their statistics are computed in fp32 under autocast anyway
 /// (amp/policy.h), and their scale/shift are the parameters most hurt by bf16's 8-bit
-/// mantissa. Their master
-/// is the parameter itself. Buffers (BatchNorm running statistics) are never converted.
+/// mantissa. Their master is the parameter itself. Buffers (BatchNorm running statistics) are never converted.
 /// Run the forward under an enabled amp::Autocast: it is what casts activations between
 /// the low-precision matmuls and the fp32 norms, softmax and losses.
 #include <torch/torch.h>

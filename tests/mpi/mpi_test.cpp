@@ -346,8 +346,8 @@ TEST(MpiGradReducer, GradientsLiveInTheBucketsAcrossStepsOfTraining) {
       EXPECT_TRUE(torch::allclose(got[item.key()], item.value(), 1e-5, 1e-6)) << where << ": " << item.key();
   }
   // Parameters of one bucket share its buffer.
+  const auto params = net->parameters();
   for (const auto& bucket : reducer.buckets()) {
-    const auto params = net->parameters();
     const auto& storage = params[bucket.params.front()].grad().storage();
     for (size_t k : bucket.params) EXPECT_TRUE(params[k].grad().storage().is_alias_of(storage));
   }
