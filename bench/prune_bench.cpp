@@ -24,6 +24,7 @@
 #include "launch/communicator.h"
 #include "models/models.h"
 #include "trainer/checkpoint.h"
+#include "trainer/cpu_allocator.h"
 #include "trainer/trainer.h"
 
 namespace fs = std::filesystem;
@@ -99,7 +100,8 @@ void time_forward(std::vector<Loaded>& runs, int64_t batch, int64_t repeats) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  retort::tune_malloc_for_training();  // as the retort program does (core/malloc.h)
+  retort::tune_malloc_for_training();  // as the retort program does (core/malloc.h,
+  retort::trainer::install_cpu_allocator();  // trainer/cpu_allocator.h)
   int64_t threads = 1, batch = 256, repeats = 30;
   bool accuracy = true;
   std::string json_out;

@@ -28,6 +28,7 @@
 #include "launch/communicator.h"
 #include "launch/mpi_communicator.h"
 #include "launch/world.h"
+#include "trainer/cpu_allocator.h"
 #include "models/models.h"
 #include "trainer/grad_reducer.h"
 #include "trainer/trainer.h"
@@ -76,7 +77,8 @@ std::vector<double> interleaved_medians(int n, int reps, std::mt19937& rng, cons
 }  // namespace
 
 int main(int argc, char** argv) {
-  tune_malloc_for_training();
+  tune_malloc_for_training();  // as the retort program does
+  trainer::install_cpu_allocator();
   int64_t batch = 64;
   int reps = 200;
   double bucket_mb = 25.0;

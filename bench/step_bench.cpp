@@ -3,9 +3,14 @@
 // bench/reference/train_step.py. Prints one JSON line. Driven by bench/step_bench.sh
 // (retort vs PyTorch) and bench/amp_bench.sh (fp32 vs bf16 autocast vs bf16 master).
 //   step_bench --batch 128 --threads 1 --steps 50 [--amp off|autocast|master] [--dtype bf16]
+//              [--allocator retort|malloc]
+// --allocator: retort's caching CPU allocator, as the retort program installs it
+// (trainer/cpu_allocator.h; the default), or LibTorch's own (malloc, glibc tuned as in
+// core/malloc.h): the baseline of bench/allocator_bench.sh.
 // Memory: max_rss_mb is the process's peak resident set (getrusage), setup_rss_mb the
 // resident set before the first step (libraries, model, data), step_peak_mb the growth
-// of the peak over it: what the training steps themselves took.
+// of the peak over it: what the training steps themselves took; faults_per_step the minor
+// page faults of a timed step (memory the step did not get back from its allocator).
 #include <sys/resource.h>
 
 #include <chrono>
@@ -18,6 +23,7 @@
 #include "amp/amp.h"
 #include "launch/communicator.h"
 #include "models/models.h"
+#include "trainer/cpu_allocator.h"
 #include "trainer/grad_reducer.h"
 #include "trainer/optim.h"
 #include "trainer/task.h"
@@ -47,6 +53,7 @@ double proc_status_mb(const std::string& key) {
 
 int main(int argc, char** argv) {
   retort::tune_malloc_for_training();  // as the retort program does (core/malloc.h)
+  std::string allocator = "retort";
   int64_t batch = 128, threads = 1, steps = 50, warmup = 5, convs = 2;
   std::string channels = "32,64", hidden = "512";
   amp::AmpOptions amp_options;
@@ -61,11 +68,17 @@ int main(int argc, char** argv) {
     else if (k == "--hidden") hidden = v;
     else if (k == "--amp") amp_options.mode = v;
     else if (k == "--dtype") amp_options.dtype = v;
+    else if (k == "--allocator") allocator = v;
     else {
       std::cerr << "unknown option " << k << "\n";
       return 2;
     }
   }
+  if (allocator != "retort" && allocator != "malloc") {
+    std::cerr << "--allocator must be retort or malloc, got '" << allocator << "'\n";
+    return 2;
+  }
+  const bool caching = allocator == "retort" && retort::trainer::install_cpu_allocator();
   trainer::set_threads(threads);
   torch::manual_seed(0);
   models::ModelOptions mo;
@@ -112,18 +125,27 @@ int main(int argc, char** argv) {
   };
   const double setup_rss = proc_status_mb("VmRSS");
   for (int64_t i = 0; i < warmup; ++i) step();
+  struct rusage before {};
+  ::getrusage(RUSAGE_SELF, &before);
   auto t0 = std::chrono::steady_clock::now();
   for (int64_t i = 0; i < steps; ++i) step();
   double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   struct rusage usage {};
   ::getrusage(RUSAGE_SELF, &usage);
   const double max_rss = static_cast<double>(usage.ru_maxrss) / 1024.0;
+  const auto alloc = trainer::CachingCpuAllocator::instance().stats();
   std::cout << nlohmann::json{{"impl", "retort"},
                               {"amp", amp_options.mode},
                               {"dtype", amp_options.mode == "off" ? "fp32" : amp_options.dtype},
                               {"max_rss_mb", max_rss},
                               {"setup_rss_mb", setup_rss},
                               {"step_peak_mb", max_rss - setup_rss},
+                              {"faults_per_step", static_cast<double>(usage.ru_minflt - before.ru_minflt) / steps},
+                              {"allocator", caching ? "retort" : "malloc"},
+                              {"large_peak_live_mb", alloc.peak_live_bytes / 1048576.0},
+                              {"large_peak_mapped_mb", alloc.peak_mapped_bytes / 1048576.0},
+                              {"large_hits", alloc.hits},
+                              {"large_misses", alloc.misses},
                               {"batch", batch},
                               {"threads", threads},
                               {"steps", steps},

@@ -7,10 +7,12 @@
 #include "core/error.h"
 #include "core/malloc.h"
 #include "launch/world.h"
+#include "trainer/cpu_allocator.h"
 
 int main(int argc, char** argv) {
   using namespace retort;
-  tune_malloc_for_training();  // see core/malloc.h: 3.5x faster CPU steps
+  tune_malloc_for_training();      // see core/malloc.h: 3.5x faster CPU steps
+  trainer::install_cpu_allocator();  // see trainer/cpu_allocator.h: large blocks reused
   std::vector<std::string> args(argv + 1, argv + argc);
   if (args.empty() || args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
     std::cout << cli::usage();

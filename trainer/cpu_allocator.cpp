@@ -1,0 +1,155 @@
+#include "trainer/cpu_allocator.h"
+
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <iterator>
+#include <map>
+#include <mutex>
+#include <unordered_map>
+
+#include <c10/core/CPUAllocator.h>
+#include <c10/util/Exception.h>
+
+namespace retort::trainer {
+namespace {
+
+constexpr size_t kAlignment = 64;  // as c10's DefaultCPUAllocator (SIMD loads, cache lines)
+
+/// Everything the allocator knows, behind one lock. allocate() is const in c10's
+/// interface and deleters are plain functions, so the state lives here, not in the object.
+struct State {
+  std::mutex mu;
+  std::multimap<size_t, void*> cached;       // block size -> block, for best fit
+  std::unordered_map<void*, size_t> live;    // block -> its size, for the deleter
+  CpuAllocatorStats stats;
+};
+
+State& state() {
+  static auto* s = new State;  // never destroyed: tensors may be freed during exit
+  return *s;
+}
+
+size_t kept_bound(size_t peak_live) {
+  return static_cast<size_t>(static_cast<double>(peak_live) * kKeepFactor);
+}
+
+size_t page_size() {
+  static const size_t page = static_cast<size_t>(::sysconf(_SC_PAGESIZE));
+  return page;
+}
+
+/// Unmaps the largest cached block. Caller holds the lock; the cache is not empty.
+void release_largest(State& s) {
+  auto last = std::prev(s.cached.end());
+  ::munmap(last->second, last->first);
+  s.stats.cached_bytes -= last->first;
+  ++s.stats.released;
+  s.cached.erase(last);
+}
+
+void deallocate(void* ptr) {
+  if (ptr == nullptr) return;
+  State& s = state();
+  {
+    std::lock_guard<std::mutex> lock(s.mu);
+    auto it = s.live.find(ptr);
+    if (it != s.live.end()) {
+      s.stats.live_bytes -= it->second;
+      s.stats.cached_bytes += it->second;
+      s.cached.emplace(it->second, ptr);
+      s.live.erase(it);
+      return;
+    }
+  }
+  std::free(ptr);  // a small block, from posix_memalign
+}
+
+}  // namespace
+
+CachingCpuAllocator& CachingCpuAllocator::instance() {
+  static auto* allocator = new CachingCpuAllocator;  // outlives every tensor, as c10 asks
+  return *allocator;
+}
+
+c10::DataPtr CachingCpuAllocator::allocate(size_t bytes) const {
+  const c10::Device cpu(c10::DeviceType::CPU);
+  if (bytes < kMinCachedBytes) {
+    void* ptr = nullptr;
+    if (bytes > 0 && ::posix_memalign(&ptr, kAlignment, bytes) != 0)
+      TORCH_CHECK(false, "CPU allocator: out of memory allocating ", bytes, " bytes");
+    return {ptr, ptr, &deallocate, cpu};
+  }
+  const size_t page = page_size();
+  const size_t size = (bytes + page - 1) / page * page;
+  State& s = state();
+  std::lock_guard<std::mutex> lock(s.mu);
+  void* ptr = nullptr;
+  size_t block = size;
+  // Best fit: the smallest kept block that wastes at most 1/8 of the request.
+  auto fit = s.cached.lower_bound(size);
+  if (fit != s.cached.end() && fit->first - size <= size / 8) {
+    block = fit->first;
+    ptr = fit->second;
+    s.cached.erase(fit);
+    s.stats.cached_bytes -= block;
+    ++s.stats.hits;
+  } else {
+    // A new mapping: first unmap kept blocks until live + kept + this block stays within
+    // kKeepFactor x the largest live total seen (or what must be live now, if that is more).
+    const size_t budget = std::max(kept_bound(s.stats.peak_live_bytes), s.stats.live_bytes + size);
+    while (!s.cached.empty() && s.stats.live_bytes + s.stats.cached_bytes + size > budget) release_largest(s);
+    void* mapped = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (mapped == MAP_FAILED) {  // the cache may hold what the system lacks: give it all back, once
+      while (!s.cached.empty()) release_largest(s);
+      mapped = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    }
+    TORCH_CHECK(mapped != MAP_FAILED, "CPU allocator: out of memory mapping ", size, " bytes (",
+                s.stats.live_bytes, " bytes in live tensors of 1 MiB or more): ", std::strerror(errno));
+    ptr = mapped;
+    ++s.stats.misses;
+  }
+  s.live.emplace(ptr, block);
+  s.stats.live_bytes += block;
+  s.stats.peak_live_bytes = std::max(s.stats.peak_live_bytes, s.stats.live_bytes);
+  s.stats.peak_mapped_bytes = std::max(s.stats.peak_mapped_bytes, s.stats.live_bytes + s.stats.cached_bytes);
+  return {ptr, ptr, &deallocate, cpu};
+}
+
+c10::DeleterFnPtr CachingCpuAllocator::raw_deleter() const { return &deallocate; }
+
+CpuAllocatorStats CachingCpuAllocator::stats() const {
+  State& s = state();
+  std::lock_guard<std::mutex> lock(s.mu);
+  return s.stats;
+}
+
+size_t CachingCpuAllocator::empty_cache() {
+  State& s = state();
+  std::lock_guard<std::mutex> lock(s.mu);
+  const size_t bytes = s.stats.cached_bytes;
+  while (!s.cached.empty()) release_largest(s);
+  return bytes;
+}
+
+void CachingCpuAllocator::reset_peak_stats() {
+  State& s = state();
+  std::lock_guard<std::mutex> lock(s.mu);
+  s.stats.peak_live_bytes = s.stats.live_bytes;
+  s.stats.peak_mapped_bytes = s.stats.live_bytes + s.stats.cached_bytes;
+}
+
+bool install_cpu_allocator() {
+  if (const char* choice = std::getenv("RETORT_MALLOC"); choice != nullptr && std::strcmp(choice, "system") == 0)
+    return false;
+  // Priority 1: above c10's default allocator (0), so a later default registration
+  // cannot take the place back.
+  c10::SetCPUAllocator(&CachingCpuAllocator::instance(), /*priority=*/1);
+  return true;
+}
+
+}  // namespace retort::trainer
