@@ -100,8 +100,9 @@ void time_forward(std::vector<Loaded>& runs, int64_t batch, int64_t repeats) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  retort::tune_malloc_for_training();  // as the retort program does (core/malloc.h,
-  retort::trainer::install_cpu_allocator();  // trainer/cpu_allocator.h)
+  // As the retort program does (core/malloc.h, trainer/cpu_allocator.h).
+  retort::tune_malloc_for_training();
+  retort::trainer::install_cpu_allocator();
   int64_t threads = 1, batch = 256, repeats = 30;
   bool accuracy = true;
   std::string json_out;

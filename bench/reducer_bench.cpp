@@ -28,8 +28,8 @@
 #include "launch/communicator.h"
 #include "launch/mpi_communicator.h"
 #include "launch/world.h"
-#include "trainer/cpu_allocator.h"
 #include "models/models.h"
+#include "trainer/cpu_allocator.h"
 #include "trainer/grad_reducer.h"
 #include "trainer/trainer.h"
 
