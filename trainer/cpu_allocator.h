@@ -11,7 +11,7 @@
 //
 // Here every block of at least kMinCachedBytes is its own anonymous mapping. On free it is
 // kept, by size; an allocation takes the smallest kept block that fits within 1/8 slack.
-// When none fits, kept blocks are unmapped (largest first) until live + kept + the new
+// When none fits, kept blocks are unmapped (freed longest ago first) until live + kept + the new
 // block stays within kKeepFactor x the largest live total seen so far: memory held for
 // large blocks is bounded by the live peak, whatever the allocation order or the sizes
 // that come and go. A training loop repeats the same sizes every step, so after
