@@ -11,6 +11,10 @@
 
 namespace retort {
 
+/// Whether the user asked for the system's allocators as they are (RETORT_MALLOC=system):
+/// then neither these settings nor retort's CPU allocator (trainer/cpu_allocator.h) apply.
+bool system_malloc_requested();
+
 /// Applies the settings unless the user chose their own: any of GLIBC_TUNABLES,
 /// MALLOC_MMAP_THRESHOLD_, MALLOC_TRIM_THRESHOLD_ set, or RETORT_MALLOC=system.
 /// Returns whether it applied them. Call once, early in main (before threads start).

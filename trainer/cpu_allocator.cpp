@@ -15,19 +15,22 @@
 #include <c10/core/CPUAllocator.h>
 #include <c10/util/Exception.h>
 
+#include "core/malloc.h"
+
 namespace retort::trainer {
 namespace {
 
 constexpr size_t kAlignment = 64;  // as c10's DefaultCPUAllocator (SIMD loads, cache lines)
 
-/// Everything the allocator knows, behind one lock. allocate() is const in c10's
-/// interface and deleters are plain functions, so the state lives here, not in the object.
+/// A freed block kept for reuse: in the free-order list, and findable by size.
 struct Kept {
   void* ptr;
   size_t size;
   std::multimap<size_t, std::list<Kept>::iterator>::iterator by_size;
 };
 
+/// Everything the allocator knows, behind one lock. allocate() is const in c10's
+/// interface and deleters are plain functions, so the state lives here, not in the object.
 struct State {
   std::mutex mu;
   std::list<Kept> kept;  // in the order they were freed: the front is the stalest
@@ -48,6 +51,11 @@ size_t kept_bound(size_t peak_live) {
 size_t page_size() {
   static const size_t page = static_cast<size_t>(::sysconf(_SC_PAGESIZE));
   return page;
+}
+
+/// A fresh anonymous mapping of `size` bytes, or MAP_FAILED.
+void* map_block(size_t size) {
+  return ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 }
 
 /// Takes a kept block out of the cache (to reuse or unmap it). Caller holds the lock.
@@ -121,10 +129,10 @@ c10::DataPtr CachingCpuAllocator::allocate(size_t bytes) const {
     // kKeepFactor x the largest live total seen (or what must be live now, if that is more).
     const size_t budget = std::max(kept_bound(s.stats.peak_live_bytes), s.stats.live_bytes + size);
     while (!s.kept.empty() && s.stats.live_bytes + s.stats.cached_bytes + size > budget) release_stalest(s);
-    void* mapped = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    void* mapped = map_block(size);
     if (mapped == MAP_FAILED) {  // the cache may hold what the system lacks: give it all back, once
       while (!s.kept.empty()) release_stalest(s);
-      mapped = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+      mapped = map_block(size);
     }
     TORCH_CHECK(mapped != MAP_FAILED, "CPU allocator: out of memory mapping ", size, " bytes (",
                 s.stats.live_bytes, " bytes in live tensors of 1 MiB or more): ", std::strerror(errno));
@@ -162,8 +170,7 @@ void CachingCpuAllocator::reset_peak_stats() {
 }
 
 bool install_cpu_allocator() {
-  if (const char* choice = std::getenv("RETORT_MALLOC"); choice != nullptr && std::strcmp(choice, "system") == 0)
-    return false;
+  if (system_malloc_requested()) return false;
   // Priority 1: above c10's default allocator (0), so a later default registration
   // cannot take the place back.
   c10::SetCPUAllocator(&CachingCpuAllocator::instance(), /*priority=*/1);
