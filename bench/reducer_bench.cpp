@@ -166,7 +166,7 @@ int main(int argc, char** argv) {
     for (int v = 0; v < kVariants; ++v) run_variant(v);  // warm-up: MPI connections, allocator
   const bool on_grads = reducer.buckets().size() == 1;
   if (on_grads) {  // the .grad tensors are slots of the bucket's buffer by now
-    raw_data = static_cast<float*>(params.front().second.grad().storage().data());
+    raw_data = static_cast<float*>(params.front().second.grad().storage().data_ptr().get());
     flat_tensor = torch::from_blob(raw_data, {numel});
   }
   std::mt19937 order_rng(12345);
@@ -189,7 +189,7 @@ int main(int argc, char** argv) {
   // The buckets' buffers (the .grad tensors are their slots by now), for the "after" variant.
   std::vector<torch::Tensor> bucket_buffers;
   for (const auto& b : reducer.buckets())
-    bucket_buffers.push_back(torch::from_blob(params[b.params.front()].second.grad().storage().data(), {b.numel}));
+    bucket_buffers.push_back(torch::from_blob(params[b.params.front()].second.grad().storage().data_ptr().get(), {b.numel}));
   // Interleaved and shuffled as above: 0 backward with the hooks' all-reduces (what the
   // trainer does), 1 backward alone, 2 backward, then the same buckets all-reduced.
   const int step_reps = std::max(20, reps / 4);

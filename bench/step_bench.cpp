@@ -3,7 +3,7 @@
 // bench/reference/train_step.py. Prints one JSON line. Driven by bench/step_bench.sh
 // (retort vs PyTorch) and bench/amp_bench.sh (fp32 vs bf16 autocast vs bf16 master).
 //   step_bench --batch 128 --threads 1 --steps 50 [--amp off|autocast|master] [--dtype bf16]
-//              [--allocator retort|malloc]
+//              [--allocator retort|malloc] [--device cpu|cuda]
 // --allocator: retort's caching CPU allocator, as the retort program installs it
 // (trainer/cpu_allocator.h; the default), or LibTorch's own (malloc, glibc tuned as in
 // core/malloc.h): the baseline of bench/allocator_bench.sh.
@@ -11,6 +11,9 @@
 // resident set before the first step (libraries, model, data), step_peak_mb the growth
 // of the peak over it: what the training steps themselves took; faults_per_step the minor
 // page faults of a timed step (memory the step did not get back from its allocator).
+// --device cuda (a CUDA build): the model and batch on GPU 0, the clock read after a device
+// synchronize, TF32 off (fp32 means fp32), and gpu_peak_mb the caching allocator's most
+// bytes allocated at once during the timed steps (torch.cuda.max_memory_allocated).
 #include <sys/resource.h>
 
 #include <chrono>
@@ -19,9 +22,10 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
-#include "core/malloc.h"
 #include "amp/amp.h"
+#include "core/malloc.h"
 #include "launch/communicator.h"
+#include "launch/cuda_compat.h"
 #include "models/models.h"
 #include "trainer/cpu_allocator.h"
 #include "trainer/grad_reducer.h"
@@ -53,7 +57,7 @@ double proc_status_mb(const std::string& key) {
 
 int main(int argc, char** argv) {
   retort::tune_malloc_for_training();  // as the retort program does (core/malloc.h)
-  std::string allocator = "retort";
+  std::string allocator = "retort", device_name = "cpu";
   int64_t batch = 128, threads = 1, steps = 50, warmup = 5, convs = 2;
   std::string channels = "32,64", hidden = "512";
   amp::AmpOptions amp_options;
@@ -69,6 +73,7 @@ int main(int argc, char** argv) {
     else if (k == "--amp") amp_options.mode = v;
     else if (k == "--dtype") amp_options.dtype = v;
     else if (k == "--allocator") allocator = v;
+    else if (k == "--device") device_name = v;
     else {
       std::cerr << "unknown option " << k << "\n";
       return 2;
@@ -78,6 +83,26 @@ int main(int argc, char** argv) {
     std::cerr << "--allocator must be retort or malloc, got '" << allocator << "'\n";
     return 2;
   }
+  if (device_name != "cpu" && device_name != "cuda") {
+    std::cerr << "--device must be cpu or cuda, got '" << device_name << "'\n";
+    return 2;
+  }
+  const torch::Device device = device_name == "cuda" ? torch::Device(torch::kCUDA, 0) : torch::Device(torch::kCPU);
+#if RETORT_HAVE_CUDA
+  if (device.is_cuda() && !torch::cuda::is_available()) {
+    std::cerr << "--device cuda: no CUDA device is visible\n";
+    return 2;
+  }
+  if (device.is_cuda()) {  // fp32 means fp32: no TF32 in convolutions or matmuls
+    at::globalContext().setAllowTF32CuDNN(false);
+    at::globalContext().setAllowTF32CuBLAS(false);
+  }
+#else
+  if (device.is_cuda()) {
+    std::cerr << "--device cuda: this step_bench was built without CUDA\n";
+    return 2;
+  }
+#endif
   const bool caching = allocator == "retort" && retort::trainer::install_cpu_allocator();
   trainer::set_threads(threads);
   torch::manual_seed(0);
@@ -86,10 +111,11 @@ int main(int argc, char** argv) {
   mo.convs_per_stage = convs;
   mo.hidden = ints(hidden);
   auto model = models::make_model(mo);
+  model->to(device);
   model->train();
   trainer::SupervisedTask task(model);
   // The trainer's order (trainer/trainer.cpp): master weights before the optimizer.
-  amp::validate(amp_options, torch::kCPU);
+  amp::validate(amp_options, device.type());
   std::unique_ptr<amp::MasterWeights> master;
   if (amp::parse_mode(amp_options.mode) == amp::AmpMode::kMaster)
     master = std::make_unique<amp::MasterWeights>(task.model(), amp::parse_dtype(amp_options.dtype),
@@ -104,13 +130,18 @@ int main(int argc, char** argv) {
   trainer::GradReducer reducer(params, comm, trainer::GradReducerOptions{});
   amp::GradScaler scaler(amp::scaler_options(amp_options), comm);
   scaler.set_named_parameters(stepped);
-  auto x = torch::randn({batch, 1, 28, 28});
-  auto y = torch::randint(0, 10, {batch}, torch::kInt64);
+  auto x = torch::randn({batch, 1, 28, 28}).to(device);
+  auto y = torch::randint(0, 10, {batch}, torch::kInt64).to(device);
+  const auto sync = [&] {
+#if RETORT_HAVE_CUDA
+    if (device.is_cuda()) torch::cuda::synchronize();
+#endif
+  };
 
   auto step = [&] {
     trainer::Losses l;
     {
-      amp::Autocast autocast(amp_options, torch::kCPU);
+      amp::Autocast autocast(amp_options, device.type());
       l = task.loss(x, y);
     }
     scaler.scale(l.total).backward();
@@ -126,18 +157,29 @@ int main(int argc, char** argv) {
   const double setup_rss = proc_status_mb("VmRSS");
   const double setup_file = proc_status_mb("RssFile");  // library pages: no precision shrinks them
   for (int64_t i = 0; i < warmup; ++i) step();
+  sync();
+#if RETORT_HAVE_CUDA
+  if (device.is_cuda()) launch::compat::reset_peak_stats(0);
+#endif
   struct rusage before {};
   ::getrusage(RUSAGE_SELF, &before);
   auto t0 = std::chrono::steady_clock::now();
   for (int64_t i = 0; i < steps; ++i) step();
+  sync();
   double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   struct rusage usage {};
   ::getrusage(RUSAGE_SELF, &usage);
   const double max_rss = static_cast<double>(usage.ru_maxrss) / 1024.0;
   const auto alloc = trainer::CachingCpuAllocator::instance().stats();
+  double gpu_peak_mb = -1;
+#if RETORT_HAVE_CUDA
+  if (device.is_cuda()) gpu_peak_mb = static_cast<double>(launch::compat::peak_allocated_bytes(0)) / 1048576.0;
+#endif
   std::cout << nlohmann::json{{"impl", "retort"},
                               {"amp", amp_options.mode},
                               {"dtype", amp_options.mode == "off" ? "fp32" : amp_options.dtype},
+                              {"device", device.str()},
+                              {"gpu_peak_mb", gpu_peak_mb},
                               {"max_rss_mb", max_rss},
                               {"setup_rss_mb", setup_rss},
                               {"setup_rss_file_mb", setup_file},

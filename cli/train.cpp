@@ -159,6 +159,7 @@ RunSummary run_one(const config::Composed& composed_in, launch::World& world) {
   rc.data.validate();
   const torch::Device device = world.pick_device();
   launch::CommOptions comm_options;
+  comm_options.backend = rc.ddp.backend;
   comm_options.timeout_s = rc.ddp.timeout_s;
   std::shared_ptr<launch::Communicator> comm = launch::make_communicator(world, device, comm_options);
   const int threads = trainer::set_threads(rc.trainer.threads);

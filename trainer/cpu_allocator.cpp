@@ -103,7 +103,7 @@ CachingCpuAllocator& CachingCpuAllocator::instance() {
   return *allocator;
 }
 
-c10::DataPtr CachingCpuAllocator::allocate(size_t bytes) const {
+c10::DataPtr CachingCpuAllocator::allocate_block(size_t bytes) {
   const c10::Device cpu(c10::DeviceType::CPU);
   if (bytes < kMinCachedBytes) {
     void* ptr = nullptr;

@@ -28,6 +28,7 @@
 // Install once, early in main: retort::trainer::install_cpu_allocator().
 // RETORT_MALLOC=system keeps LibTorch's own allocator (and glibc's defaults).
 #include <c10/core/Allocator.h>
+#include <torch/version.h>
 
 #include <cstddef>
 #include <cstdint>
@@ -54,7 +55,16 @@ class CachingCpuAllocator final : public c10::Allocator {
   /// The process's one instance (blocks find it from a plain deleter function).
   static CachingCpuAllocator& instance();
 
-  c10::DataPtr allocate(size_t bytes) const override;
+  // LibTorch 2.3 made Allocator::allocate non-const and added copy_data as a pure virtual;
+  // 1.13 (Debian) has the const allocate and no copy_data. Each overrides what its base has.
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 3)
+  c10::DataPtr allocate(size_t bytes) override { return allocate_block(bytes); }
+  void copy_data(void* dest, const void* src, std::size_t count) const override {
+    default_copy_data(dest, src, count);
+  }
+#else
+  c10::DataPtr allocate(size_t bytes) const override { return allocate_block(bytes); }
+#endif
   /// Every block's deleter: supports LibTorch's raw_allocate / raw_deallocate.
   c10::DeleterFnPtr raw_deleter() const override;
 
@@ -68,6 +78,7 @@ class CachingCpuAllocator final : public c10::Allocator {
 
  private:
   CachingCpuAllocator() = default;
+  static c10::DataPtr allocate_block(size_t bytes);
 };
 
 /// Makes the caching allocator LibTorch's CPU allocator for the rest of the process, unless

@@ -1,13 +1,31 @@
 #include "trainer/optim.h"
 
+#include <sstream>
+#include <string>
+#include <type_traits>
+#include <utility>
+
 #include "core/error.h"
 
 namespace retort::trainer {
 namespace {
 
-// LibTorch keys per-parameter optimizer state by the address of the TensorImpl, as a
-// string (1.13 and 2.x alike); the one place that knows it.
-std::string state_key(const torch::Tensor& p) { return c10::guts::to_string(p.unsafeGetTensorImpl()); }
+// LibTorch keys per-parameter optimizer state by the address of the TensorImpl: printed
+// into a std::string in 1.13, the address itself (void*) in 2.x. The one place that knows it;
+// the key type is read off the optimizer's own map, so either LibTorch builds.
+using StateKey = std::decay_t<decltype(std::declval<torch::optim::Optimizer&>().state())>::key_type;
+
+template <typename Key = StateKey>
+Key state_key(const torch::Tensor& p) {
+  void* impl = p.unsafeGetTensorImpl();
+  if constexpr (std::is_same_v<Key, std::string>) {
+    std::ostringstream s;  // as c10::guts::to_string(void*) printed it
+    s << impl;
+    return s.str();
+  } else {
+    return impl;
+  }
+}
 
 bool is_adamw(torch::optim::Optimizer& o) { return dynamic_cast<torch::optim::AdamW*>(&o) != nullptr; }
 

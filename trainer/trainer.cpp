@@ -35,6 +35,9 @@ std::map<std::string, torch::Tensor> strip_prefix(const std::string& prefix, con
 }  // namespace
 
 void DdpOptions::declare(config::Fields<DdpOptions>& f) {
+  f.add("backend", &DdpOptions::backend,
+        "collectives: auto (local for one process, nccl on GPUs, mpi on CPUs), local, mpi or nccl")
+      .one_of({"auto", "local", "mpi", "nccl"});
   f.add("bucket_mb", &DdpOptions::bucket_mb, "gradient bucket size in MB (the first bucket is smaller)").greater_than(0);
   f.add("find_unused", &DdpOptions::find_unused, "tolerate parameters that get no gradient (zeros are reduced)");
   f.add("timeout_s", &DdpOptions::timeout_s, "seconds a collective may take before the job is ended").greater_than(0);

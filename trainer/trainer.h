@@ -18,6 +18,8 @@
 namespace retort::trainer {
 
 struct DdpOptions {
+  /// auto | local | mpi | nccl: launch::CommOptions::backend (nccl also in a world of one).
+  std::string backend = "auto";
   double bucket_mb = 25.0;
   bool find_unused = false;
   double timeout_s = 300.0;

@@ -137,6 +137,19 @@ TEST(Cli, WrongTypeAndOutOfRangeAreReportedTogether) {
   EXPECT_FALSE(fs::exists(dir));
 }
 
+TEST(Cli, DdpBackendIsAKeyAndItsValueIsChecked) {
+  auto dir = temp_dir("backend");
+  auto bad = run("train " + kRecipe + " ddp.backend=gloo run.dir=" + dir.string());
+  EXPECT_EQ(bad.code, 2) << bad.out;
+  for (const char* word : {"ddp.backend", "gloo", "nccl"}) EXPECT_NE(bad.out.find(word), std::string::npos) << bad.out;
+  EXPECT_FALSE(fs::exists(dir));
+  if (!has_dataset()) GTEST_SKIP() << "dataset-fashion-mnist not installed";
+  auto ok = run("train " + kRecipe + kSmall + "trainer.eval=false ddp.backend=local run.dir=" + dir.string());
+  EXPECT_EQ(ok.code, 0) << ok.out;
+  EXPECT_NE(ok.out.find("backend local"), std::string::npos) << ok.out;
+  fs::remove_all(dir);
+}
+
 TEST(Cli, MalformedOverride) {
   auto r = run("train " + kRecipe + " trainer..max_epochs=3");
   EXPECT_EQ(r.code, 2) << r.out;
