@@ -11,14 +11,19 @@
 # recipes/fmnist/teacher.yaml). Run from the checkout:
 #   bench/gpu_check.sh            # writes summary.md and logs into $OUT (or /tmp/gpu-check)
 # Each phase has a time limit so that a slow or failing one leaves the rest their turn; the
-# whole suite (last) gets what is left of BUDGET seconds (default 520).
+# whole suite (last) gets what is left of BUDGET seconds (default 520). PHASES picks phases
+# (default: all of "gpu-tests train bench nccl suite"; the build always runs); SUITE_REGEX
+# narrows the suite to the tests it names, with their output.
 set -uo pipefail
 budget=${BUDGET:-520}
+phases=" ${PHASES:-gpu-tests train bench nccl suite} "
+want() { [[ $phases == *" $1 "* ]]; }
 out=${OUT:-/tmp/gpu-check}
 mkdir -p "$out/logs"
 t0=$(date +%s)
 say() { echo "[$(($(date +%s) - t0)) s] $*" | tee -a "$out/summary.md"; }
 # shellcheck disable=SC1091
+rm -rf /tmp/devdeps  # unpacked afresh: a warm machine may hold an older set
 source .gpu/env.sh .gpu/debs > "$out/logs/env.log" 2>&1
 {
   echo '```'
@@ -35,7 +40,7 @@ mkdir -p /usr/share/datasets && cp -r .gpu/fmnist /usr/share/datasets/fashion-mn
 # 1. Build. C++17 first; a LibTorch that needs C++20 fails at its precompiled header.
 configure() {
   cmake -S . -B build-cuda -G Ninja -DCMAKE_BUILD_TYPE=Release -DRETORT_WITH_CUDA=ON \
-        -DCMAKE_CXX_STANDARD="$1" -DCMAKE_POLICY_VERSION_MINIMUM=3.5 > "$out/logs/configure-$1.log" 2>&1
+        -DCMAKE_CXX_STANDARD="$1" -DCMAKE_POLICY_VERSION_MINIMUM=3.5 -DCMAKE_PREFIX_PATH="$CMAKE_PREFIX_PATH" -DTorch_DIR="$TORCH_PREFIX/Torch" > "$out/logs/configure-$1.log" 2>&1
 }
 std=17
 if ! { configure 17 && ninja -C build-cuda retort_pch > "$out/logs/pch-17.log" 2>&1; }; then
@@ -50,14 +55,14 @@ grep -h -m 40 -B2 -A3 "error:" "$out/logs/build.log" | head -120 > "$out/build-e
 b=build-cuda
 
 # 2. The GPU tests (those that skip without a GPU), then the distillation recipe on the GPU.
-if [ -x $b/tests/amp/test_amp ]; then
+if want gpu-tests && [ -x $b/tests/amp/test_amp ]; then
   timeout 120 ctest --test-dir $b -R "Cuda|Nccl|nccl|Gpu" -j 4 --output-on-failure > "$out/logs/ctest-gpu.log" 2>&1
   say "GPU tests: $(grep -E 'tests passed|tests failed' "$out/logs/ctest-gpu.log")"
   grep -E "^ *[0-9]+/[0-9]+ Test" "$out/logs/ctest-gpu.log" | sed 's/^ *//' >> "$out/summary.md"
 fi
 teacher="distill.teacher.weights=.gpu/teacher/model.safetensors"
 tmodel='distill.teacher.model={name: cnn, channels: [32, 64], convs_per_stage: 2, batch_norm: true, pool: flatten, hidden: [512], dropout: 0.3}'
-if [ -x $b/retort ]; then
+if want train && [ -x $b/retort ]; then
   for p in "off bf16" "autocast fp16" "autocast bf16" "master bf16"; do
     read -r mode dtype <<< "$p"
     timeout 90 $b/retort train recipes/fmnist/distill.yaml trainer.max_epochs=1 trainer.progress=plain \
@@ -75,7 +80,7 @@ fi
 
 # 3. retort's step vs PyTorch's (bench/reference/train_step.py), alternating, each precision;
 #    the recipe's CNN at batch 128 and a wider one at batch 512 (compute-bound).
-if [ -x $b/bench/step_bench ]; then
+if want bench && [ -x $b/bench/step_bench ]; then
   echo "| model | batch | precision | retort samples/s | PyTorch samples/s | retort / PyTorch | retort GPU peak MiB | PyTorch GPU peak MiB |" >> "$out/summary.md"
   echo "|---|---|---|---|---|---|---|---|" >> "$out/summary.md"
   for shape in "small 128 32,64 512 100" "wide 512 128,256 1024 30"; do
@@ -106,7 +111,7 @@ EOF
 fi
 
 # 4. retort's NCCL all-reduce vs ncclAllReduce called directly (world of one).
-if [ -x $b/bench/nccl_bench ]; then
+if want nccl && [ -x $b/bench/nccl_bench ]; then
   timeout 60 $b/bench/nccl_bench --mb 1,25,256 --iters 200 > "$out/logs/nccl.jsonl" 2>&1
   say "NCCL all-reduce, retort vs direct (world of one):"
   python3 - "$out/logs/nccl.jsonl" >> "$out/summary.md" <<'EOF'
@@ -123,10 +128,13 @@ fi
 
 # 5. The whole suite, with what time is left.
 left=$((budget - ($(date +%s) - t0)))
-if [ -d $b/tests ] && [ $left -gt 30 ]; then
-  timeout $left ctest --test-dir $b -j 12 --timeout 120 > "$out/logs/ctest-all.log" 2>&1
+if want suite && [ -d $b/tests ] && [ $left -gt 30 ]; then
+  timeout $left ctest --test-dir $b -j 12 --timeout 120 ${SUITE_REGEX:+-R "$SUITE_REGEX" --output-on-failure} \
+    > "$out/logs/ctest-all.log" 2>&1
   say "whole suite: $(grep -E 'tests passed|tests failed' "$out/logs/ctest-all.log")"
   sed -n '/The following tests FAILED/,$p' "$out/logs/ctest-all.log" | head -60 >> "$out/summary.md"
+  grep -E -A4 "Failure$|error: |C\+\+ exception|what\(\)|terminate|Test +#[0-9]+: .*(Failed|Exception|Timeout)" \
+    "$out/logs/ctest-all.log" | head -400 > "$out/failures.txt"
 fi
 tar -czf "$out/logs.tar.gz" -C "$out" logs && rm -rf "$out/logs"
 say "end"

@@ -129,7 +129,7 @@ config::Composed compose_everywhere(const TrainArgs& a, launch::Communicator& co
     problem = rank_config_problem(a, comm.rank(), text, hash, std::stoll(now), &received, &mine);
   }
   auto who = torch::full({1}, problem.empty() ? comm.size() : comm.rank(), torch::kInt);
-  comm.all_reduce(who, launch::ReduceOp::kMin);
+  comm.all_reduce_staged(who, launch::ReduceOp::kMin);
   const int first = who.item<int>();
   if (first < comm.size()) {
     comm.broadcast_string(problem, first);

@@ -1,6 +1,8 @@
 #include "core/fs.h"
 
+#include <dirent.h>
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <xxhash.h>
 
@@ -10,6 +12,7 @@
 #include <fstream>
 #include <random>
 #include <sstream>
+#include <vector>
 
 #include "core/error.h"
 
@@ -32,7 +35,65 @@ void write_all(int fd, const std::string& data, const fs::path& path) {
   }
 }
 
+/// remove_tree's walk, depth first; stops at the first failure, naming it in `failed`.
+/// An entry that vanishes meanwhile (another process removing it) is not a failure.
+uintmax_t remove_entry(const std::string& path, std::error_code& ec, std::string& failed) {
+  const auto fail = [&] {
+    ec.assign(errno, std::generic_category());
+    failed = path;
+  };
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) != 0) {
+    if (errno != ENOENT) fail();
+    return 0;
+  }
+  uintmax_t removed = 0;
+  if (S_ISDIR(st.st_mode)) {
+    std::vector<std::string> names;
+    DIR* dir = ::opendir(path.c_str());
+    if (dir == nullptr) {
+      if (errno != ENOENT) fail();
+      return 0;
+    }
+    while (const dirent* e = ::readdir(dir)) {
+      if (std::strcmp(e->d_name, ".") != 0 && std::strcmp(e->d_name, "..") != 0) names.emplace_back(e->d_name);
+    }
+    ::closedir(dir);
+    for (const auto& name : names) {
+      removed += remove_entry(path + "/" + name, ec, failed);
+      if (ec) return removed;
+    }
+    if (::rmdir(path.c_str()) != 0) {
+      if (errno != ENOENT) fail();
+      return removed;
+    }
+  } else if (::unlink(path.c_str()) != 0) {
+    if (errno != ENOENT) fail();
+    return removed;
+  }
+  return removed + 1;
+}
+
 }  // namespace
+
+uintmax_t remove_tree(const fs::path& path, std::error_code& ec) noexcept {
+  ec.clear();
+  std::string failed;
+  try {
+    return remove_entry(path.string(), ec, failed);
+  } catch (const std::bad_alloc&) {
+    ec = std::make_error_code(std::errc::not_enough_memory);
+    return 0;
+  }
+}
+
+uintmax_t remove_tree(const fs::path& path) {
+  std::error_code ec;
+  std::string failed;
+  const uintmax_t removed = remove_entry(path.string(), ec, failed);
+  if (ec) throw Error("cannot remove '" + failed + "' (removing '" + path.string() + "'): " + ec.message());
+  return removed;
+}
 
 std::string read_file(const fs::path& path) {
   std::ifstream in(path, std::ios::binary);

@@ -40,6 +40,18 @@ void Communicator::broadcast_string(std::string& text, int root) {
   }
 }
 
+void Communicator::all_reduce_staged(torch::Tensor& tensor, ReduceOp op) {
+  if (tensor.device() == device() && tensor.is_contiguous()) {
+    all_reduce(tensor, op);
+    return;
+  }
+  auto staged = tensor.to(device()).contiguous();
+  all_reduce(staged, op);
+  // On the current stream, after the collective (wait() ordered it); a blocking copy to the
+  // host returns once the value is there.
+  tensor.copy_(staged);
+}
+
 std::shared_ptr<Work> LocalCommunicator::all_reduce_async(torch::Tensor, ReduceOp) {
   return std::make_shared<DoneWork>();
 }

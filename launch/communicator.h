@@ -47,6 +47,10 @@ class Communicator {
   /// Blocking all-reduce; backends override it where a blocking call is faster.
   virtual void all_reduce(torch::Tensor tensor, ReduceOp op) { all_reduce_async(std::move(tensor), op)->wait(); }
   void broadcast(torch::Tensor tensor, int root) { broadcast_async(std::move(tensor), root)->wait(); }
+  /// Blocking all-reduce of a small tensor on any device (metrics, flags, the config check):
+  /// staged through device() when it lives elsewhere (NCCL reduces only CUDA tensors) and
+  /// the result copied back in place. Returns when the value is on the tensor's device.
+  void all_reduce_staged(torch::Tensor& tensor, ReduceOp op);
   /// Broadcasts a byte string from `root` (config text, file names).
   void broadcast_string(std::string& text, int root);
 };

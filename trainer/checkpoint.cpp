@@ -63,24 +63,24 @@ fs::path Checkpointer::save(const Checkpoint& ckpt) {
     nlohmann::json manifest = {{"format", kFormat}, {"step", ckpt.step}, {"files", files}};
     write_file_synced(tmp / kManifest, manifest.dump(2) + "\n");  // last: marks the directory complete
     fsync_path(tmp);
-    if (fs::exists(final_dir)) fs::remove_all(final_dir);
+    if (fs::exists(final_dir)) retort::remove_tree(final_dir);
     fs::rename(tmp, final_dir);
     fsync_path(dir_);
   } catch (const fs::filesystem_error& e) {
     std::error_code ec;
-    fs::remove_all(tmp, ec);
+    retort::remove_tree(tmp, ec);
     throw CheckpointError("cannot write checkpoint '" + final_dir.string() + "': " + e.code().message());
   } catch (const Error& e) {
     std::error_code ec;
-    fs::remove_all(tmp, ec);
+    retort::remove_tree(tmp, ec);
     throw CheckpointError("cannot write checkpoint '" + final_dir.string() + "': " + e.what());
   }
   // Retention: the newest keep_last complete checkpoints, and no leftovers of crashed saves.
   auto all = complete(dir_);
-  for (size_t i = 0; i + static_cast<size_t>(keep_last_) < all.size(); ++i) fs::remove_all(all[i].second);
+  for (size_t i = 0; i + static_cast<size_t>(keep_last_) < all.size(); ++i) retort::remove_tree(all[i].second);
   std::error_code ec;
   for (const auto& entry : fs::directory_iterator(dir_, ec))
-    if (entry.path().filename().string().rfind(".tmp-", 0) == 0) fs::remove_all(entry.path(), ec);
+    if (entry.path().filename().string().rfind(".tmp-", 0) == 0) retort::remove_tree(entry.path(), ec);
   return final_dir;
 }
 

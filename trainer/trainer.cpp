@@ -81,7 +81,7 @@ EvalResult evaluate(models::Model& model, const data::Dataset& dataset, int64_t 
     sums[1] += logits.argmax(1).eq(batch->y).sum();
     sums[2] += batch->y.size(0);
   }
-  comm.all_reduce(sums, launch::ReduceOp::kSum);
+  comm.all_reduce_staged(sums, launch::ReduceOp::kSum);
   sums = sums.cpu();
   model.train(was_training);
   EvalResult r;
@@ -363,7 +363,7 @@ TrainResult Trainer::fit() {
         auto packed = torch::cat({loss_acc.reshape({1}), torch::ones({1}, loss_acc.options()) * static_cast<double>(samples_since_log)});
         for (auto& t : term_acc) packed = torch::cat({packed, t.second.reshape({1})});
         packed = packed.to(torch::kCPU).to(torch::kFloat64);
-        su.comm->all_reduce(packed, launch::ReduceOp::kSum);
+        su.comm->all_reduce_staged(packed, launch::ReduceOp::kSum);
         const double elapsed = seconds_since(last_log);
         const double global_samples = packed[1].item<double>();
         const double sps = global_samples / std::max(elapsed, 1e-9);

@@ -13,6 +13,7 @@
 
 #include "config/config.h"
 #include "config/value.h"
+#include "core/fs.h"
 
 namespace {
 
@@ -34,7 +35,7 @@ fs::path g_root;
 
 void cleanup() {
   std::error_code ec;
-  if (!g_root.empty()) fs::remove_all(g_root, ec);
+  if (!g_root.empty()) retort::remove_tree(g_root, ec);
 }
 
 // The group tree every input composes against.

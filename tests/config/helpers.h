@@ -9,6 +9,7 @@
 #include <string>
 
 #include "core/error.h"
+#include "core/fs.h"
 
 namespace retort::config::testing {
 
@@ -24,7 +25,7 @@ class TempTree {
   }
   ~TempTree() {
     std::error_code ec;
-    fs::remove_all(root_, ec);
+    retort::remove_tree(root_, ec);
   }
   TempTree(const TempTree&) = delete;
   TempTree& operator=(const TempTree&) = delete;

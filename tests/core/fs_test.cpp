@@ -13,7 +13,7 @@ using namespace retort;
 namespace {
 fs::path temp_dir(const std::string& name) {
   auto d = fs::temp_directory_path() / ("retort-core-" + name + "-" + std::to_string(::getpid()));
-  fs::remove_all(d);
+  retort::remove_tree(d);
   fs::create_directories(d);
   return d;
 }
@@ -27,7 +27,7 @@ TEST(Fs, AtomicWriteRoundTripLeavesNoTemporaries) {
   int files = 0;
   for (auto& e : fs::directory_iterator(d)) files += e.is_regular_file();
   EXPECT_EQ(files, 1);
-  fs::remove_all(d);
+  retort::remove_tree(d);
 }
 
 TEST(Fs, ReadMissingFileNamesPath) {
@@ -50,14 +50,14 @@ TEST(Fs, UnwritableDirectoryIsRefusedWithReason) {
     } catch (const Error& e) {
       EXPECT_NE(std::string(e.what()).find("cannot create directory"), std::string::npos) << e.what();
     }
-    fs::remove_all(d);
+    retort::remove_tree(d);
     return;
   }
   auto d = temp_dir("ro");
   ::chmod(d.c_str(), 0555);
   EXPECT_THROW(ensure_writable_dir(d / "x"), Error);
   ::chmod(d.c_str(), 0755);
-  fs::remove_all(d);
+  retort::remove_tree(d);
 }
 
 TEST(Fs, Xxh64MatchesKnownVectorsAndFileHash) {
@@ -69,7 +69,7 @@ TEST(Fs, Xxh64MatchesKnownVectorsAndFileHash) {
   big[12345] = 'y';
   write_file_atomic(d / "big", big);
   EXPECT_EQ(xxh64_file(d / "big"), xxh64(big));
-  fs::remove_all(d);
+  retort::remove_tree(d);
 }
 
 TEST(Errors, ExitCodes) {
@@ -78,4 +78,39 @@ TEST(Errors, ExitCodes) {
   EXPECT_EQ(DataError("x").exit_code(), 3);
   EXPECT_EQ(CheckpointError("x").exit_code(), 4);
   EXPECT_EQ(Error("x").exit_code(), 1);
+}
+
+TEST(Fs, RemoveTreeRemovesEverythingBelowAndNeverFollowsLinks) {
+  auto d = temp_dir("tree");
+  auto outside = temp_dir("tree-outside");
+  write_file_atomic(outside / "keep.txt", "not ours");
+  fs::create_directories(d / "a" / "b" / "c");
+  write_file_atomic(d / "top.txt", "1");
+  write_file_atomic(d / "a" / "b" / "c" / "deep.bin", std::string(100000, 'x'));
+  fs::create_directory(d / "empty");
+  fs::create_directory_symlink(outside, d / "a" / "link-to-outside");
+  fs::create_symlink(d / "nowhere", d / "dangling");
+  // d, top.txt, a, a/b, a/b/c, deep.bin, empty, the two links
+  EXPECT_EQ(remove_tree(d), 9u);
+  EXPECT_FALSE(fs::exists(fs::symlink_status(d)));
+  EXPECT_EQ(read_file(outside / "keep.txt"), "not ours");  // the link went, not its target
+  EXPECT_EQ(remove_tree(outside / "keep.txt"), 1u);  // a single file
+  EXPECT_EQ(remove_tree(outside / "keep.txt"), 0u);  // nothing there: not an error
+  std::error_code ec;
+  EXPECT_EQ(remove_tree(outside, ec), 1u);
+  EXPECT_FALSE(ec);
+}
+
+TEST(Fs, RemoveTreeNamesWhatItCouldNotRemove) {
+  // /proc entries cannot be unlinked, not even by root.
+  if (!fs::exists("/proc/self/status")) GTEST_SKIP() << "no /proc";
+  std::error_code ec;
+  EXPECT_EQ(remove_tree("/proc/self/status", ec), 0u);
+  EXPECT_TRUE(ec);
+  try {
+    remove_tree("/proc/self/status");
+    FAIL() << "expected an Error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("cannot remove '/proc/self/status'"), std::string::npos) << e.what();
+  }
 }

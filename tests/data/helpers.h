@@ -10,6 +10,7 @@
 #include <fstream>
 #include <string>
 
+#include "core/fs.h"
 #include "tests/common/expect.h"
 
 namespace retort::data::testing {
@@ -23,12 +24,12 @@ class TempDir {
     static std::atomic<int> counter{0};
     path_ = fs::temp_directory_path() /
             ("retort-data-test-" + std::to_string(::getpid()) + "-" + std::to_string(counter++));
-    fs::remove_all(path_);
+    retort::remove_tree(path_);
     fs::create_directories(path_);
   }
   ~TempDir() {
     std::error_code ec;
-    fs::remove_all(path_, ec);
+    retort::remove_tree(path_, ec);
   }
   const fs::path& path() const { return path_; }
   fs::path operator/(const std::string& name) const { return path_ / name; }

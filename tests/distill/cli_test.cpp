@@ -10,6 +10,7 @@
 #include "cli/report.h"
 #include "cli/run_config.h"
 #include "core/error.h"
+#include "core/fs.h"
 #include "launch/world.h"
 #include "models/models.h"
 #include "tests/distill/helpers.h"
@@ -32,7 +33,7 @@ cli::RunConfig recipe(const std::string& name, std::vector<std::string> override
 
 fs::path temp_dir(const std::string& name) {
   auto d = fs::temp_directory_path() / ("retort-distill-cli-" + name + "-" + std::to_string(::getpid()));
-  fs::remove_all(d);
+  retort::remove_tree(d);
   fs::create_directories(d);
   return d;
 }
@@ -162,5 +163,5 @@ TEST(Report, TeacherBaselineAndDistilledSideBySide) {
   expect_error<UsageError>([&] { cli::report(world, {"x", "--fast"}); }, {"unknown option '--fast'"});
   expect_error<CheckpointError>([&] { cli::report(world, {(root / "nothing").string(), "--out", out.string()}); },
                                 {"nothing"});
-  fs::remove_all(root);
+  retort::remove_tree(root);
 }

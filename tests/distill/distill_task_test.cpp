@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "core/fs.h"
 #include "tests/common/synthetic.h"
 #include "core/error.h"
 #include "models/models.h"
@@ -22,7 +23,7 @@ namespace {
 
 fs::path temp_dir(const std::string& name) {
   auto d = fs::temp_directory_path() / ("retort-distill-" + name + "-" + std::to_string(::getpid()));
-  fs::remove_all(d);
+  retort::remove_tree(d);
   fs::create_directories(d);
   return d;
 }
@@ -158,8 +159,8 @@ TEST(DistillTask, ShortDistillationImprovesTheStudentAndFreezesTheTeacher) {
       torch::equal(ckpt.state.at("extra.distill.proj.fc0.weight"), distiller->named_parameters()["proj.fc0.weight"]));
   for (const auto& kv : models::weights_of(task->model())) EXPECT_NE(kv.first.rfind("proj.", 0), 0u) << kv.first;
 
-  fs::remove_all(teacher_dir);
-  fs::remove_all(run_dir);
+  retort::remove_tree(teacher_dir);
+  retort::remove_tree(run_dir);
 }
 
 TEST(DistillTask, LoadTeacherFromASafetensorsFile) {
@@ -179,7 +180,7 @@ TEST(DistillTask, LoadTeacherFromASafetensorsFile) {
   expect_error<CheckpointError>([&] { trainer::load_teacher(o); }, {"t.safetensors", "mis-shaped", "stage1.conv0.weight"});
   o.teacher_model = YAML::Node();
   expect_error<ConfigError>([&] { trainer::load_teacher(o); }, {"distill.teacher.model: required"});
-  fs::remove_all(dir);
+  retort::remove_tree(dir);
 }
 
 TEST(DistillTask, MissingTeacherCheckpointIsNamed) {

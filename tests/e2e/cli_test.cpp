@@ -33,7 +33,7 @@ Result run(const std::string& args) {
 
 fs::path temp_dir(const std::string& name) {
   auto d = fs::temp_directory_path() / ("retort-e2e-" + name + "-" + std::to_string(::getpid()));
-  fs::remove_all(d);
+  retort::remove_tree(d);
   return d;
 }
 
@@ -91,7 +91,7 @@ TEST(Cli, TrainEvalExportRoundTrip) {
     EXPECT_EQ(::pclose(p), 0) << text;
     EXPECT_NE(text.find("logits (2, 10)"), std::string::npos) << text;
   }
-  fs::remove_all(dir);
+  retort::remove_tree(dir);
 }
 
 TEST(Cli, MissingDatasetNamesPathAndPackageAndCreatesNothing) {
@@ -117,7 +117,7 @@ TEST(Cli, TruncatedIdxIsADataError) {
   EXPECT_EQ(r.code, 3) << r.out;
   EXPECT_NE(r.out.find("train-images-idx3-ubyte.gz"), std::string::npos) << r.out;
   EXPECT_FALSE(fs::exists(dir));
-  fs::remove_all(data);
+  retort::remove_tree(data);
 }
 
 TEST(Cli, UnknownKeyIsSuggestedAndNothingIsCreated) {
@@ -147,7 +147,7 @@ TEST(Cli, DdpBackendIsAKeyAndItsValueIsChecked) {
   auto ok = run("train " + kRecipe + kSmall + "trainer.eval=false ddp.backend=local run.dir=" + dir.string());
   EXPECT_EQ(ok.code, 0) << ok.out;
   EXPECT_NE(ok.out.find("backend local"), std::string::npos) << ok.out;
-  fs::remove_all(dir);
+  retort::remove_tree(dir);
 }
 
 TEST(Cli, MalformedOverride) {
@@ -181,7 +181,7 @@ TEST(Cli, CorruptCheckpointIsRefused) {
   EXPECT_FALSE(fs::exists(dir / "out.safetensors"));
   auto none = run("eval /nonexistent/run");
   EXPECT_EQ(none.code, 4) << none.out;
-  fs::remove_all(dir);
+  retort::remove_tree(dir);
 }
 
 TEST(Cli, AFreshRunIntoAnOldRunIsRefusedAndResumeAutoContinuesIt) {
@@ -203,7 +203,7 @@ TEST(Cli, AFreshRunIntoAnOldRunIsRefusedAndResumeAutoContinuesIt) {
   ASSERT_EQ(r.code, 0) << r.out;
   EXPECT_NE(r.out.find("resumed from"), std::string::npos) << r.out;
   EXPECT_TRUE(fs::exists(dir / "checkpoints" / "step-00000012"));
-  fs::remove_all(dir);
+  retort::remove_tree(dir);
 }
 
 TEST(Cli, CfgPrintsTheResolvedConfigAndHelpListsGroupsAndKeys) {
@@ -238,5 +238,5 @@ TEST(Cli, SweepRunsTheProductAndAFailedRunDoesNotStopIt) {
   int ok = 0;
   for (size_t at = out.find("| ok |"); at != std::string::npos; at = out.find("| ok |", at + 1)) ++ok;
   EXPECT_EQ(ok, 2) << out;
-  fs::remove_all(dir);
+  retort::remove_tree(dir);
 }

@@ -46,7 +46,7 @@ std::string train(const std::string& args) { return std::string(RETORT_BIN) + " 
 
 fs::path temp_dir(const std::string& name) {
   auto d = fs::temp_directory_path() / ("retort-mpi-e2e-" + name + "-" + std::to_string(::getpid()));
-  fs::remove_all(d);
+  retort::remove_tree(d);
   return d;
 }
 
@@ -107,7 +107,7 @@ TEST(MpiTrain, TwoRanksTrainTheSameWeightsAsOneProcess) {
   }
   EXPECT_GT(max_moved, 1e-3) << "12 SGD steps moved the weights";
   EXPECT_LT(max_diff, 1e-5) << "2 ranks vs 1 process";
-  for (const auto& d : {one, two, init_dir}) fs::remove_all(d);
+  for (const auto& d : {one, two, init_dir}) retort::remove_tree(d);
 }
 
 // Ranks started with different command lines: the job stops before creating anything,
@@ -177,5 +177,5 @@ TEST(MpiTrain, SigtermOnOneRankCheckpointsAndResumeContinues) {
   char name[32];
   std::snprintf(name, sizeof name, "step-%08ld", step + 3);
   EXPECT_TRUE(fs::exists(dir / "checkpoints" / name)) << resumed.out;
-  fs::remove_all(dir);
+  retort::remove_tree(dir);
 }

@@ -60,3 +60,35 @@ TEST(LocalCommunicator, BroadcastStringAndBarrier) {
   EXPECT_EQ(text, "model: mlp\n");
   comm.barrier();
 }
+
+namespace {
+/// Two ranks with the same values, as the collective sees them: a sum doubles in place.
+/// Refuses what NCCL or MPI refuse (a tensor that is not contiguous).
+class TwoEqualRanks final : public launch::Communicator {
+ public:
+  int rank() const override { return 0; }
+  int size() const override { return 2; }
+  std::string backend() const override { return "two-equal-ranks"; }
+  std::shared_ptr<launch::Work> all_reduce_async(torch::Tensor t, ReduceOp) override {
+    if (!t.is_contiguous()) throw CommError("not contiguous");
+    t.mul_(2);
+    return LocalCommunicator().all_reduce_async(t, ReduceOp::kSum);
+  }
+  std::shared_ptr<launch::Work> broadcast_async(torch::Tensor t, int root) override {
+    return LocalCommunicator().broadcast_async(t, root);
+  }
+  torch::Tensor all_gather(const torch::Tensor& t) override { return torch::stack({t, t}); }
+  void barrier() override {}
+};
+}  // namespace
+
+TEST(Communicator, AllReduceStagedCopiesTheResultBackIntoTheCallersTensor) {
+  TwoEqualRanks comm;
+  auto view = torch::arange(6, torch::kFloat).reshape({2, 3}).t();  // not contiguous
+  EXPECT_THROW(comm.all_reduce(view, ReduceOp::kSum), CommError);
+  comm.all_reduce_staged(view, ReduceOp::kSum);
+  EXPECT_TRUE(torch::equal(view, (torch::arange(6, torch::kFloat) * 2).reshape({2, 3}).t()));
+  auto flat = torch::tensor({1, 2}, torch::kInt);  // on the device already: reduced in place
+  comm.all_reduce_staged(flat, ReduceOp::kSum);
+  EXPECT_TRUE(torch::equal(flat, torch::tensor({2, 4}, torch::kInt)));
+}

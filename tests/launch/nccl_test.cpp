@@ -107,6 +107,23 @@ TEST(Nccl, BadTensorsAreNamed) {
   expect_error<CommError>([&] { comm->broadcast(wide, 1); }, {"root 1", "world of 1"});
 }
 
+TEST(Nccl, HostTensorsAreStagedThroughTheGpu) {
+  SKIP_WITHOUT_GPU();
+  World world(single());
+  auto comm = nccl(world);
+  auto metrics = torch::tensor({1.5, 2.0, 7.0}, torch::kFloat64);  // what the trainer logs
+  const auto want = metrics.clone();
+  comm->all_reduce_staged(metrics, ReduceOp::kSum);
+  EXPECT_TRUE(metrics.is_cpu());
+  EXPECT_TRUE(torch::equal(metrics, want));  // the sum over a world of one
+  auto flag = torch::full({1}, 3, torch::kInt);
+  comm->all_reduce_staged(flag, ReduceOp::kMin);
+  EXPECT_EQ(flag.item<int>(), 3);
+  auto strided = torch::arange(8, torch::TensorOptions().dtype(torch::kFloat).device(torch::kCUDA)).reshape({2, 4}).t();
+  comm->all_reduce_staged(strided, ReduceOp::kMax);  // not contiguous: staged too
+  EXPECT_TRUE(torch::equal(strided.cpu(), torch::arange(8, torch::kFloat).reshape({2, 4}).t()));
+}
+
 TEST(Nccl, ReducerOnGpuParameters) {
   SKIP_WITHOUT_GPU();
   World world(single());

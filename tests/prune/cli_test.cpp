@@ -7,6 +7,7 @@
 #include "cli/prune.h"
 #include "cli/run_config.h"
 #include "core/error.h"
+#include "core/fs.h"
 #include "data/data.h"
 #include "launch/world.h"
 #include "tests/prune/helpers.h"
@@ -123,7 +124,7 @@ TEST(PruneCommand, StructuredWritesARunWithMasksAndATable) {
   EXPECT_EQ(cli::resolve_prune_from(from_masked)->masks.size(), masks.size());
   YAML::Node none = YAML::Load("prune: {from: ''}\n");
   EXPECT_FALSE(cli::resolve_prune_from(none).has_value());
-  fs::remove_all(root);
+  retort::remove_tree(root);
 }
 
 TEST(PruneCommand, DefaultRunDirAndUnstructured) {
@@ -144,7 +145,7 @@ TEST(PruneCommand, DefaultRunDirAndUnstructured) {
     }
   EXPECT_EQ(runs, 1);
   EXPECT_NE(printed.find("global_magnitude, sparsity 0.8"), std::string::npos) << printed;
-  fs::remove_all(root);
+  retort::remove_tree(root);
 }
 
 TEST(PruneCommand, ScanPrintsATableAndPastableRecipeLines) {
@@ -175,7 +176,7 @@ TEST(PruneCommand, ScanPrintsATableAndPastableRecipeLines) {
   const std::string semi = testing::internal::GetCapturedStdout();
   EXPECT_NE(semi.find("| stage0.conv0 | - | n/a: has 1 input channels, not a multiple of 4 |"), std::string::npos) << semi;
   EXPECT_NE(semi.find("skip: [head, stage0.conv0]"), std::string::npos) << semi;
-  fs::remove_all(root);
+  retort::remove_tree(root);
 }
 
 TEST(PruneCommand, BadInputIsNamedAndNothingIsWritten) {
@@ -195,7 +196,7 @@ TEST(PruneCommand, BadInputIsNamedAndNothingIsWritten) {
   expect_error<UsageError>([&] { run_prune({src.string(), "--fast"}); }, {"unknown option '--fast'"});
   expect_error<CheckpointError>([&] { run_prune({(root / "nothing").string(), dir}); }, {"nothing"});
   EXPECT_FALSE(fs::exists(out));
-  fs::remove_all(root);
+  retort::remove_tree(root);
 }
 
 TEST(PruneCommand, FineTuneRecipeNamesThePrunedRunAndTheDenseTeacher) {
@@ -231,5 +232,5 @@ TEST(PruneCommand, FineTuneRecipeNamesThePrunedRunAndTheDenseTeacher) {
                          cli::run_config_schema_yaml()});
       },
       {"RETORT_PRUNED", "prune.from"});
-  fs::remove_all(root);
+  retort::remove_tree(root);
 }

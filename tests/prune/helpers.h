@@ -7,6 +7,7 @@
 #include <initializer_list>
 #include <string>
 
+#include "core/fs.h"
 #include "models/models.h"
 #include "tests/common/expect.h"
 #include "prune/prune.h"
@@ -16,7 +17,7 @@ namespace retort::test {
 
 inline std::filesystem::path temp_dir(const std::string& name) {
   auto d = std::filesystem::temp_directory_path() / ("retort-prune-" + name + "-" + std::to_string(::getpid()));
-  std::filesystem::remove_all(d);
+  retort::remove_tree(d);
   std::filesystem::create_directories(d);
   return d;
 }

@@ -2,6 +2,7 @@
 // the pruned weights at zero and the ranks in step. A binary of its own under mpirun.
 #include <gtest/gtest.h>
 
+#include "core/fs.h"
 #include "launch/communicator.h"
 #include "launch/world.h"
 #include "models/models.h"
@@ -73,5 +74,5 @@ TEST(MpiPrunedTask, MasksFromRankZeroAndZerosHoldAcrossRanks) {
     EXPECT_TRUE(torch::equal(gathered[0], gathered[1])) << name;
   }
   comm->barrier();
-  if (world.rank() == 0) std::filesystem::remove_all(std::filesystem::temp_directory_path() / "retort-mpi-pruned");
+  if (world.rank() == 0) retort::remove_tree(std::filesystem::temp_directory_path() / "retort-mpi-pruned");
 }

@@ -3,6 +3,7 @@
 // checkpoint and resume; PrunedTask composes with distillation.
 #include <gtest/gtest.h>
 
+#include "core/fs.h"
 #include "tests/common/synthetic.h"
 #include "core/error.h"
 #include "tests/prune/helpers.h"
@@ -117,7 +118,7 @@ TEST_P(FineTune, PrunedWeightsStayZeroThroughAdamWAndWeightDecay) {
     EXPECT_EQ(it->second.masked_select(m.logical_not()).ne(0).sum().item<int64_t>(), 0) << name;
   }
   EXPECT_EQ(masters > 0, mode.amp == "master");
-  fs::remove_all(dir);
+  retort::remove_tree(dir);
 }
 
 INSTANTIATE_TEST_SUITE_P(Modes, FineTune,
@@ -135,7 +136,7 @@ TEST(FineTune, WithoutThePrunedTaskTheWeightsRegrow) {
   Trainer(setup(dir, std::make_shared<SupervisedTask>(model), 5)).fit();
   // (Whole pruned channels get no gradient, so mostly the unstructured zeros regrow.)
   EXPECT_GT(regrown(*model, masks), masks.pruned() / 10);
-  fs::remove_all(dir);
+  retort::remove_tree(dir);
 }
 
 TEST(FineTune, GradientsOfPrunedWeightsAreZeroAsTheyArrive) {
@@ -183,7 +184,7 @@ TEST(FineTune, MasksSurviveCheckpointAndResume) {
   auto wrong = masks.state_dict();
   wrong["mask.fc9.weight"] = torch::ones({2, 2}, torch::kBool);
   expect_error<CheckpointError>([&] { other.load_state_dict(wrong); }, {"unknown parameter 'fc9.weight'"});
-  fs::remove_all(dir);
+  retort::remove_tree(dir);
 }
 
 TEST(FineTune, ComposesWithDistillationFromTheDenseTeacher) {
@@ -210,5 +211,5 @@ TEST(FineTune, ComposesWithDistillationFromTheDenseTeacher) {
   EXPECT_GT(regrown(*teacher, masks), masks.pruned() / 2);  // the student's masks never touch the teacher
   auto ckpt = Checkpointer::load(Checkpointer::resolve(dir));
   EXPECT_TRUE(ckpt.state.count("task.mask.fc0.weight"));
-  fs::remove_all(dir);
+  retort::remove_tree(dir);
 }

@@ -25,7 +25,7 @@ namespace {
 
 fs::path temp_dir(const std::string& name) {
   auto d = fs::temp_directory_path() / ("retort-trainer-" + name + "-" + std::to_string(::getpid()));
-  fs::remove_all(d);
+  retort::remove_tree(d);
   fs::create_directories(d);
   return d;
 }
@@ -201,7 +201,7 @@ TEST(Checkpointer, SaveKeepsLastKAndLoadsBack) {
   // a crashed save's temporary directory never counts as a checkpoint
   fs::create_directories(d / ".tmp-step-00000040-1");
   EXPECT_EQ(Checkpointer::latest(d)->filename(), "step-00000030");
-  fs::remove_all(d);
+  retort::remove_tree(d);
 }
 
 TEST(Checkpointer, TruncatedOrAlteredFilesAreRefusedByName) {
@@ -234,7 +234,7 @@ TEST(Checkpointer, TruncatedOrAlteredFilesAreRefusedByName) {
   write_file_atomic(dir / "manifest.json", "{ not json");
   EXPECT_THROW(Checkpointer::load(dir), CheckpointError);
   EXPECT_THROW(Checkpointer::resolve(d / "nope"), CheckpointError);
-  fs::remove_all(d);
+  retort::remove_tree(d);
 }
 
 TEST(Trainer, LearnsTheSyntheticTask) {
@@ -265,7 +265,7 @@ TEST(Trainer, LearnsTheSyntheticTask) {
   }
   EXPECT_GE(lines, 3);
   EXPECT_NE(last.find("accuracy"), std::string::npos);
-  fs::remove_all(d);
+  retort::remove_tree(d);
 }
 
 TEST(Trainer, ResumeIsBitIdentical) {
@@ -284,8 +284,8 @@ TEST(Trainer, ResumeIsBitIdentical) {
   auto wb = models::weights_of(resumed_task->model());
   ASSERT_EQ(wa.size(), wb.size());
   for (auto& [name, t] : wa) EXPECT_TRUE(torch::equal(t, wb.at(name))) << name;
-  fs::remove_all(a_dir);
-  fs::remove_all(b_dir);
+  retort::remove_tree(a_dir);
+  retort::remove_tree(b_dir);
 }
 
 TEST(Trainer, ResumeAcrossAnEpochBoundaryIsBitIdentical) {
@@ -299,8 +299,8 @@ TEST(Trainer, ResumeAcrossAnEpochBoundaryIsBitIdentical) {
   auto wa = models::weights_of(straight_task->model());
   auto wb = models::weights_of(resumed_task->model());
   for (auto& [name, t] : wa) EXPECT_TRUE(torch::equal(t, wb.at(name))) << name;
-  fs::remove_all(a_dir);
-  fs::remove_all(b_dir);
+  retort::remove_tree(a_dir);
+  retort::remove_tree(b_dir);
 }
 
 TEST(Trainer, GradAccumulationMatchesOneBigBatch) {
@@ -322,7 +322,7 @@ TEST(Trainer, GradAccumulationMatchesOneBigBatch) {
     s.task = std::make_shared<SupervisedTask>(models::make_model(o));
     auto task = s.task;
     Trainer(std::move(s)).fit();
-    fs::remove_all(d);
+    retort::remove_tree(d);
     return models::weights_of(task->model());
   };
   auto big = run(64, 1);
@@ -375,5 +375,5 @@ TEST(Trainer, SkippedStepIsInTheMetricsWithTheOverflowingTerm) {
     }
   }
   EXPECT_EQ(with_overflow, 1);
-  fs::remove_all(d);
+  retort::remove_tree(d);
 }
