@@ -1,6 +1,8 @@
 #include "distill/distiller.h"
 
 #include <sstream>
+#include <string>
+#include <tuple>
 
 #include "amp/autocast.h"
 #include "amp/master_weights.h"
@@ -56,10 +58,12 @@ DistillerImpl::DistillerImpl(std::shared_ptr<models::Model> teacher, std::shared
                       std::to_string(t.image_size) + "x" + std::to_string(t.image_size) + " images, the student " +
                       std::to_string(s.in_channels) + "x" + std::to_string(s.image_size) + "x" +
                       std::to_string(s.image_size) + "; both must see the same input (model.in_channels, model.image_size)");
-  if (weights_.kl > 0 && t.num_classes != s.num_classes)
-    throw ConfigError("distill.weights.kl: the teacher has " + std::to_string(t.num_classes) +
-                      " classes and the student " + std::to_string(s.num_classes) +
-                      "; KL on logits needs the same classes (or set distill.weights.kl=0)");
+  for (const auto& [weight, term, name] : {std::tuple<double, std::string, std::string>{weights_.kl, "kl", "KL"},
+                                           {weights_.dkd, "dkd", "DKD"}})
+    if (weight > 0 && t.num_classes != s.num_classes)
+      throw ConfigError("distill.weights." + term + ": the teacher has " + std::to_string(t.num_classes) +
+                        " classes and the student " + std::to_string(s.num_classes) + "; " + name +
+                        " on logits needs the same classes (or set distill.weights." + term + "=0)");
   proj_ = register_module("proj", std::make_shared<torch::nn::Module>());
   // Frozen whatever the caller did: the teacher is never trained here.
   for (auto& p : teacher_->parameters()) p.set_requires_grad(false);
@@ -275,6 +279,11 @@ Losses DistillerImpl::forward(const torch::Tensor& x, const torch::Tensor& y) {
     auto kl = kl_loss(s.logits, t.logits, options_.temperature);
     out.terms.emplace_back("kl", kl);
     add(weights_.kl, kl);
+  }
+  if (weights_.dkd > 0) {
+    auto dkd = dkd_loss(s.logits, t.logits, y, options_.temperature, options_.dkd_alpha, options_.dkd_beta);
+    out.terms.emplace_back("dkd", dkd);
+    add(weights_.dkd, dkd);
   }
   if (!hidden_pairs_.empty()) {
     // Averaged over pairs so that alpha keeps its meaning however many layers are mapped.

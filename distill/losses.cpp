@@ -1,5 +1,7 @@
 #include "distill/losses.h"
 
+#include <cmath>
+#include <limits>
 #include <sstream>
 
 #include "amp/ops.h"
@@ -22,6 +24,34 @@ torch::Tensor ce_loss(const torch::Tensor& student_logits, const torch::Tensor& 
 
 torch::Tensor kl_loss(const torch::Tensor& student_logits, const torch::Tensor& teacher_logits, double temperature) {
   return amp::kl_div_temperature(student_logits, teacher_logits, temperature);
+}
+
+torch::Tensor dkd_loss(const torch::Tensor& student_logits, const torch::Tensor& teacher_logits,
+                       const torch::Tensor& labels, double temperature, double alpha, double beta) {
+  if (!(temperature > 0.0) || !std::isfinite(temperature))
+    throw Error("distill::dkd_loss: temperature must be a positive finite number, got " + std::to_string(temperature));
+  if (student_logits.dim() != 2 || student_logits.sizes() != teacher_logits.sizes() || student_logits.size(1) < 2 ||
+      labels.dim() != 1 || labels.size(0) != student_logits.size(0) || student_logits.size(0) == 0)
+    throw Error("distill::dkd_loss: expected student and teacher logits [B, C] (B >= 1, C >= 2) and labels [B], got " +
+                shape(student_logits) + ", " + shape(teacher_logits) + " and " + shape(labels));
+  // In fp32, as every loss under the amp policy (amp/policy.h).
+  const auto s = student_logits.to(torch::kFloat32) / temperature;
+  const auto t = teacher_logits.to(torch::kFloat32) / temperature;
+  const auto target = torch::zeros_like(s, s.options().dtype(torch::kBool)).scatter_(1, labels.unsqueeze(1), true);
+  const double inf = std::numeric_limits<double>::infinity();
+  // log p(label) and log (1 - p(label)), both from log_softmax: no 1 - p cancellation.
+  const auto binary = [&](const torch::Tensor& z) {
+    const auto ls = torch::log_softmax(z, 1);
+    return torch::stack({ls.masked_fill(~target, -inf).logsumexp(1), ls.masked_fill(target, -inf).logsumexp(1)}, 1);
+  };
+  const auto bt = binary(t), bs = binary(s);
+  const auto tckd = (bt.exp() * (bt - bs)).sum(1).mean();
+  // The other classes alone: the label's logit pushed to a large finite negative (not -inf,
+  // so that its p log p term is 0 * finite = 0).
+  const auto nt = torch::log_softmax(t.masked_fill(target, -1e9), 1);
+  const auto ns = torch::log_softmax(s.masked_fill(target, -1e9), 1);
+  const auto nckd = (nt.exp() * (nt - ns)).sum(1).mean();
+  return (alpha * tckd + beta * nckd) * (temperature * temperature);
 }
 
 torch::Tensor hidden_mse(const torch::Tensor& student, const torch::Tensor& teacher) {

@@ -2,6 +2,7 @@
 /// The distillation loss terms, each on top of the amp-aware ops (fp32 inside autocast):
 ///   auto ce  = distill::ce_loss(student_logits, labels);
 ///   auto kl  = distill::kl_loss(student_logits, teacher_logits, /*temperature=*/4.0);  // x T^2
+///   auto dkd = distill::dkd_loss(student_logits, teacher_logits, labels, 4.0, 1.0, 8.0);
 ///   auto mse = distill::hidden_mse(h_s, h_t);        // after projection / pooling
 ///   auto cos = distill::hidden_cosine(h_s, h_t);     // mean over rows of 1 - cos
 ///   auto att = distill::attention_mse(a_s, a_t);     // [B, H, T, T] maps
@@ -17,6 +18,15 @@ torch::Tensor ce_loss(const torch::Tensor& student_logits, const torch::Tensor& 
 
 /// KL(softmax(t / T) || softmax(s / T)) * T^2, summed over classes, mean over rows.
 torch::Tensor kl_loss(const torch::Tensor& student_logits, const torch::Tensor& teacher_logits, double temperature);
+
+/// Decoupled knowledge distillation (Zhao et al., CVPR 2022), x T^2, mean over rows:
+/// alpha * TCKD + beta * NCKD, where TCKD is the KL between teacher and student of the
+/// binary split (the label's class vs all others) and NCKD the KL of the distributions over
+/// the other classes alone. Classic KL is TCKD + (1 - p_teacher(label)) * NCKD per row, so
+/// NCKD, the "dark knowledge" among wrong classes, is weighted down exactly where the
+/// teacher is confident; DKD weighs it by beta instead. Logits [B, C] (C >= 2), labels [B].
+torch::Tensor dkd_loss(const torch::Tensor& student_logits, const torch::Tensor& teacher_logits,
+                       const torch::Tensor& labels, double temperature, double alpha, double beta);
 
 /// Mean squared error over every element; shapes must be equal.
 torch::Tensor hidden_mse(const torch::Tensor& student, const torch::Tensor& teacher);

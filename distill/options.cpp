@@ -27,11 +27,16 @@ void DistillOptions::declare(config::Fields<DistillOptions>& f) {
       .max(1);
   f.add("weights.ce", &DistillOptions::weight_ce, "weight of cross-entropy on labels (default: alpha)").min(0);
   f.add("weights.kl", &DistillOptions::weight_kl, "weight of KL on temperature-softened logits, x T^2 (default 0)").min(0);
+  f.add("weights.dkd", &DistillOptions::weight_dkd,
+        "weight of decoupled KD (dkd.alpha * TCKD + dkd.beta * NCKD, x T^2; default 0)")
+      .min(0);
+  f.add("dkd.alpha", &DistillOptions::dkd_alpha, "DKD: weight of the target-class part (TCKD)").min(0);
+  f.add("dkd.beta", &DistillOptions::dkd_beta, "DKD: weight of the non-target-class part (NCKD)").min(0);
   f.add("weights.mse", &DistillOptions::weight_mse, "weight of hidden-state MSE (default: 1 - alpha)").min(0);
   f.add("weights.cosine", &DistillOptions::weight_cosine, "weight of hidden-state 1 - cosine (default 0)").min(0);
   f.add("weights.attention", &DistillOptions::weight_attention, "weight of attention-map MSE, Transformers (default 0)")
       .min(0);
-  f.add("temperature", &DistillOptions::temperature, "softening temperature of the KL term").greater_than(0);
+  f.add("temperature", &DistillOptions::temperature, "softening temperature of the KL and DKD terms").greater_than(0);
   f.add("layers", &DistillOptions::layers,
         "hidden-state map: last, uniform, [[student, teacher], ...] (indices or names) or {student: teacher}");
   f.add("attention_layers", &DistillOptions::attention_layers, "attention-map map, same forms as distill.layers");
@@ -49,14 +54,17 @@ void DistillOptions::validate() const {
     throw ConfigError("distill.temperature: expected a finite value > 0, got " + num(temperature));
   check_weight(weight_ce, "ce");
   check_weight(weight_kl, "kl");
+  check_weight(weight_dkd, "dkd");
+  for (const auto& [v, key] : {std::pair<double, const char*>{dkd_alpha, "distill.dkd.alpha"}, {dkd_beta, "distill.dkd.beta"}})
+    if (!std::isfinite(v) || v < 0) throw ConfigError(std::string(key) + ": expected a finite value >= 0, got " + num(v));
   check_weight(weight_mse, "mse");
   check_weight(weight_cosine, "cosine");
   check_weight(weight_attention, "attention");
   if (spatial != "pool" && spatial != "error")
     throw ConfigError("distill.spatial: expected pool or error, got '" + spatial + "'");
   const auto w = loss_weights();
-  if (w.ce == 0 && w.kl == 0 && w.mse == 0 && w.cosine == 0 && w.attention == 0)
-    throw ConfigError("distill.weights: every loss weight is 0 (ce, kl, mse, cosine, attention); give at least one a "
+  if (w.ce == 0 && w.kl == 0 && w.dkd == 0 && w.mse == 0 && w.cosine == 0 && w.attention == 0)
+    throw ConfigError("distill.weights: every loss weight is 0 (ce, kl, dkd, mse, cosine, attention); give at least one a "
                       "positive weight");
 }
 
@@ -81,6 +89,7 @@ LossWeights DistillOptions::loss_weights() const {
   w.ce = weight_ce.value_or(alpha);
   w.mse = weight_mse.value_or(1.0 - alpha);
   w.kl = weight_kl.value_or(0.0);
+  w.dkd = weight_dkd.value_or(0.0);
   w.cosine = weight_cosine.value_or(0.0);
   w.attention = weight_attention.value_or(0.0);
   return w;

@@ -20,12 +20,13 @@
 
 namespace retort::distill {
 
-/// Weight of each loss term in total = ce*CE + kl*KL + mse*mean_pairs(MSE) +
+/// Weight of each loss term in total = ce*CE + kl*KL + dkd*DKD + mse*mean_pairs(MSE) +
 /// cosine*mean_pairs(1 - cos) + attention*mean_pairs(attention MSE). A term whose weight
 /// is 0 is not computed.
 struct LossWeights {
   double ce = 0.7;
   double kl = 0.0;
+  double dkd = 0.0;
   double mse = 0.3;
   double cosine = 0.0;
   double attention = 0.0;
@@ -36,10 +37,13 @@ struct DistillOptions {
   /// are given.
   double alpha = 0.7;
   /// Explicit term weights (distill.weights.<term>); each one given overrides its default
-  /// (ce: alpha, mse: 1 - alpha, kl / cosine / attention: 0).
-  std::optional<double> weight_ce, weight_kl, weight_mse, weight_cosine, weight_attention;
-  /// Softening temperature of the KL term; the term is scaled by T^2 (Hinton et al.).
+  /// (ce: alpha, mse: 1 - alpha, kl / dkd / cosine / attention: 0).
+  std::optional<double> weight_ce, weight_kl, weight_dkd, weight_mse, weight_cosine, weight_attention;
+  /// Softening temperature of the KL and DKD terms; both are scaled by T^2 (Hinton et al.).
   double temperature = 4.0;
+  /// DKD's weights of its target-class and non-target-class parts (the paper's defaults).
+  double dkd_alpha = 1.0;
+  double dkd_beta = 8.0;
   /// Hidden-state layer map for the mse and cosine terms: "last" (last to last),
   /// "uniform" (student i -> teacher round((i+1)*Lt/Ls)-1), a list of [student, teacher]
   /// pairs (indices, negative from the end, or hidden names), or a map {student: teacher}.

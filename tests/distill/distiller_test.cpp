@@ -84,6 +84,32 @@ TEST(Distiller, MlpTotalTermsAndGradientsMatchPyTorch) {
   for (const auto& p : teacher->parameters()) EXPECT_FALSE(p.grad().defined());
 }
 
+TEST(Distiller, DkdIsATermOfItsOwnAddedWithItsWeight) {
+  auto teacher = distill::load_teacher_weights(mlp({16, 12}), test::golden_group("mlp.teacher."), "golden teacher");
+  auto student = models::make_model(mlp({6}));
+  models::load_weights(*student, test::golden_group("mlp.student."), "golden student");
+  distill::DistillOptions o;
+  o.weight_ce = 0.5;
+  o.weight_mse = 0;
+  o.weight_dkd = 0.25;
+  o.temperature = 3.0;
+  o.dkd_alpha = 1.0;
+  o.dkd_beta = 6.0;
+  distill::Distiller d(teacher, student, o);
+  d->prepare(golden("mlp.x"));
+  auto l = d->forward(golden("mlp.x"), golden("mlp.y"));
+  auto terms = term_map(l);
+  ASSERT_EQ(terms.size(), 2u);
+  torch::Tensor t_logits;
+  {
+    torch::NoGradGuard g;
+    t_logits = teacher->forward(golden("mlp.x")).logits;
+  }
+  const auto s_logits = student->forward(golden("mlp.x")).logits;
+  EXPECT_NEAR(terms.at("dkd"), distill::dkd_loss(s_logits, t_logits, golden("mlp.y"), 3.0, 1.0, 6.0).item<double>(), 1e-6);
+  EXPECT_NEAR(l.total.item<double>(), 0.5 * terms.at("ce") + 0.25 * terms.at("dkd"), 1e-6);
+}
+
 TEST(Distiller, VitWithAttentionMatchesPyTorch) {
   auto teacher = distill::load_teacher_weights(vit(16, 2, 2), test::golden_group("vit.teacher."), "golden teacher");
   auto so = vit(8, 1, 1);

@@ -29,6 +29,55 @@ TEST(Losses, KlWithTemperatureMatchesPyTorch) {
   EXPECT_NEAR(distill::kl_loss(golden("logits_s"), golden("logits_s"), 3.0).item<double>(), 0.0, 1e-6);
 }
 
+// DKD is checked against the identity it rests on rather than against a second
+// implementation: per row, classic KD = TCKD + (1 - p_teacher(label)) * NCKD (Zhao et al.,
+// eq. 5), with KL itself checked against PyTorch above.
+TEST(Losses, DkdDecomposesTheClassicKl) {
+  const auto s = golden("logits_s"), t = golden("logits_t"), y = golden("labels");
+  for (double temp : {1.0, 2.0, 4.0}) {
+    const auto p_label = torch::softmax(t / temp, 1).gather(1, y.unsqueeze(1)).squeeze(1);
+    for (int64_t i = 0; i < s.size(0); ++i) {
+      const auto si = s.slice(0, i, i + 1), ti = t.slice(0, i, i + 1), yi = y.slice(0, i, i + 1);
+      const double kl = distill::kl_loss(si, ti, temp).item<double>();
+      const double tckd = distill::dkd_loss(si, ti, yi, temp, 1.0, 0.0).item<double>();
+      const double nckd = distill::dkd_loss(si, ti, yi, temp, 0.0, 1.0).item<double>();
+      EXPECT_NEAR(kl, tckd + (1.0 - p_label[i].item<double>()) * nckd, 1e-5) << "T " << temp << ", row " << i;
+      EXPECT_GE(tckd, -1e-7);
+      EXPECT_GE(nckd, -1e-7);
+    }
+    // Linear in its two weights, a batch mean over rows.
+    const double a = distill::dkd_loss(s, t, y, temp, 1.0, 0.0).item<double>();
+    const double b = distill::dkd_loss(s, t, y, temp, 0.0, 1.0).item<double>();
+    EXPECT_NEAR(distill::dkd_loss(s, t, y, temp, 2.0, 3.0).item<double>(), 2 * a + 3 * b, 1e-5);
+  }
+}
+
+TEST(Losses, DkdNonTargetPartIgnoresTheLabelsLogitAndVanishesOnTheTeacher) {
+  const auto s = golden("logits_s"), t = golden("logits_t"), y = golden("labels");
+  const double nckd = distill::dkd_loss(s, t, y, 2.0, 0.0, 1.0).item<double>();
+  auto moved = s.clone();
+  moved.scatter_add_(1, y.unsqueeze(1), torch::full({s.size(0), 1}, 5.0));  // the label's logit only
+  EXPECT_NEAR(distill::dkd_loss(moved, t, y, 2.0, 0.0, 1.0).item<double>(), nckd, 1e-5);
+  EXPECT_GT(distill::dkd_loss(moved, t, y, 2.0, 1.0, 0.0).item<double>(),
+            distill::dkd_loss(s, t, y, 2.0, 1.0, 0.0).item<double>() - 1e-9);  // TCKD does see it
+  EXPECT_NEAR(distill::dkd_loss(t, t, y, 2.0, 1.0, 8.0).item<double>(), 0.0, 1e-6);
+  // Its gradient reaches the student and is finite (the masked label column included).
+  auto leaf = s.clone().requires_grad_(true);
+  distill::dkd_loss(leaf, t, y, 4.0, 1.0, 8.0).backward();
+  EXPECT_TRUE(torch::isfinite(leaf.grad()).all().item<bool>());
+  EXPECT_GT(leaf.grad().abs().sum().item<double>(), 0.0);
+}
+
+TEST(Losses, DkdRejectsBadShapesAndComputesInFp32) {
+  test::expect_error<Error>([] { distill::dkd_loss(torch::rand({4, 3}), torch::rand({4, 3}), torch::zeros({3}, torch::kLong), 2, 1, 8); },
+                            {"dkd_loss", "[4, 3]", "[3]"});
+  test::expect_error<Error>([] { distill::dkd_loss(torch::rand({4, 1}), torch::rand({4, 1}), torch::zeros({4}, torch::kLong), 2, 1, 8); },
+                            {"C >= 2"});
+  amp::Autocast guard(true, torch::kBFloat16, torch::kCPU);
+  const auto d = distill::dkd_loss(golden("logits_s").to(torch::kBFloat16), golden("logits_t"), golden("labels"), 2.0, 1.0, 8.0);
+  EXPECT_EQ(d.scalar_type(), torch::kFloat);
+}
+
 TEST(Losses, MseMatchesPyTorch) {
   EXPECT_NEAR(distill::hidden_mse(golden("vec_s"), golden("vec_t")).item<double>(), golden_value("mse_vec"), kTol);
   EXPECT_NEAR(distill::hidden_mse(golden("map_s"), golden("map_t")).item<double>(), golden_value("mse_map"), kTol);

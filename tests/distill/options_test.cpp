@@ -1,6 +1,8 @@
 // DistillOptions: weights from alpha and explicit weights, validation, config keys.
 #include <gtest/gtest.h>
 
+#include <cmath>
+
 #include "config/config.h"
 #include "core/error.h"
 #include "distill/options.h"
@@ -49,6 +51,18 @@ TEST(DistillOptions, BadValuesNameTheKey) {
   o.weight_mse = 0;
   expect_error<ConfigError>([&] { o.validate(); }, {"distill.weights: every loss weight is 0"});
   o = DistillOptions();
+  o.weight_dkd = -0.5;
+  expect_error<ConfigError>([&] { o.validate(); }, {"distill.weights.dkd", ">= 0", "-0.5"});
+  o = DistillOptions();
+  o.dkd_beta = std::nan("");
+  expect_error<ConfigError>([&] { o.validate(); }, {"distill.dkd.beta", ">= 0", "nan"});
+  o = DistillOptions();
+  o.weight_ce = 0;
+  o.weight_mse = 0;
+  o.weight_dkd = 1;  // DKD alone is a loss
+  EXPECT_NO_THROW(o.validate());
+  EXPECT_EQ(o.loss_weights().dkd, 1.0);
+  o = DistillOptions();
   o.spatial = "crop";
   expect_error<ConfigError>([&] { o.validate(); }, {"distill.spatial", "pool or error", "crop"});
 }
@@ -75,7 +89,8 @@ TEST(DistillOptions, ReadFromARecipeSection) {
 distill:
   alpha: 0.5
   temperature: 2.0
-  weights: {kl: 0.4, cosine: 0.1}
+  weights: {kl: 0.4, cosine: 0.1, dkd: 0.2}
+  dkd: {alpha: 0.5, beta: 6}
   layers: [[0, 1], [stage1, stage2]]
   project: false
   spatial: error
@@ -89,6 +104,9 @@ distill:
   EXPECT_EQ(o.temperature, 2.0);
   EXPECT_EQ(o.weight_kl.value_or(-1), 0.4);
   EXPECT_EQ(o.weight_cosine.value_or(-1), 0.1);
+  EXPECT_EQ(o.weight_dkd.value_or(-1), 0.2);
+  EXPECT_EQ(o.dkd_alpha, 0.5);
+  EXPECT_EQ(o.dkd_beta, 6.0);
   EXPECT_FALSE(o.weight_ce.has_value());
   ASSERT_TRUE(o.layers.IsSequence());
   EXPECT_EQ(o.layers[1][0].as<std::string>(), "stage1");
@@ -100,6 +118,9 @@ distill:
   auto d = empty.section<DistillOptions>("distill");
   EXPECT_EQ(d.layers.as<std::string>(), "last");
   EXPECT_EQ(d.attention_layers.as<std::string>(), "uniform");
+  EXPECT_EQ(d.dkd_alpha, 1.0);  // the DKD paper's defaults
+  EXPECT_EQ(d.dkd_beta, 8.0);
+  EXPECT_EQ(d.loss_weights().dkd, 0.0);
 }
 
 TEST(DistillOptions, UnknownAndOutOfRangeKeysAreReported) {
