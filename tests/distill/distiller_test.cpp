@@ -49,6 +49,14 @@ models::ModelOptions vit(int64_t dim, int64_t depth, int64_t heads, const std::s
   return o;
 }
 
+/// distill_golden.py's MLP pair, its weights loaded: teacher (16, 12) frozen, student (6).
+std::pair<std::shared_ptr<models::Model>, std::shared_ptr<models::Model>> golden_mlp_pair() {
+  auto teacher = distill::load_teacher_weights(mlp({16, 12}), test::golden_group("mlp.teacher."), "golden teacher");
+  auto student = models::make_model(mlp({6}));
+  models::load_weights(*student, test::golden_group("mlp.student."), "golden student");
+  return {teacher, student};
+}
+
 distill::Distiller make(const models::ModelOptions& t, const models::ModelOptions& s, distill::DistillOptions o) {
   return distill::Distiller(models::make_model(t), models::make_model(s), std::move(o));
 }
@@ -56,9 +64,7 @@ distill::Distiller make(const models::ModelOptions& t, const models::ModelOption
 }  // namespace
 
 TEST(Distiller, MlpTotalTermsAndGradientsMatchPyTorch) {
-  auto teacher = distill::load_teacher_weights(mlp({16, 12}), test::golden_group("mlp.teacher."), "golden teacher");
-  auto student = models::make_model(mlp({6}));
-  models::load_weights(*student, test::golden_group("mlp.student."), "golden student");
+  auto [teacher, student] = golden_mlp_pair();
   distill::DistillOptions o;
   o.alpha = 0.6;
   o.weight_kl = 0.5;
@@ -85,9 +91,7 @@ TEST(Distiller, MlpTotalTermsAndGradientsMatchPyTorch) {
 }
 
 TEST(Distiller, DkdIsATermOfItsOwnAddedWithItsWeight) {
-  auto teacher = distill::load_teacher_weights(mlp({16, 12}), test::golden_group("mlp.teacher."), "golden teacher");
-  auto student = models::make_model(mlp({6}));
-  models::load_weights(*student, test::golden_group("mlp.student."), "golden student");
+  auto [teacher, student] = golden_mlp_pair();
   distill::DistillOptions o;
   o.weight_ce = 0.5;
   o.weight_mse = 0;
