@@ -40,7 +40,7 @@ int eval(launch::World& world, const Args& args) {
   Loaded l = load_checkpoint(args[0], overrides);
   l.rc.data.validate();
   trainer::set_threads(l.rc.trainer.threads);
-  const torch::Device device = world.pick_device();
+  const torch::Device device = world.pick_device(l.rc.trainer.device);
   auto comm = launch::make_communicator(world, device);
   auto test_set = data::load_dataset(l.rc.data, "test");
   auto model = models::make_model(l.rc.model);

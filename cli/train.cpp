@@ -157,7 +157,7 @@ RunSummary run_one(const config::Composed& composed_in, launch::World& world) {
   const auto pruned = resolve_prune_from(composed.config);
   RunConfig rc = read_run_config(composed.config);
   rc.data.validate();
-  const torch::Device device = world.pick_device();
+  const torch::Device device = world.pick_device(rc.trainer.device);
   launch::CommOptions comm_options;
   comm_options.backend = rc.ddp.backend;
   comm_options.timeout_s = rc.ddp.timeout_s;

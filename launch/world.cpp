@@ -151,16 +151,31 @@ World::~World() {
 #endif
 }
 
-torch::Device World::pick_device() const {
-  if (!torch::cuda::is_available()) return torch::kCPU;
-  const int gpus = static_cast<int>(torch::cuda::device_count());
-  if (local_rank_ < gpus) return torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(local_rank_));
-  // The launcher gave each rank its own GPU through CUDA_VISIBLE_DEVICES (Slurm
-  // --gpus-per-task, --gpu-bind): every rank sees one device, its own.
-  if (gpus == 1) return torch::Device(torch::kCUDA, 0);
-  throw UsageError("local rank " + std::to_string(local_rank_) + " on " + hostname_ + " has no GPU of its own: " +
-                   std::to_string(gpus) + " GPUs for " + std::to_string(local_size_) +
-                   " local ranks; start at most one rank per GPU");
+torch::Device choose_device(const std::string& want, int gpus, int local_rank, int local_size,
+                            bool cuda_visible_devices_set, const std::string& hostname) {
+  if (want != "auto" && want != "cpu" && want != "cuda")
+    throw ConfigError("trainer.device: expected auto, cpu or cuda, got '" + want + "'");
+  if (want == "cpu") return torch::kCPU;
+  if (gpus <= 0) {
+    if (want == "cuda")
+      throw UsageError("trainer.device=cuda, but no CUDA device is visible on " + hostname +
+                       " (a CPU-only LibTorch, no driver, or CUDA_VISIBLE_DEVICES empty); use auto or cpu");
+    return torch::kCPU;
+  }
+  if (local_size <= gpus) return torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(local_rank));
+  // The launcher gave each rank its own GPU through CUDA_VISIBLE_DEVICES: every rank sees
+  // one device, its own.
+  if (gpus == 1 && cuda_visible_devices_set) return torch::Device(torch::kCUDA, 0);
+  throw UsageError(std::to_string(local_size) + " ranks on " + hostname + " but " + std::to_string(gpus) +
+                   " GPU" + (gpus == 1 ? "" : "s") + " visible" +
+                   (cuda_visible_devices_set ? "" : " and no CUDA_VISIBLE_DEVICES binding one per rank") +
+                   ": two ranks cannot share a GPU under NCCL. Start at most one rank per GPU (or bind one "
+                   "per rank: srun --gpus-per-task=1), or train on CPUs with trainer.device=cpu");
+}
+
+torch::Device World::pick_device(const std::string& want) const {
+  const int gpus = torch::cuda::is_available() ? static_cast<int>(torch::cuda::device_count()) : 0;
+  return choose_device(want, gpus, local_rank_, local_size_, std::getenv("CUDA_VISIBLE_DEVICES") != nullptr, hostname_);
 }
 
 World* World::current() { return g_world; }

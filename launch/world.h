@@ -68,9 +68,8 @@ class World {
   int thread_level() const { return thread_level_; }
   const std::string& launch_reason() const { return launch_reason_; }
 
-  /// cuda:<local rank> when built with CUDA and that GPU exists (local ranks beyond the
-  /// GPU count are an error: two ranks must not share a GPU under NCCL), else CPU.
-  torch::Device pick_device() const;
+  /// choose_device() for this process: `want` is trainer.device (auto, cpu or cuda).
+  torch::Device pick_device(const std::string& want = "auto") const;
 
   /// The World of this process, or null before one exists.
   static World* current();
@@ -136,5 +135,13 @@ struct CommOptions {
 /// Builds the communicator for `device` at run time. Throws UsageError / CommError when the
 /// requested backend is not built in or cannot run here (names backend and reason).
 std::unique_ptr<Communicator> make_communicator(World& world, torch::Device device, const CommOptions& options = {});
+
+/// The device a rank trains on; every input given, so that it is tested without GPUs.
+///   want: "cpu"; "cuda" (an error when no GPU is visible); "auto" (a GPU when one is, else
+///   the CPU). With GPUs: cuda:<local rank>. Fewer visible GPUs than local ranks is an
+///   error (two ranks on one GPU: NCCL refuses), except one GPU per process when the
+///   launcher set CUDA_VISIBLE_DEVICES (Slurm --gpus-per-task / --gpu-bind: each its own).
+torch::Device choose_device(const std::string& want, int gpus, int local_rank, int local_size,
+                            bool cuda_visible_devices_set, const std::string& hostname);
 
 }  // namespace retort::launch

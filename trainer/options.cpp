@@ -12,6 +12,8 @@ void TrainerOptions::declare(config::Fields<TrainerOptions>& f) {
   f.add("seed", &TrainerOptions::seed, "seed of initialisation, shuffling, augmentation and dropout").min(0);
   f.add("resume", &TrainerOptions::resume, "'' (fresh), 'auto' (newest checkpoint of run.dir) or a checkpoint path");
   f.add("threads", &TrainerOptions::threads, "intra-op threads per process (0: the cores available)").min(0);
+  f.add("device", &TrainerOptions::device, "auto (each rank its own GPU when there are GPUs, else the CPU), cpu or cuda")
+      .one_of({"auto", "cpu", "cuda"});
   f.add("log_every", &TrainerOptions::log_every, "optimizer steps between metrics lines").min(1);
   f.add("checkpoint_every", &TrainerOptions::checkpoint_every, "optimizer steps between checkpoints (0: every epoch)").min(0);
   f.add("keep_last", &TrainerOptions::keep_last, "checkpoints kept in run.dir/checkpoints").min(1);

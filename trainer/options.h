@@ -18,6 +18,7 @@ struct TrainerOptions {
   int64_t seed = 0;
   std::string resume = "";      ///< "", "auto" (newest checkpoint of run.dir) or a path
   int64_t threads = 0;          ///< 0: the cores available to this process
+  std::string device = "auto";  ///< auto (a GPU per rank when there are GPUs), cpu or cuda
   int64_t log_every = 50;       ///< optimizer steps between metrics lines
   int64_t checkpoint_every = 0; ///< optimizer steps; 0: at the end of every epoch
   int64_t keep_last = 3;

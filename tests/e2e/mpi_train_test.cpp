@@ -71,7 +71,8 @@ std::map<std::string, std::vector<float>> read_f32_tensors(const fs::path& path)
 }
 
 const std::string kSmall =
-    "model=mlp optim=sgd optim.lr=0.05 data.subset=640 data.batch_size=64 trainer.threads=1 trainer.eval=false ";
+    "model=mlp optim=sgd optim.lr=0.05 data.subset=640 data.batch_size=64 trainer.threads=1 trainer.eval=false "
+    "trainer.device=cpu ";  // CPU ranks over MPI, also where one GPU is visible
 
 }  // namespace
 

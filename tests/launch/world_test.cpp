@@ -106,6 +106,28 @@ TEST(World, PicksTheGpuOfItsLocalRankOrTheCpu) {
     EXPECT_EQ(device, torch::Device(torch::kCPU));
 }
 
+TEST(ChooseDevice, CpuAutoAndCudaWithAndWithoutGpus) {
+  EXPECT_EQ(choose_device("cpu", 4, 0, 1, false, "h"), torch::Device(torch::kCPU));
+  EXPECT_EQ(choose_device("auto", 0, 0, 1, false, "h"), torch::Device(torch::kCPU));
+  EXPECT_EQ(choose_device("auto", 2, 1, 2, false, "h"), torch::Device(torch::kCUDA, 1));
+  EXPECT_EQ(choose_device("cuda", 8, 3, 4, false, "h"), torch::Device(torch::kCUDA, 3));
+  expect_error<UsageError>([] { choose_device("cuda", 0, 0, 1, false, "node7"); },
+                           {"trainer.device=cuda", "no CUDA device", "node7"});
+  expect_error<ConfigError>([] { choose_device("gpu", 1, 0, 1, false, "h"); }, {"trainer.device", "'gpu'"});
+}
+
+TEST(ChooseDevice, RanksNeverShareAGpuUnlessTheLauncherBoundOnePerRank) {
+  // Two ranks, one GPU, no binding: both would land on cuda:0 and NCCL would refuse (seen
+  // on a one-GPU machine). Every rank gets the same error, rank 0 included.
+  for (int rank : {0, 1})
+    expect_error<UsageError>([&] { choose_device("auto", 1, rank, 2, false, "gpu1"); },
+                             {"2 ranks on gpu1", "1 GPU visible", "CUDA_VISIBLE_DEVICES", "trainer.device=cpu"});
+  // srun --gpus-per-task=1: each rank sees its own single GPU as cuda:0.
+  EXPECT_EQ(choose_device("auto", 1, 1, 2, true, "h"), torch::Device(torch::kCUDA, 0));
+  expect_error<UsageError>([] { choose_device("auto", 2, 2, 3, true, "h"); }, {"3 ranks", "2 GPUs visible"});
+  EXPECT_EQ(choose_device("cpu", 1, 1, 2, false, "h"), torch::Device(torch::kCPU));  // the way out
+}
+
 // ------------------------------------------------------------------------------------
 // make_communicator
 // ------------------------------------------------------------------------------------
