@@ -63,7 +63,7 @@ fs::path Checkpointer::save(const Checkpoint& ckpt) {
     nlohmann::json manifest = {{"format", kFormat}, {"step", ckpt.step}, {"files", files}};
     write_file_synced(tmp / kManifest, manifest.dump(2) + "\n");  // last: marks the directory complete
     fsync_path(tmp);
-    if (fs::exists(final_dir)) retort::remove_tree(final_dir);
+    retort::remove_tree(final_dir);  // a checkpoint of the same step written before; nothing if none
     fs::rename(tmp, final_dir);
     fsync_path(dir_);
   } catch (const fs::filesystem_error& e) {

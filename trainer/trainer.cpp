@@ -362,8 +362,11 @@ TrainResult Trainer::fit() {
       if (s.step % to.log_every == 0 || last || s.step == 1) {
         auto packed = torch::cat({loss_acc.reshape({1}), torch::ones({1}, loss_acc.options()) * static_cast<double>(samples_since_log)});
         for (auto& t : term_acc) packed = torch::cat({packed, t.second.reshape({1})});
-        packed = packed.to(torch::kCPU).to(torch::kFloat64);
+        // Reduced where it lives (staged only if the communicator needs another device), then
+        // one copy to the host for the log line.
+        packed = packed.to(torch::kFloat64);
         su.comm->all_reduce_staged(packed, launch::ReduceOp::kSum);
+        packed = packed.cpu();
         const double elapsed = seconds_since(last_log);
         const double global_samples = packed[1].item<double>();
         const double sps = global_samples / std::max(elapsed, 1e-9);
