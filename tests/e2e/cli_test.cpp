@@ -137,11 +137,15 @@ TEST(Cli, WrongTypeAndOutOfRangeAreReportedTogether) {
   EXPECT_FALSE(fs::exists(dir));
 }
 
-TEST(Cli, DdpBackendIsAKeyAndItsValueIsChecked) {
+TEST(Cli, DdpBackendAndTrainerDeviceAreKeysAndTheirValuesAreChecked) {
   auto dir = temp_dir("backend");
   auto bad = run("train " + kRecipe + " ddp.backend=gloo run.dir=" + dir.string());
   EXPECT_EQ(bad.code, 2) << bad.out;
   for (const char* word : {"ddp.backend", "gloo", "nccl"}) EXPECT_NE(bad.out.find(word), std::string::npos) << bad.out;
+  EXPECT_FALSE(fs::exists(dir));
+  auto bad_device = run("train " + kRecipe + " trainer.device=tpu run.dir=" + dir.string());
+  EXPECT_EQ(bad_device.code, 2) << bad_device.out;
+  for (const char* word : {"trainer.device", "tpu", "cuda"}) EXPECT_NE(bad_device.out.find(word), std::string::npos) << bad_device.out;
   EXPECT_FALSE(fs::exists(dir));
   if (!has_dataset()) GTEST_SKIP() << "dataset-fashion-mnist not installed";
   auto ok = run("train " + kRecipe + kSmall + "trainer.eval=false ddp.backend=local run.dir=" + dir.string());
