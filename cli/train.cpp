@@ -185,6 +185,10 @@ RunSummary run_one(const config::Composed& composed_in, launch::World& world) {
     // forward on one batch, all before the run directory exists.
     rc.distill.validate();
     rc.distill.validate_teacher_source();
+    if (rc.data.mixup > 0 && rc.distill.loss_weights().dkd > 0)
+      throw ConfigError("distill.weights.dkd=" + std::to_string(rc.distill.loss_weights().dkd) +
+                        " needs one true class per sample, which data.mixup=" + std::to_string(rc.data.mixup) +
+                        " mixes away: set one of them to 0");
     auto teacher = trainer::load_teacher(rc.distill);
     teacher->to(device);
     model->to(device);

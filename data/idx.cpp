@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cmath>
 #include <cstring>
 #include <fstream>
 #include <functional>
@@ -308,6 +309,9 @@ void DataOptions::validate() const {
   positive("batch_size", batch_size);
   positive("eval_batch_size", eval_batch_size);
   if (prefetch < 0) throw ConfigError("data.prefetch must be >= 0, got " + std::to_string(prefetch));
+  if (!(mixup >= 0) || !std::isfinite(mixup)) {
+    throw ConfigError("data.mixup must be a finite number >= 0 (0: off; 0.2-1 typical), got " + std::to_string(mixup));
+  }
   if (subset < 0) throw ConfigError("data.subset must be >= 0 (0 = all), got " + std::to_string(subset));
   if (root.empty()) throw ConfigError("data.root must not be empty");
 }
@@ -321,6 +325,9 @@ void DataOptions::declare(config::Fields<DataOptions>& f) {
   f.add("root", &DataOptions::root, "folder of the IDX files (plain or .gz)");
   f.add("batch_size", &DataOptions::batch_size, "global batch size, summed over all ranks").min(1);
   f.add("augment", &DataOptions::augment, "random crop (2px padding) and horizontal flip on training batches");
+  f.add("mixup", &DataOptions::mixup,
+        "mixup's Beta(a, a) parameter a: training inputs lam x + (1 - lam) x[perm], labels mixed alike; 0: off")
+      .min(0.0);
   f.add("prefetch", &DataOptions::prefetch, "batches prepared ahead on a background thread").min(0);
   f.add("subset", &DataOptions::subset, "keep the first n samples of each split (0: all)").min(0);
   f.add("eval_batch_size", &DataOptions::eval_batch_size, "global batch size for evaluation").min(1);

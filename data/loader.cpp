@@ -1,5 +1,6 @@
 #include "data/loader.h"
 
+#include <cmath>
 #include <condition_variable>
 #include <deque>
 #include <exception>
@@ -19,6 +20,7 @@ LoaderOptions make_loader_options(const DataOptions& opts, torch::Device device,
   o.mean = stats.mean;
   o.stddev = stats.stddev;
   o.augment = opts.augment;
+  o.mixup = opts.mixup;
   o.prefetch = opts.prefetch;
   o.device = device;
   o.seed = seed;
@@ -78,6 +80,58 @@ torch::Tensor augment(const torch::Tensor& x, const std::vector<int64_t>& indice
   return padded.view({b, c, hp * wp}).gather(2, flat).view({b, c, h, w});
 }
 
+namespace {
+
+/// Uniform in the open interval (0, 1), from the top 53 bits.
+double uniform01(SplitMix64& rng) { return (static_cast<double>(rng.next() >> 11) + 0.5) * 0x1.0p-53; }
+
+/// log of a Gamma(shape, 1) variate, shape > 0 (Marsaglia and Tsang, 2000; for shape < 1 a
+/// Gamma(shape + 1) variate times U^(1 / shape), kept in logs so tiny shapes cannot underflow).
+double log_gamma_variate(SplitMix64& rng, double shape) {
+  double boost = 0.0;
+  if (shape < 1.0) {
+    boost = std::log(uniform01(rng)) / shape;
+    shape += 1.0;
+  }
+  const double d = shape - 1.0 / 3.0, c = 1.0 / std::sqrt(9.0 * d);
+  for (;;) {
+    // A standard normal by Box-Muller.
+    const double z = std::sqrt(-2.0 * std::log(uniform01(rng))) * std::cos(2.0 * M_PI * uniform01(rng));
+    const double t = 1.0 + c * z;
+    if (t <= 0.0) continue;
+    const double v = t * t * t;
+    if (std::log(uniform01(rng)) < 0.5 * z * z + d - d * v + d * std::log(v)) return std::log(d * v) + boost;
+  }
+}
+
+}  // namespace
+
+double sample_symmetric_beta(SplitMix64& rng, double alpha) {
+  if (!(alpha > 0.0) || !std::isfinite(alpha)) {
+    throw ConfigError("mixup: alpha must be a positive finite number, got " + std::to_string(alpha));
+  }
+  // G1 / (G1 + G2) = 1 / (1 + exp(log G2 - log G1)).
+  const double a = log_gamma_variate(rng, alpha), b = log_gamma_variate(rng, alpha);
+  return 1.0 / (1.0 + std::exp(b - a));
+}
+
+MixParams mixup_params(uint64_t seed, int64_t epoch, int64_t first_index, int64_t b, double alpha) {
+  if (b < 0) throw Error("mixup_params: batch size must be >= 0, got " + std::to_string(b));
+  // Its own domain constant: independent of the sampler's and the augmentation's streams.
+  constexpr uint64_t kMixupDomain = 0x6d69787570206c61ULL;
+  SplitMix64 rng(mix64(mix64(seed ^ kMixupDomain) ^ static_cast<uint64_t>(epoch)) ^
+                 mix64(static_cast<uint64_t>(first_index)));
+  MixParams p;
+  p.lam = sample_symmetric_beta(rng, alpha);
+  p.perm.resize(static_cast<size_t>(b));
+  for (int64_t i = 0; i < b; ++i) p.perm[static_cast<size_t>(i)] = i;
+  for (int64_t i = b - 1; i > 0; --i) {  // Fisher-Yates
+    const auto j = static_cast<int64_t>(rng.below(static_cast<uint64_t>(i) + 1));
+    std::swap(p.perm[static_cast<size_t>(i)], p.perm[static_cast<size_t>(j)]);
+  }
+  return p;
+}
+
 Batch make_batch(const Dataset& dataset, const DistributedSampler::Shard& shard, int64_t epoch,
                  const LoaderOptions& options) {
   const int64_t n = dataset.size();
@@ -104,6 +158,17 @@ Batch make_batch(const Dataset& dataset, const DistributedSampler::Shard& shard,
       throw DataError("loader: label " + std::to_string(y[i]) + " of sample " + std::to_string(shard.indices[i]) +
                       " is outside [0, " + std::to_string(dataset.num_classes) + ")");
     }
+  }
+  if (options.mixup > 0 && b > 0) {
+    const MixParams m = mixup_params(options.seed, epoch, shard.indices.front(), b, options.mixup);
+    const auto perm = torch::tensor(m.perm, torch::kInt64);
+    // Into the (pinned) buffer itself: x = lam * x + (1 - lam) * x[perm]. The partners are
+    // gathered first, in a statement of their own, before x is scaled.
+    const auto partners = batch.x.index_select(0, perm);
+    batch.x.mul_(m.lam).add_(partners, 1.0 - m.lam);
+    batch.y_mix = torch::empty({b}, torch::TensorOptions().dtype(torch::kInt64).pinned_memory(pinned));
+    torch::index_select_out(batch.y_mix, batch.y, 0, perm);
+    batch.lam = m.lam;
   }
   batch.global_batch_size = shard.global_batch_size;
   batch.step_in_epoch = shard.step_in_epoch;
@@ -190,6 +255,9 @@ Loader::Loader(const Dataset& dataset, DistributedSampler& sampler, LoaderOption
   if (!(options.stddev > 0)) throw ConfigError("loader: stddev must be > 0, got " + std::to_string(options.stddev));
   if (options.crop_pad < 0) throw ConfigError("loader: crop_pad must be >= 0, got " + std::to_string(options.crop_pad));
   if (options.prefetch < 0) throw ConfigError("loader: prefetch must be >= 0, got " + std::to_string(options.prefetch));
+  if (!(options.mixup >= 0) || !std::isfinite(options.mixup)) {
+    throw ConfigError("loader: mixup must be a finite number >= 0 (0: off), got " + std::to_string(options.mixup));
+  }
   if (options.device.is_cuda() && !torch::cuda::is_available()) {
     throw ConfigError("loader: device " + options.device.str() + " requested but CUDA is not available");
   }
@@ -257,6 +325,7 @@ std::optional<Batch> Loader::next() {
     const bool non_blocking = im.options.device.is_cuda();
     batch.x = batch.x.to(im.options.device, non_blocking);
     batch.y = batch.y.to(im.options.device, non_blocking);
+    if (batch.y_mix.defined()) batch.y_mix = batch.y_mix.to(im.options.device, non_blocking);
   }
   return batch;
 }
@@ -268,6 +337,7 @@ std::optional<Batch> Loader::next() {
 namespace {
 LoaderOptions eval_options(LoaderOptions o) {
   o.augment = false;
+  o.mixup = 0.0;
   return o;
 }
 }  // namespace

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <utility>
 #include <vector>
 
 #include "data/idx.h"
@@ -19,11 +20,38 @@
 
 namespace retort::data {
 
+/// What a batch's losses are computed against. Plain: the labels y. With mixup, whose
+/// inputs are lam * x + (1 - lam) * x[perm], the targets mix the same way: y with weight
+/// lam and the partners' labels y_mix = y[perm] with weight 1 - lam.
+struct Labels {
+  Labels(torch::Tensor labels) : y(std::move(labels)) {}  // NOLINT(google-explicit-constructor): plain labels
+  Labels(torch::Tensor labels, torch::Tensor partner_labels, double weight)
+      : y(std::move(labels)), y_mix(std::move(partner_labels)), lam(weight) {}
+
+  torch::Tensor y;      // [b] int64
+  torch::Tensor y_mix;  // [b] int64; undefined without mixup
+  double lam = 1.0;     // the weight of y
+
+  bool mixed() const { return y_mix.defined(); }
+  /// A label-based loss under mixup: loss(y) when plain, else
+  /// lam * loss(y) + (1 - lam) * loss(y_mix). For cross-entropy this equals the loss on the
+  /// mixed one-hot targets (it is linear in the target).
+  template <class LossOfLabels>
+  torch::Tensor mix(LossOfLabels&& loss) const {
+    if (!mixed()) return loss(y);
+    return lam * loss(y) + (1.0 - lam) * loss(y_mix);
+  }
+};
+
 struct Batch {
-  torch::Tensor x;           // [b, C, H, W] float32, normalized
+  torch::Tensor x;           // [b, C, H, W] float32, normalized (and mixed, with mixup)
   torch::Tensor y;           // [b] int64
+  torch::Tensor y_mix;       // [b] int64, y[perm]: the mixed-in samples' labels; undefined without mixup
+  double lam = 1.0;          // mixup's weight of x and y; 1 without mixup
   int64_t global_batch_size; // samples in this step over all ranks
   int64_t step_in_epoch;
+
+  Labels labels() const { return y_mix.defined() ? Labels(y, y_mix, lam) : Labels(y); }
 };
 
 struct LoaderOptions {
@@ -33,10 +61,11 @@ struct LoaderOptions {
   bool hflip = true;
   int64_t prefetch = 2;      // batches prepared ahead on a background thread; 0: in next()
   torch::Device device = torch::kCPU;  // when CUDA: pinned host memory + non_blocking copy
-  uint64_t seed = 0;         // augmentation seed
+  uint64_t seed = 0;         // augmentation and mixup seed
+  double mixup = 0.0;        // mixup's Beta(alpha, alpha) parameter; 0: off (never on in evaluation)
 };
 
-/// mean / stddev of opts.name, augment and prefetch from opts; device and seed as given.
+/// mean / stddev of opts.name, augment, mixup and prefetch from opts; device and seed as given.
 LoaderOptions make_loader_options(const DataOptions& opts, torch::Device device, uint64_t seed);
 
 /// (x / 255 - mean) / stddev as float32, in pinned memory when `pinned`. [same shape]
@@ -56,8 +85,23 @@ CropFlip augment_params(uint64_t seed, int64_t epoch, int64_t index, int64_t cro
 torch::Tensor augment(const torch::Tensor& x, const std::vector<int64_t>& indices, uint64_t seed, int64_t epoch,
                       int64_t crop_pad, bool hflip);
 
+/// Mixup's draw for one batch (Zhang et al., 2018): the weight lam ~ Beta(alpha, alpha) and
+/// the partner of each sample, a permutation of [0, b). A pure function of its arguments, so
+/// resume and every rank reproduce it; `first_index` (the batch's first dataset index) keys
+/// it, which differs between the ranks' shards of one step. alpha > 0, b >= 0.
+struct MixParams {
+  double lam = 1.0;
+  std::vector<int64_t> perm;
+};
+MixParams mixup_params(uint64_t seed, int64_t epoch, int64_t first_index, int64_t b, double alpha);
+
+/// A Beta(alpha, alpha) sample from `rng` alone (Marsaglia-Tsang gamma variates), the same on
+/// every platform (the standard library's distributions are implementation-defined).
+double sample_symmetric_beta(SplitMix64& rng, double alpha);
+
 /// The batch of `shard` on the host (pinned when options.device is CUDA): index_select
-/// of the uint8 images, augmentation when options.augment, one conversion to float.
+/// of the uint8 images, augmentation when options.augment, one conversion to float, then
+/// mixup when options.mixup > 0 (x = lam * x + (1 - lam) * x[perm], y_mix = y[perm]).
 /// DataError for an index outside the dataset or a label outside [0, num_classes).
 Batch make_batch(const Dataset& dataset, const DistributedSampler::Shard& shard, int64_t epoch,
                  const LoaderOptions& options);

@@ -14,6 +14,9 @@ struct DataOptions {
   std::string root = "/usr/share/datasets/fashion-mnist";
   int64_t batch_size = 128;            ///< global batch, summed over all ranks
   bool augment = false;                ///< random crop + horizontal flip on training batches
+  /// mixup on training batches: x = lam x + (1 - lam) x[perm] with lam ~ Beta(mixup, mixup),
+  /// the labels mixed the same way (a distillation teacher sees the mixed inputs). 0: off.
+  double mixup = 0.0;
   int64_t prefetch = 2;                ///< batches prepared ahead; 0 prepares in next()
   int64_t subset = 0;                  ///< keep the first n samples of each split; 0 = all
   /// Global batch for evaluation. Larger is slower on CPU: at 1000 a CNN activation

@@ -256,10 +256,13 @@ void DistillerImpl::cast_teacher(torch::ScalarType dtype) {
   teacher_dtype_ = dtype;
 }
 
-Losses DistillerImpl::forward(const torch::Tensor& x, const torch::Tensor& y) {
+Losses DistillerImpl::forward(const torch::Tensor& x, const data::Labels& labels) {
   if (!prepared_)
     throw Error("Distiller: prepare(sample) must run before the first loss (the dry run checks the layer pairs and "
                 "creates the projections)");
+  if (labels.mixed() && weights_.dkd > 0)
+    throw ConfigError("distill.weights.dkd needs one true class per sample; it cannot be used with data.mixup "
+                      "(set data.mixup=0 or distill.weights.dkd=0)");
   // --- TEACHER (frozen, no graph) ----------------------------------------------------------
   const models::Output t = teacher_forward(x);
   // --- STUDENT -----------------------------------------------------------------------------
@@ -271,7 +274,7 @@ Losses DistillerImpl::forward(const torch::Tensor& x, const torch::Tensor& y) {
   torch::Tensor total;
   auto add = [&](double w, const torch::Tensor& term) { total = total.defined() ? total + w * term : w * term; };
   if (weights_.ce > 0) {
-    auto ce = ce_loss(s.logits, y);
+    auto ce = labels.mix([&](const torch::Tensor& y) { return ce_loss(s.logits, y); });
     out.terms.emplace_back("ce", ce);
     add(weights_.ce, ce);
   }
@@ -281,7 +284,7 @@ Losses DistillerImpl::forward(const torch::Tensor& x, const torch::Tensor& y) {
     add(weights_.kl, kl);
   }
   if (weights_.dkd > 0) {
-    auto dkd = dkd_loss(s.logits, t.logits, y, options_.temperature, options_.dkd_alpha, options_.dkd_beta);
+    auto dkd = dkd_loss(s.logits, t.logits, labels.y, options_.temperature, options_.dkd_alpha, options_.dkd_beta);
     out.terms.emplace_back("dkd", dkd);
     add(weights_.dkd, dkd);
   }

@@ -24,6 +24,7 @@
 #include <utility>
 #include <vector>
 
+#include "data/loader.h"
 #include "distill/layer_map.h"
 #include "distill/options.h"
 #include "models/model.h"
@@ -61,9 +62,11 @@ class DistillerImpl : public torch::nn::Module {
   void prepare(const torch::Tensor& sample);
   bool prepared() const { return prepared_; }
 
-  /// Teacher (frozen) and student forward on x [B, C, H, W]; the loss on labels y [B].
-  /// Error if prepare() has not run.
-  Losses forward(const torch::Tensor& x, const torch::Tensor& y);
+  /// Teacher (frozen) and student forward on x [B, C, H, W]; the loss on labels [B] (a
+  /// plain label tensor converts). Under mixup the teacher sees the same mixed inputs as
+  /// the student (consistent "function matching"), the CE term mixes the two label sets,
+  /// and DKD, which needs one true class per row, is refused. Error if prepare() has not run.
+  Losses forward(const torch::Tensor& x, const data::Labels& labels);
 
   /// Projections and the student follow `on`; the teacher stays in eval mode.
   void train(bool on = true) override;

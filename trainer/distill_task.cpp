@@ -12,8 +12,8 @@ DistillTask::DistillTask(distill::Distiller distiller, const torch::Tensor& samp
   distiller_->prepare(sample);
 }
 
-Losses DistillTask::loss(const torch::Tensor& x, const torch::Tensor& y) {
-  auto l = distiller_->forward(x, y);
+Losses DistillTask::loss(const torch::Tensor& x, const data::Labels& labels) {
+  auto l = distiller_->forward(x, labels);
   return {l.total, std::move(l.terms), l.logits};
 }
 

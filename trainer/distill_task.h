@@ -27,7 +27,7 @@ class DistillTask : public Task {
   DistillTask(distill::Distiller distiller, const torch::Tensor& sample);
 
   models::Model& model() override { return distiller_->student(); }
-  Losses loss(const torch::Tensor& x, const torch::Tensor& y) override;
+  Losses loss(const torch::Tensor& x, const data::Labels& labels) override;
   std::vector<std::pair<std::string, torch::nn::Module*>> extra_modules() override {
     return {{"distill", distiller_.get()}};
   }

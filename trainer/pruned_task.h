@@ -29,7 +29,7 @@ class PrunedTask : public Task {
   PrunedTask& operator=(const PrunedTask&) = delete;
 
   models::Model& model() override { return inner_->model(); }
-  Losses loss(const torch::Tensor& x, const torch::Tensor& y) override { return inner_->loss(x, y); }
+  Losses loss(const torch::Tensor& x, const data::Labels& labels) override { return inner_->loss(x, labels); }
   NamedParams trainable() override { return inner_->trainable(); }
   std::vector<std::pair<std::string, torch::nn::Module*>> extra_modules() override { return inner_->extra_modules(); }
   void train(bool on) override { inner_->train(on); }

@@ -24,9 +24,9 @@ void Task::to(const torch::Device& device) {
   for (auto& kv : extra_modules()) kv.second->to(device);
 }
 
-Losses SupervisedTask::loss(const torch::Tensor& x, const torch::Tensor& y) {
+Losses SupervisedTask::loss(const torch::Tensor& x, const data::Labels& labels) {
   auto out = model_->forward(x);
-  auto ce = amp::cross_entropy(out.logits, y);
+  auto ce = labels.mix([&](const torch::Tensor& y) { return amp::cross_entropy(out.logits, y); });
   return {ce, {{"ce", ce}}, out.logits};
 }
 

@@ -3,7 +3,7 @@
 /// (e.g. distillation projections: trained and checkpointed, never exported), and how a
 /// batch becomes a loss. The trainer owns the loop; a Task owns the objective.
 ///   SupervisedTask task(model);               // cross-entropy on labels
-///   Losses l = task.loss(batch.x, batch.y);   // l.total, l.terms {"ce": ...}
+///   Losses l = task.loss(batch.x, batch.labels());   // l.total, l.terms {"ce": ...}
 #include <torch/torch.h>
 
 #include <map>
@@ -12,6 +12,7 @@
 #include <utility>
 #include <vector>
 
+#include "data/loader.h"
 #include "models/model.h"
 
 namespace retort::trainer {
@@ -30,7 +31,8 @@ class Task {
   /// The model that eval and export see.
   virtual models::Model& model() = 0;
   /// Runs forward and the objective on one (micro-)batch; called inside the autocast region.
-  virtual Losses loss(const torch::Tensor& x, const torch::Tensor& y) = 0;
+  /// `labels` converts from a plain label tensor; with mixup it carries both label sets.
+  virtual Losses loss(const torch::Tensor& x, const data::Labels& labels) = 0;
   /// Everything the optimizer updates, by unique name (model parameters first).
   virtual NamedParams trainable();
   /// Modules besides the model whose weights belong in checkpoints (by prefix).
@@ -49,12 +51,13 @@ class Task {
   virtual void load_state_dict(const std::map<std::string, torch::Tensor>& /*state*/) {}
 };
 
-/// Plain supervised training: cross-entropy of the model's logits on the labels.
+/// Plain supervised training: cross-entropy of the model's logits on the labels (the mixed
+/// labels' cross-entropy under mixup).
 class SupervisedTask : public Task {
  public:
   explicit SupervisedTask(std::shared_ptr<models::Model> model) : model_(std::move(model)) {}
   models::Model& model() override { return *model_; }
-  Losses loss(const torch::Tensor& x, const torch::Tensor& y) override;
+  Losses loss(const torch::Tensor& x, const data::Labels& labels) override;
 
  private:
   std::shared_ptr<models::Model> model_;

@@ -261,6 +261,7 @@ TrainResult Trainer::fit() {
 
   data::LoaderOptions lopts;
   lopts.augment = su.data.augment;
+  lopts.mixup = su.data.mixup;
   lopts.prefetch = su.data.prefetch;
   lopts.device = su.device;
   lopts.seed = static_cast<uint64_t>(to.seed);
@@ -309,7 +310,7 @@ TrainResult Trainer::fit() {
       {
         amp::Autocast autocast(su.amp, su.device.type());
         if (local > 0) {
-          losses = su.task->loss(batch->x, batch->y);
+          losses = su.task->loss(batch->x, batch->labels());
         } else {  // an empty shard still takes part in every gradient all-reduce
           losses.total = torch::zeros({}, torch::TensorOptions().device(su.device));
           for (auto& kv : s.params) losses.total = losses.total + kv.second.sum() * 0;

@@ -317,6 +317,8 @@ TEST(DataOptions, Validate) {
   EXPECT_THAT(bad([](DataOptions& o) { o.prefetch = -1; }), HasSubstr("data.prefetch"));
   EXPECT_THAT(bad([](DataOptions& o) { o.subset = -5; }), HasSubstr("data.subset"));
   EXPECT_THAT(bad([](DataOptions& o) { o.root = ""; }), HasSubstr("data.root"));
+  EXPECT_THAT(bad([](DataOptions& o) { o.mixup = -0.5; }), HasSubstr("data.mixup must be a finite number >= 0"));
+  EXPECT_THAT(bad([](DataOptions& o) { o.mixup = std::nan(""); }), HasSubstr("data.mixup"));
   EXPECT_THAT(bad([](DataOptions& o) { o.name = "x"; }), HasSubstr("data.name"));
 }
 

@@ -2,7 +2,9 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <cmath>
 #include <iostream>
+#include <limits>
 #include <set>
 
 #include "core/error.h"
@@ -399,6 +401,136 @@ TEST(FashionMnist, AugmentedEpochOverRealData) {
   // Normalized data has mean near 0 (padding zeros pull it a little negative).
   EXPECT_NEAR(sum / batches, 0.0, 0.15);
   std::cout << "[ info ] " << batches << " augmented batches of 128 in " << seconds << " s\n";
+}
+
+// --- mixup ------------------------------------------------------------------------------
+
+TEST(Mixup, ParamsArePureAndKeyedBySeedEpochAndFirstIndex) {
+  const MixParams a = mixup_params(7, 3, 41, 16, 1.0), b = mixup_params(7, 3, 41, 16, 1.0);
+  EXPECT_EQ(a.lam, b.lam);
+  EXPECT_EQ(a.perm, b.perm);
+  ASSERT_EQ(a.perm.size(), 16u);
+  EXPECT_EQ(std::set<int64_t>(a.perm.begin(), a.perm.end()), (std::set<int64_t>{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10,
+                                                                             11, 12, 13, 14, 15}));
+  EXPECT_GT(a.lam, 0.0);
+  EXPECT_LT(a.lam, 1.0);
+  // Any key changed: another draw.
+  for (const MixParams& o : {mixup_params(8, 3, 41, 16, 1.0), mixup_params(7, 4, 41, 16, 1.0),
+                             mixup_params(7, 3, 42, 16, 1.0)}) {
+    EXPECT_NE(o.lam, a.lam);
+    EXPECT_NE(o.perm, a.perm);
+  }
+  EXPECT_TRUE(mixup_params(7, 3, 41, 0, 1.0).perm.empty());
+  EXPECT_EQ(mixup_params(7, 3, 41, 1, 1.0).perm, std::vector<int64_t>{0});
+  EXPECT_THROW(mixup_params(7, 3, 41, 4, 0.0), ConfigError);
+  EXPECT_THROW(mixup_params(7, 3, 41, 4, -1.0), ConfigError);
+  EXPECT_THROW(mixup_params(7, 3, 41, 4, std::nan("")), ConfigError);
+}
+
+TEST(Mixup, BetaSamplesHaveTheMomentsOfBetaAlphaAlpha) {
+  // Beta(a, a): mean 1/2, variance 1 / (4 (2a + 1)); Beta(1, 1) is uniform. 40k draws: the
+  // standard error of the mean is < 0.0025 and of the variance < 2 %.
+  for (double alpha : {0.1, 0.2, 1.0, 4.0}) {
+    SplitMix64 rng(1234 + static_cast<uint64_t>(alpha * 10));
+    const int n = 40000;
+    double sum = 0, sq = 0;
+    int below_tenth = 0;
+    for (int i = 0; i < n; ++i) {
+      const double v = sample_symmetric_beta(rng, alpha);
+      ASSERT_TRUE(v >= 0.0 && v <= 1.0) << v;
+      sum += v;
+      sq += v * v;
+      below_tenth += v < 0.1;
+    }
+    const double mean = sum / n, var = sq / n - mean * mean, want_var = 1.0 / (4.0 * (2.0 * alpha + 1.0));
+    EXPECT_NEAR(mean, 0.5, 0.01) << "alpha " << alpha;
+    EXPECT_NEAR(var / want_var, 1.0, 0.06) << "alpha " << alpha << ": variance " << var << " vs " << want_var;
+    if (alpha == 1.0) {
+      EXPECT_NEAR(below_tenth / static_cast<double>(n), 0.1, 0.01);
+    }
+    // Small alpha puts most of the mass near 0 and 1 (Beta(0.2, 0.2): P(v < 0.1) = 0.337).
+    if (alpha == 0.2) {
+      EXPECT_NEAR(below_tenth / static_cast<double>(n), 0.337, 0.015);
+    }
+  }
+}
+
+TEST(Mixup, BatchIsTheConvexCombinationOfThePlainBatch) {
+  Dataset d = synthetic(40, 1, 8, 8, 3);
+  DistributedSampler sampler(40, 16, 0, 1, 2);
+  sampler.set_epoch(6);
+  DistributedSampler plain_sampler = sampler;
+  LoaderOptions o = opts(2, /*augment=*/true, 77);
+  Loader plain(d, plain_sampler, o);
+  o.mixup = 0.4;
+  Loader mixed(d, sampler, o);
+  DistributedSampler expected = sampler;
+  int batches = 0;
+  std::set<double> lams;
+  while (auto m = mixed.next()) {
+    auto p = plain.next();
+    ASSERT_TRUE(p);
+    const auto shard = *expected.next();
+    const MixParams want = mixup_params(77, 6, shard.indices.front(), static_cast<int64_t>(shard.indices.size()), 0.4);
+    EXPECT_EQ(m->lam, want.lam);
+    lams.insert(m->lam);
+    EXPECT_TRUE(torch::equal(m->y, p->y));  // the first label set is the plain one
+    ASSERT_TRUE(m->y_mix.defined());
+    for (size_t i = 0; i < want.perm.size(); ++i) {
+      const auto j = want.perm[i];
+      EXPECT_EQ(m->y_mix[i].item<int64_t>(), p->y[j].item<int64_t>());
+      auto x = want.lam * p->x[i].to(torch::kFloat64) + (1.0 - want.lam) * p->x[j].to(torch::kFloat64);
+      ASSERT_TRUE(torch::allclose(m->x[i].to(torch::kFloat64), x, 1e-5, 1e-5)) << "sample " << i;
+    }
+    const Labels l = m->labels();
+    EXPECT_TRUE(l.mixed());
+    EXPECT_EQ(l.lam, m->lam);
+    ++batches;
+  }
+  EXPECT_EQ(batches, 3);
+  EXPECT_EQ(lams.size(), 3u);  // a new draw every batch
+  // Without mixup a batch carries plain labels only.
+  DistributedSampler s2(40, 16, 0, 1, 2);
+  Loader off(d, s2, opts(0));
+  auto b = off.next();
+  EXPECT_FALSE(b->y_mix.defined());
+  EXPECT_EQ(b->lam, 1.0);
+  EXPECT_FALSE(b->labels().mixed());
+}
+
+TEST(Mixup, EvaluationNeverMixesAndBadAlphaIsRefused) {
+  Dataset d = synthetic(23, 1, 6, 5, 8);
+  LoaderOptions o = opts(2, /*augment=*/true, 5);
+  o.mixup = 1.0;  // ignored for eval, like augment
+  EvalLoader eval(d, 10, o);
+  std::vector<torch::Tensor> xs;
+  while (auto b = eval.next()) {
+    EXPECT_FALSE(b->y_mix.defined());
+    xs.push_back(b->x);
+  }
+  EXPECT_TRUE(torch::allclose(torch::cat(xs), normalize(d.images, o.mean, o.stddev)));
+  for (double bad : {-0.1, std::nan(""), std::numeric_limits<double>::infinity()}) {
+    DistributedSampler s(23, 10);
+    o.mixup = bad;
+    EXPECT_THAT(error_of<ConfigError>([&] { Loader l(d, s, o); }), HasSubstr("loader: mixup must be a finite number"));
+  }
+}
+
+TEST(Labels, MixedCrossEntropyEqualsTheCrossEntropyOfMixedOneHotTargets) {
+  auto logits = torch::randn({6, 5}, torch::kFloat64);
+  auto y = torch::tensor({0, 1, 2, 3, 4, 0}, torch::kInt64);
+  auto y_mix = torch::tensor({4, 1, 0, 2, 3, 3}, torch::kInt64);
+  const double lam = 0.3;
+  auto ce = [&](const torch::Tensor& t) { return torch::nn::functional::cross_entropy(logits, t); };
+  // By hand: q = lam onehot(y) + (1 - lam) onehot(y_mix); CE = mean_i -sum_c q_ic log softmax_ic.
+  auto q = lam * torch::one_hot(y, 5).to(torch::kFloat64) + (1 - lam) * torch::one_hot(y_mix, 5).to(torch::kFloat64);
+  auto want = -(q * torch::log_softmax(logits, 1)).sum(1).mean();
+  EXPECT_NEAR(Labels(y, y_mix, lam).mix(ce).item<double>(), want.item<double>(), 1e-12);
+  // Plain labels: the loss itself, once.
+  int calls = 0;
+  auto counted = [&](const torch::Tensor& t) { ++calls; return ce(t); };
+  EXPECT_NEAR(Labels(y).mix(counted).item<double>(), ce(y).item<double>(), 1e-15);
+  EXPECT_EQ(calls, 1);
 }
 
 }  // namespace

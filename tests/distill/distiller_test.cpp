@@ -114,6 +114,38 @@ TEST(Distiller, DkdIsATermOfItsOwnAddedWithItsWeight) {
   EXPECT_NEAR(l.total.item<double>(), 0.5 * terms.at("ce") + 0.25 * terms.at("dkd"), 1e-6);
 }
 
+TEST(Distiller, MixupMixesTheCeTermAloneAndRefusesDkd) {
+  auto [teacher, student] = golden_mlp_pair();
+  distill::DistillOptions o;
+  o.alpha = 0.6;
+  o.weight_kl = 0.5;
+  o.temperature = 3.0;
+  distill::Distiller d(teacher, student, o);
+  const auto x = golden("mlp.x"), y = golden("mlp.y");
+  d->prepare(x);
+  const auto y_mix = y.flip(0);  // any other label set
+  const double lam = 0.35;
+  auto plain = term_map(d->forward(x, y));
+  auto other = term_map(d->forward(x, y_mix));
+  auto l = d->forward(x, data::Labels(y, y_mix, lam));
+  auto mixed = term_map(l);
+  ASSERT_EQ(mixed.size(), plain.size());
+  EXPECT_NE(plain.at("ce"), other.at("ce"));
+  EXPECT_NEAR(mixed.at("ce"), lam * plain.at("ce") + (1 - lam) * other.at("ce"), 1e-6);
+  // The teacher's terms compare outputs on the (mixed) inputs, whatever the labels.
+  EXPECT_DOUBLE_EQ(mixed.at("kl"), plain.at("kl"));
+  EXPECT_DOUBLE_EQ(mixed.at("mse.fc0"), plain.at("mse.fc0"));
+  EXPECT_NEAR(l.total.item<double>(), 0.6 * mixed.at("ce") + 0.4 * mixed.at("mse.fc0") + 0.5 * mixed.at("kl"), 1e-6);
+
+  distill::DistillOptions k;
+  k.weight_dkd = 1.0;
+  distill::Distiller with_dkd(teacher, student, k);
+  with_dkd->prepare(x);
+  EXPECT_NO_THROW(with_dkd->forward(x, y));
+  expect_error<ConfigError>([&] { with_dkd->forward(x, data::Labels(y, y_mix, lam)); },
+                            {"distill.weights.dkd", "data.mixup"});
+}
+
 TEST(Distiller, VitWithAttentionMatchesPyTorch) {
   auto teacher = distill::load_teacher_weights(vit(16, 2, 2), test::golden_group("vit.teacher."), "golden teacher");
   auto so = vit(8, 1, 1);

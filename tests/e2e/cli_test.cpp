@@ -147,7 +147,19 @@ TEST(Cli, DdpBackendAndTrainerDeviceAreKeysAndTheirValuesAreChecked) {
   EXPECT_EQ(bad_device.code, 2) << bad_device.out;
   for (const char* word : {"trainer.device", "tpu", "cuda"}) EXPECT_NE(bad_device.out.find(word), std::string::npos) << bad_device.out;
   EXPECT_FALSE(fs::exists(dir));
+  auto bad_mixup = run("train " + kRecipe + " data.mixup=-1 run.dir=" + dir.string());
+  EXPECT_EQ(bad_mixup.code, 2) << bad_mixup.out;
+  EXPECT_NE(bad_mixup.out.find("data.mixup"), std::string::npos) << bad_mixup.out;
+  EXPECT_FALSE(fs::exists(dir));
   if (!has_dataset()) GTEST_SKIP() << "dataset-fashion-mnist not installed";
+  // DKD needs each sample's one true class, which mixup mixes away: refused before any teacher is read.
+  auto dkd_mixup = run(std::string("train recipes/fmnist/distill.yaml") +
+                       " distill.teacher.checkpoint=/nonexistent data.mixup=1 distill.weights.dkd=1 run.dir=" +
+                       dir.string());
+  EXPECT_EQ(dkd_mixup.code, 2) << dkd_mixup.out;
+  for (const char* word : {"distill.weights.dkd", "data.mixup"})
+    EXPECT_NE(dkd_mixup.out.find(word), std::string::npos) << dkd_mixup.out;
+  EXPECT_FALSE(fs::exists(dir));
   auto ok = run("train " + kRecipe + kSmall + "trainer.eval=false ddp.backend=local run.dir=" + dir.string());
   EXPECT_EQ(ok.code, 0) << ok.out;
   EXPECT_NE(ok.out.find("backend local"), std::string::npos) << ok.out;

@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <fstream>
 #include <limits>
+#include <set>
 #include <nlohmann/json.hpp>
 
 #include "tests/common/synthetic.h"
@@ -335,7 +336,7 @@ TEST(Trainer, GradAccumulationMatchesOneBigBatch) {
 class OverflowingTask : public SupervisedTask {
  public:
   OverflowingTask(std::shared_ptr<models::Model> m, int64_t at) : SupervisedTask(std::move(m)), at_(at) {}
-  Losses loss(const torch::Tensor& x, const torch::Tensor& y) override {
+  Losses loss(const torch::Tensor& x, const data::Labels& y) override {
     Losses l = SupervisedTask::loss(x, y);
     // inf * loss: the term and every gradient through it overflow at step `at_`.
     auto extra = l.total * (++calls_ == at_ ? std::numeric_limits<float>::infinity() : 0.0f);
@@ -347,6 +348,64 @@ class OverflowingTask : public SupervisedTask {
  private:
   int64_t at_, calls_ = 0;
 };
+
+// Records the mixup weight of every batch it trains on; stops (as SIGTERM would) after
+// `stop_after` optimizer steps when that is > 0.
+class MixRecordingTask : public SupervisedTask {
+ public:
+  MixRecordingTask(std::shared_ptr<models::Model> m, int64_t stop_after)
+      : SupervisedTask(std::move(m)), left_(stop_after) {}
+  Losses loss(const torch::Tensor& x, const data::Labels& labels) override {
+    lams.push_back(labels.mixed() ? labels.lam : -1.0);
+    if (labels.mixed()) {
+      EXPECT_EQ(labels.y_mix.sizes(), labels.y.sizes());
+    }
+    return SupervisedTask::loss(x, labels);
+  }
+  void after_step() override {
+    if (left_ > 0 && --left_ == 0) launch::request_stop();
+  }
+  std::vector<double> lams;
+
+ private:
+  int64_t left_;
+};
+
+TEST(Trainer, MixupReachesTheTaskAndResumeReproducesItsDraws) {
+  auto d = temp_dir("mixup");
+  auto train = test::band_dataset(256, 5);
+  auto run = [&](double mixup, int64_t stop_after, const std::string& resume) {
+    auto setup = make_setup(d, train, 12);
+    setup.data.mixup = mixup;
+    setup.trainer.checkpoint_every = 1000;
+    setup.trainer.resume = resume;
+    torch::manual_seed(7);
+    auto task = std::make_shared<MixRecordingTask>(models::make_model(tiny_model()), stop_after);
+    setup.task = task;
+    auto r = Trainer(std::move(setup)).fit();
+    launch::clear_stop_request();
+    EXPECT_EQ(r.steps, stop_after > 0 ? stop_after : 12);
+    return task->lams;
+  };
+  const auto full = run(0.5, 0, "");
+  ASSERT_EQ(full.size(), 12u);
+  std::set<double> distinct(full.begin(), full.end());
+  EXPECT_EQ(distinct.size(), 12u);  // a draw per batch
+  for (double lam : full) {
+    EXPECT_GT(lam, 0.0);
+    EXPECT_LT(lam, 1.0);
+  }
+  retort::remove_tree(d);
+  fs::create_directories(d);
+  const auto first = run(0.5, 5, "");
+  const auto rest = run(0.5, 0, "auto");
+  EXPECT_EQ(first, std::vector<double>(full.begin(), full.begin() + 5));
+  EXPECT_EQ(rest, std::vector<double>(full.begin() + 5, full.end()));
+  retort::remove_tree(d);
+  fs::create_directories(d);
+  for (double lam : run(0.0, 0, "")) EXPECT_EQ(lam, -1.0);  // off: plain labels
+  retort::remove_tree(d);
+}
 
 TEST(Trainer, SkippedStepIsInTheMetricsWithTheOverflowingTerm) {
   auto d = temp_dir("overflow");
