@@ -46,6 +46,8 @@ void DistillOptions::declare(config::Fields<DistillOptions>& f) {
   f.add("teacher.checkpoint", &DistillOptions::teacher_checkpoint, "teacher: a run directory or checkpoint directory");
   f.add("teacher.weights", &DistillOptions::teacher_weights, "teacher: a .safetensors file (needs distill.teacher.model)");
   f.add("teacher.model", &DistillOptions::teacher_model, "teacher's model options with teacher.weights (keys of model:)");
+  f.add("teacher.ensemble", &DistillOptions::teacher_ensemble,
+        "more teachers (run or checkpoint dirs): logits averaged with the teacher's; hidden states the teacher's");
 }
 
 void DistillOptions::validate() const {
@@ -79,6 +81,10 @@ void DistillOptions::validate_teacher_source() const {
     throw ConfigError("distill.teacher.model: required with distill.teacher.weights='" + teacher_weights +
                       "' (a safetensors file has no model config); give the teacher's model keys, e.g. "
                       "distill.teacher.model={name: cnn, channels: [32, 64]}");
+  for (size_t i = 0; i < teacher_ensemble.size(); ++i)
+    if (teacher_ensemble[i].empty())
+      throw ConfigError("distill.teacher.ensemble[" + std::to_string(i) +
+                        "]: empty path; give each extra teacher's run or checkpoint directory");
   if (ckpt && model)
     throw ConfigError("distill.teacher.model: only used with distill.teacher.weights; the checkpoint '" +
                       teacher_checkpoint + "' carries its own model config");

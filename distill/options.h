@@ -15,6 +15,7 @@
 ///   distill::LossWeights w = opts.loss_weights();
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "config/config.h"
 
@@ -62,6 +63,10 @@ struct DistillOptions {
   std::string teacher_checkpoint;
   std::string teacher_weights;
   YAML::Node teacher_model;
+  /// More teachers (run or checkpoint directories) averaged with the first into one
+  /// (distill::TeacherEnsemble): their mean logits feed the kl and dkd terms; the hidden
+  /// states and attention maps stay the first teacher's.
+  std::vector<std::string> teacher_ensemble;
 
   static void declare(config::Fields<DistillOptions>& f);
   /// ConfigError naming the key: alpha outside [0, 1], a negative or non-finite weight,

@@ -9,6 +9,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "models/model.h"
 
@@ -22,6 +23,28 @@ void freeze(models::Model& model);
 std::shared_ptr<models::Model> load_teacher_weights(const models::ModelOptions& options,
                                                     const std::map<std::string, torch::Tensor>& weights,
                                                     const std::string& origin);
+
+/// Several frozen teachers acting as one: the logits are the mean of the members' logits
+/// (what the kl and dkd terms see), the hidden states and attention maps are the first
+/// member's (what the layer maps pair with the student). Members are registered as
+/// submodules "member<i>", so to(), parameters() and buffers reach all of them; options()
+/// and hidden_names() are the first member's. Each member runs its own forward: the cost of
+/// a step grows with every teacher added.
+class TeacherEnsemble : public models::Model {
+ public:
+  /// ConfigError naming `key` when `members` is empty, or a member differs from the first
+  /// in num_classes, in_channels or image_size (they must read the same input and vote on
+  /// the same classes). Members are frozen.
+  TeacherEnsemble(std::vector<std::shared_ptr<models::Model>> members, const std::string& key);
+  models::Output forward(const torch::Tensor& x) override;
+  std::vector<std::string> hidden_names() const override { return members_.front()->hidden_names(); }
+  std::vector<std::string> hidden_kinds() const override { return members_.front()->hidden_kinds(); }
+  size_t size() const { return members_.size(); }
+  models::Model& member(size_t i) { return *members_.at(i); }
+
+ private:
+  std::vector<std::shared_ptr<models::Model>> members_;
+};
 
 /// The teacher's model options from a `model:`-shaped YAML map (distill.teacher.model or
 /// the `model:` section of the teacher's checkpoint config). ConfigError naming `key`

@@ -17,27 +17,43 @@ Losses DistillTask::loss(const torch::Tensor& x, const data::Labels& labels) {
   return {l.total, std::move(l.terms), l.logits};
 }
 
-std::shared_ptr<models::Model> load_teacher(const distill::DistillOptions& options) {
-  options.validate_teacher_source();
-  if (!options.teacher_weights.empty()) {
-    const auto model = distill::read_model_options(options.teacher_model, "distill.teacher.model");
-    const auto file = models::load_safetensors(options.teacher_weights);
-    return distill::load_teacher_weights(model, file.tensors, options.teacher_weights);
-  }
-  const auto dir = Checkpointer::resolve(options.teacher_checkpoint);
+namespace {
+
+/// A frozen model from a run or checkpoint directory: weights from model.safetensors, model
+/// options from the `model:` section of its config.yaml. Errors name `key`.
+std::shared_ptr<models::Model> load_checkpoint_teacher(const std::string& path, const std::string& key) {
+  const auto dir = Checkpointer::resolve(path);
   const Checkpoint ckpt = Checkpointer::load(dir);
   const YAML::Node config = config::parse(ckpt.config_yaml, (dir / "config.yaml").string());
   if (!config["model"])
-    throw CheckpointError("distill.teacher.checkpoint: " + (dir / "config.yaml").string() +
-                          " has no model: section to build the teacher from");
+    throw CheckpointError(key + ": " + (dir / "config.yaml").string() + " has no model: section to build the teacher from");
   models::ModelOptions model;
   try {
     model = distill::read_model_options(config["model"], "model");
   } catch (const ConfigError& e) {
-    throw ConfigError("distill.teacher.checkpoint: the teacher's config " + (dir / "config.yaml").string() + ": " +
-                      e.what());
+    throw ConfigError(key + ": the teacher's config " + (dir / "config.yaml").string() + ": " + e.what());
   }
   return distill::load_teacher_weights(model, ckpt.model, (dir / "model.safetensors").string());
+}
+
+}  // namespace
+
+std::shared_ptr<models::Model> load_teacher(const distill::DistillOptions& options) {
+  options.validate_teacher_source();
+  std::shared_ptr<models::Model> teacher;
+  if (!options.teacher_weights.empty()) {
+    const auto model = distill::read_model_options(options.teacher_model, "distill.teacher.model");
+    const auto file = models::load_safetensors(options.teacher_weights);
+    teacher = distill::load_teacher_weights(model, file.tensors, options.teacher_weights);
+  } else {
+    teacher = load_checkpoint_teacher(options.teacher_checkpoint, "distill.teacher.checkpoint");
+  }
+  if (options.teacher_ensemble.empty()) return teacher;
+  std::vector<std::shared_ptr<models::Model>> members{teacher};
+  for (size_t i = 0; i < options.teacher_ensemble.size(); ++i)
+    members.push_back(load_checkpoint_teacher(options.teacher_ensemble[i],
+                                              "distill.teacher.ensemble[" + std::to_string(i) + "]"));
+  return std::make_shared<distill::TeacherEnsemble>(std::move(members), "distill.teacher.ensemble");
 }
 
 torch::Tensor sample_batch(const data::Dataset& dataset, int64_t rows) {

@@ -45,7 +45,9 @@ class DistillTask : public Task {
 /// The frozen teacher a `distill:` section names: distill.teacher.checkpoint (a run or
 /// checkpoint directory: weights from model.safetensors, model options from the `model:`
 /// section of its config.yaml) or distill.teacher.weights (a safetensors file) with
-/// distill.teacher.model. ConfigError / CheckpointError naming the key or file.
+/// distill.teacher.model; with distill.teacher.ensemble, a distill::TeacherEnsemble of that
+/// teacher and each listed run or checkpoint directory. ConfigError / CheckpointError
+/// naming the key or file.
 std::shared_ptr<models::Model> load_teacher(const distill::DistillOptions& options);
 
 /// One input batch of `dataset` (its first rows, normalized as the loader does): the

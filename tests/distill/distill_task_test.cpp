@@ -183,6 +183,68 @@ TEST(DistillTask, LoadTeacherFromASafetensorsFile) {
   retort::remove_tree(dir);
 }
 
+TEST(DistillTask, TeacherEnsembleFromRunDirectoriesAveragesTheLogits) {
+  auto train = test::band_dataset(192, 23);
+  const auto a = temp_dir("ens-a"), b = temp_dir("ens-b");
+  train_teacher(a, train);
+  torch::manual_seed(99);  // a second teacher, other weights
+  {
+    auto task = std::make_shared<trainer::SupervisedTask>(models::make_model(teacher_options()));
+    auto s = setup_for(task, train, b, 10);
+    s.config_yaml = kTeacherConfig;
+    trainer::Trainer(std::move(s)).fit();
+  }
+  distill::DistillOptions o;
+  o.teacher_checkpoint = a.string();
+  auto single_a = trainer::load_teacher(o);
+  o.teacher_checkpoint = b.string();
+  auto single_b = trainer::load_teacher(o);
+  o.teacher_checkpoint = a.string();
+  o.teacher_ensemble = {b.string()};
+  auto ens = trainer::load_teacher(o);
+  auto* e = dynamic_cast<distill::TeacherEnsemble*>(ens.get());
+  ASSERT_NE(e, nullptr);
+  EXPECT_EQ(e->size(), 2u);
+  EXPECT_FALSE(ens->is_training());
+  for (const auto& p : ens->parameters()) EXPECT_FALSE(p.requires_grad());
+  EXPECT_EQ(models::count_parameters(*ens), 2 * models::count_parameters(*single_a));
+  const auto x = trainer::sample_batch(*train, 5);
+  torch::NoGradGuard g;
+  const auto oa = single_a->forward(x), ob = single_b->forward(x), oe = ens->forward(x);
+  EXPECT_FALSE(torch::allclose(oa.logits, ob.logits));
+  EXPECT_TRUE(torch::allclose(oe.logits, (oa.logits + ob.logits) / 2, 1e-5, 1e-6));
+  ASSERT_EQ(oe.hidden.size(), oa.hidden.size());
+  for (size_t i = 0; i < oa.hidden.size(); ++i) EXPECT_TRUE(torch::equal(oe.hidden[i], oa.hidden[i])) << i;
+  EXPECT_EQ(ens->hidden_names(), single_a->hidden_names());
+
+  // A bad extra teacher is named by its place in the list.
+  o.teacher_ensemble = {b.string(), "/nonexistent/third-teacher"};
+  expect_error<CheckpointError>([&] { trainer::load_teacher(o); }, {"/nonexistent/third-teacher"});
+  o.teacher_ensemble = {""};
+  expect_error<ConfigError>([&] { trainer::load_teacher(o); }, {"distill.teacher.ensemble[0]", "empty path"});
+  retort::remove_tree(a);
+  retort::remove_tree(b);
+}
+
+TEST(DistillTask, TeacherEnsembleMembersMustAgreeOnClassesAndInput) {
+  auto t = models::make_model(teacher_options());
+  auto other = teacher_options();
+  other.num_classes = 7;
+  expect_error<ConfigError>(
+      [&] { distill::TeacherEnsemble({t, models::make_model(other)}, "distill.teacher.ensemble"); },
+      {"distill.teacher.ensemble", "teacher 1", "num_classes 7", "has 10"});
+  other = teacher_options();
+  other.image_size = 32;
+  expect_error<ConfigError>([&] { distill::TeacherEnsemble({t, models::make_model(other)}, "k"); },
+                            {"image_size 32"});
+  expect_error<ConfigError>([&] { distill::TeacherEnsemble({}, "k"); }, {"at least one teacher"});
+  // A one-member ensemble is that teacher.
+  distill::TeacherEnsemble one({t}, "k");
+  const auto x = torch::randn({3, 1, 28, 28});
+  torch::NoGradGuard g;
+  EXPECT_TRUE(torch::equal(one.forward(x).logits, t->forward(x).logits));
+}
+
 TEST(DistillTask, MissingTeacherCheckpointIsNamed) {
   distill::DistillOptions o;
   o.teacher_checkpoint = "/nonexistent/teacher-run";
