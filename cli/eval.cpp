@@ -1,4 +1,4 @@
-// `retort eval <run_dir or checkpoint> [overrides...]` and
+// `retort eval <run_dir or checkpoint> [more ...] [overrides...]` (several: each, then their ensemble) and
 // `retort export <run_dir or checkpoint> <out.safetensors>`
 #include <iostream>
 
@@ -8,6 +8,7 @@
 #include "core/error.h"
 #include "core/fs.h"
 #include "data/data.h"
+#include "distill/distill.h"
 #include "launch/communicator.h"
 #include "launch/world.h"
 #include "models/models.h"
@@ -34,23 +35,39 @@ Loaded load_checkpoint(const std::string& where, const std::vector<std::string>&
 }  // namespace
 
 int eval(launch::World& world, const Args& args) {
-  if (args.empty() || args[0].find('=') != std::string::npos)
-    throw UsageError("eval: missing checkpoint (usage: retort eval <run_dir or checkpoint> [key=value ...])");
-  const std::vector<std::string> overrides(args.begin() + 1, args.end());
-  Loaded l = load_checkpoint(args[0], overrides);
-  l.rc.data.validate();
-  trainer::set_threads(l.rc.trainer.threads);
-  const torch::Device device = world.pick_device(l.rc.trainer.device);
+  // Checkpoints first, then overrides: `retort eval a [b ...] [key=value ...]`.
+  size_t n = 0;
+  while (n < args.size() && args[n].find('=') == std::string::npos) ++n;
+  if (n == 0)
+    throw UsageError("eval: missing checkpoint (usage: retort eval <run_dir or checkpoint> [more ...] [key=value ...])");
+  const std::vector<std::string> overrides(args.begin() + static_cast<std::ptrdiff_t>(n), args.end());
+  std::vector<Loaded> runs;
+  for (size_t i = 0; i < n; ++i) runs.push_back(load_checkpoint(args[i], overrides));
+  const RunConfig& rc = runs.front().rc;  // data, threads, device and amp: the first run's
+  rc.data.validate();
+  trainer::set_threads(rc.trainer.threads);
+  const torch::Device device = world.pick_device(rc.trainer.device);
   auto comm = launch::make_communicator(world, device);
-  auto test_set = data::load_dataset(l.rc.data, "test");
-  auto model = models::make_model(l.rc.model);
-  models::load_weights(*model, l.ckpt.model, (l.ckpt.dir / "model.safetensors").string());
-  model->to(device);
-  auto r = trainer::evaluate(*model, test_set, l.rc.data.eval_batch_size, device, *comm, l.rc.amp);
-  if (comm->rank() == 0)
-    std::cout << "checkpoint " << l.ckpt.dir.string() << " (step " << l.ckpt.step << ")\n"
-              << "test loss " << r.loss << "  accuracy " << 100.0 * r.accuracy << " %  (" << r.samples
-              << " samples)\n";
+  auto test_set = data::load_dataset(rc.data, "test");
+  std::vector<std::shared_ptr<models::Model>> models;
+  auto report = [&](models::Model& model, const std::string& what) {
+    auto r = trainer::evaluate(model, test_set, rc.data.eval_batch_size, device, *comm, rc.amp);
+    if (comm->rank() == 0)
+      std::cout << what << "\ntest loss " << r.loss << "  accuracy " << 100.0 * r.accuracy << " %  (" << r.samples
+                << " samples)\n";
+  };
+  for (auto& l : runs) {
+    auto model = models::make_model(l.rc.model);
+    models::load_weights(*model, l.ckpt.model, (l.ckpt.dir / "model.safetensors").string());
+    model->to(device);
+    report(*model, "checkpoint " + l.ckpt.dir.string() + " (step " + std::to_string(l.ckpt.step) + ")");
+    models.push_back(std::move(model));
+  }
+  // Several checkpoints: also their ensemble, as distill.teacher.ensemble would teach with it.
+  if (models.size() > 1) {
+    distill::TeacherEnsemble ensemble(models, "eval");
+    report(ensemble, "ensemble of " + std::to_string(models.size()) + " (mean logits)");
+  }
   return kExitOk;
 }
 
@@ -86,7 +103,8 @@ std::string usage() {
          "        --cfg   print the resolved config and exit\n"
          "        --help  list config groups and every key with type, default and help\n"
          "        -m      sweep: key=a,b runs one run per value (cartesian product)\n"
-         "  eval <run_dir | checkpoint> [key=value ...]   test loss and accuracy\n"
+         "  eval <run_dir | checkpoint> [more ...] [key=value ...]   test loss and accuracy (several: each, then\n"
+         "        their ensemble, mean logits)\n"
          "  export <run_dir | checkpoint> <out.safetensors>   model weights for PyTorch\n"
          "  report <run_dir> [<run_dir> ...] [--out DIR]   parameters, accuracy, latency, memory side by side\n"
          "  prune <run_dir | checkpoint> prune.method=... prune.sparsity=...   [--scan]\n\n"

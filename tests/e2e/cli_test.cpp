@@ -182,6 +182,34 @@ TEST(Cli, UnwritableRunDirectory) {
   fs::remove(file);
 }
 
+TEST(Cli, EvalOfSeveralRunsReportsEachAndTheirEnsemble) {
+  if (!has_dataset()) GTEST_SKIP() << "dataset-fashion-mnist not installed";
+  auto a = temp_dir("ens-a"), b = temp_dir("ens-b");
+  ASSERT_EQ(run("train " + kRecipe + kSmall + "trainer.eval=false trainer.seed=1 run.dir=" + a.string()).code, 0);
+  ASSERT_EQ(run("train " + kRecipe + kSmall + "trainer.eval=false trainer.seed=2 run.dir=" + b.string()).code, 0);
+  // The test-loss-and-accuracy line printed after `header`.
+  auto result_after = [](const std::string& out, const std::string& header) {
+    const auto at = out.find(header);
+    if (at == std::string::npos) return std::string("(no '" + header + "')");
+    const auto line = out.find("test loss", at);
+    return out.substr(line, out.find('\n', line) - line);
+  };
+  auto two = run("eval " + a.string() + " " + b.string() + " data.subset=500");
+  EXPECT_EQ(two.code, 0) << two.out;
+  EXPECT_NE(two.out.find("checkpoint " + a.string()), std::string::npos) << two.out;
+  EXPECT_NE(two.out.find("checkpoint " + b.string()), std::string::npos) << two.out;
+  EXPECT_NE(result_after(two.out, "ensemble of 2 (mean logits)").find("(500 samples)"), std::string::npos) << two.out;
+  // A run with itself: the mean of equal logits is the run's own result.
+  auto self = run("eval " + a.string() + " " + a.string() + " data.subset=500");
+  EXPECT_EQ(self.code, 0) << self.out;
+  EXPECT_EQ(result_after(self.out, "ensemble of 2"), result_after(self.out, "checkpoint " + a.string())) << self.out;
+  auto missing = run("eval " + a.string() + " /nonexistent/run");
+  EXPECT_EQ(missing.code, 4) << missing.out;
+  EXPECT_NE(missing.out.find("/nonexistent/run"), std::string::npos) << missing.out;
+  retort::remove_tree(a);
+  retort::remove_tree(b);
+}
+
 TEST(Cli, CorruptCheckpointIsRefused) {
   if (!has_dataset()) GTEST_SKIP() << "dataset-fashion-mnist not installed";
   auto dir = temp_dir("corrupt");
