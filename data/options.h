@@ -16,6 +16,8 @@ struct DataOptions {
   bool augment = false;                ///< random crop + horizontal flip on training batches
   /// mixup on training batches: x = lam x + (1 - lam) x[perm] with lam ~ Beta(mixup, mixup),
   /// the labels mixed the same way (a distillation teacher sees the mixed inputs). 0: off.
+  /// Each rank mixes within its own share of the global batch (as DDP with mixup does), so
+  /// unlike augmentation the mixed batches depend on the world size.
   double mixup = 0.0;
   int64_t prefetch = 2;                ///< batches prepared ahead; 0 prepares in next()
   int64_t subset = 0;                  ///< keep the first n samples of each split; 0 = all
