@@ -1,5 +1,6 @@
 // `retort eval <run_dir or checkpoint> [more ...] [overrides...]` (several: each, then their ensemble) and
 // `retort export <run_dir or checkpoint> <out.safetensors>`
+#include <iomanip>
 #include <iostream>
 
 #include "cli/commands.h"
@@ -53,8 +54,9 @@ int eval(launch::World& world, const Args& args) {
   auto report = [&](models::Model& model, const std::string& what) {
     auto r = trainer::evaluate(model, test_set, rc.data.eval_batch_size, device, *comm, rc.amp);
     if (comm->rank() == 0)
-      std::cout << what << "\ntest loss " << r.loss << "  accuracy " << 100.0 * r.accuracy << " %  (" << r.samples
-                << " samples)\n";
+      std::cout << what << "\ntest loss " << std::fixed << std::setprecision(4) << r.loss << "  accuracy "
+                << std::setprecision(2) << 100.0 * r.accuracy << " %  (" << r.samples << " samples)\n"
+                << std::defaultfloat;
   };
   for (auto& l : runs) {
     auto model = models::make_model(l.rc.model);
