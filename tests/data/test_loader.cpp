@@ -281,6 +281,16 @@ TEST(Loader, SamplerTouchedDuringIterationIsAnError) {
 }
 
 TEST(Loader, DestructionMidEpochDoesNotHang) {
+  // One intra-op thread, here and in the workers (they pick the count up when they start):
+  // with a team per worker, many test processes sharing the cores spin-wait in OpenMP for
+  // seconds (six copies of this test on 2 cores: 0.2-0.3 s each with 1 thread, 11-12 s with
+  // 2), which a timing bound cannot tell from a hang.
+  const int threads = at::get_num_threads();
+  at::set_num_threads(1);
+  struct Restore {
+    int n;
+    ~Restore() { at::set_num_threads(n); }
+  } restore{threads};
   Dataset d = synthetic(4000, 1, 28, 28, 7);
   const auto start = std::chrono::steady_clock::now();
   for (int i = 0; i < 50; ++i) {
