@@ -185,8 +185,9 @@ RunSummary run_one(const config::Composed& composed_in, launch::World& world) {
     // forward on one batch, all before the run directory exists.
     rc.distill.validate();
     rc.distill.validate_teacher_source();
-    if (rc.data.mixup > 0 && rc.distill.loss_weights().dkd > 0)
-      throw ConfigError("distill.weights.dkd=" + std::to_string(rc.distill.loss_weights().dkd) +
+    const double dkd = rc.distill.loss_weights().dkd;
+    if (rc.data.mixup > 0 && dkd > 0)
+      throw ConfigError("distill.weights.dkd=" + std::to_string(dkd) +
                         " needs one true class per sample, which data.mixup=" + std::to_string(rc.data.mixup) +
                         " mixes away: set one of them to 0");
     auto teacher = trainer::load_teacher(rc.distill);
