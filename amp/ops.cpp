@@ -134,8 +134,10 @@ torch::Tensor mean(const torch::Tensor& x) { return torch::mean(autocast_inputs(
 
 torch::Tensor norm(const torch::Tensor& x, double p) { return torch::norm(autocast_inputs(Op::kNorm, {x})[0], p); }
 
-torch::Tensor cross_entropy(const torch::Tensor& logits, const torch::Tensor& target) {
+torch::Tensor cross_entropy(const torch::Tensor& logits, const torch::Tensor& target, double label_smoothing) {
   if (!logits.defined() || !target.defined()) throw Error("amp::cross_entropy: logits and target must be defined");
+  if (!(label_smoothing >= 0.0 && label_smoothing < 1.0))
+    throw Error("amp::cross_entropy: label_smoothing must be in [0, 1), got " + std::to_string(label_smoothing));
   if (logits.dim() < 2) {
     throw Error("amp::cross_entropy: logits " + shape_str(logits) + " need at least 2 dims [..., classes]");
   }
@@ -151,7 +153,7 @@ torch::Tensor cross_entropy(const torch::Tensor& logits, const torch::Tensor& ta
   const int64_t classes = logits.size(-1);
   auto lg = in[0].reshape({-1, classes});
   auto tg = soft ? in[1].reshape({-1, classes}) : in[1].reshape({-1}).to(torch::kLong);
-  return torch::cross_entropy_loss(lg, tg);
+  return torch::cross_entropy_loss(lg, tg, /*weight=*/{}, at::Reduction::Mean, /*ignore_index=*/-100, label_smoothing);
 }
 
 torch::Tensor mse_loss(const torch::Tensor& input, const torch::Tensor& target) {

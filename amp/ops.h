@@ -39,7 +39,9 @@ torch::Tensor sum(const torch::Tensor& x);
 torch::Tensor mean(const torch::Tensor& x);
 torch::Tensor norm(const torch::Tensor& x, double p = 2.0);
 /// Losses: always fp32 in, fp32 out. reduction: mean.
-torch::Tensor cross_entropy(const torch::Tensor& logits, const torch::Tensor& target);
+/// label_smoothing eps in [0, 1): the target becomes (1 - eps) target + eps / classes
+/// (PyTorch's cross_entropy(label_smoothing=eps)).
+torch::Tensor cross_entropy(const torch::Tensor& logits, const torch::Tensor& target, double label_smoothing = 0.0);
 torch::Tensor mse_loss(const torch::Tensor& input, const torch::Tensor& target);
 /// KL(softmax(teacher/T) || softmax(student/T)) * T^2, batch mean.
 torch::Tensor kl_div_temperature(const torch::Tensor& student_logits, const torch::Tensor& teacher_logits,

@@ -31,8 +31,16 @@ struct Labels {
   torch::Tensor y;      // [b] int64
   torch::Tensor y_mix;  // [b] int64; undefined without mixup
   double lam = 1.0;     // the weight of y
+  /// Label smoothing eps for losses on these labels: each one-hot target becomes
+  /// (1 - eps) one-hot + eps / classes. Set by the trainer (trainer.label_smoothing).
+  double smoothing = 0.0;
 
   bool mixed() const { return y_mix.defined(); }
+  Labels smoothed(double eps) const {
+    Labels out = *this;
+    out.smoothing = eps;
+    return out;
+  }
   /// A label-based loss under mixup: loss(y) when plain, else
   /// lam * loss(y) + (1 - lam) * loss(y_mix). For cross-entropy this equals the loss on the
   /// mixed one-hot targets (it is linear in the target).

@@ -274,7 +274,7 @@ Losses DistillerImpl::forward(const torch::Tensor& x, const data::Labels& labels
   torch::Tensor total;
   auto add = [&](double w, const torch::Tensor& term) { total = total.defined() ? total + w * term : w * term; };
   if (weights_.ce > 0) {
-    auto ce = labels.mix([&](const torch::Tensor& y) { return ce_loss(s.logits, y); });
+    auto ce = labels.mix([&](const torch::Tensor& y) { return ce_loss(s.logits, y, labels.smoothing); });
     out.terms.emplace_back("ce", ce);
     add(weights_.ce, ce);
   }

@@ -18,8 +18,8 @@ std::string shape(const torch::Tensor& t) {
 
 }  // namespace
 
-torch::Tensor ce_loss(const torch::Tensor& student_logits, const torch::Tensor& labels) {
-  return amp::cross_entropy(student_logits, labels);
+torch::Tensor ce_loss(const torch::Tensor& student_logits, const torch::Tensor& labels, double label_smoothing) {
+  return amp::cross_entropy(student_logits, labels, label_smoothing);
 }
 
 torch::Tensor kl_loss(const torch::Tensor& student_logits, const torch::Tensor& teacher_logits, double temperature) {

@@ -13,8 +13,8 @@
 
 namespace retort::distill {
 
-/// Cross-entropy of logits [B, C] on class indices [B].
-torch::Tensor ce_loss(const torch::Tensor& student_logits, const torch::Tensor& labels);
+/// Cross-entropy of logits [B, C] on class indices [B], with label smoothing eps in [0, 1).
+torch::Tensor ce_loss(const torch::Tensor& student_logits, const torch::Tensor& labels, double label_smoothing = 0.0);
 
 /// KL(softmax(t / T) || softmax(s / T)) * T^2, summed over classes, mean over rows.
 torch::Tensor kl_loss(const torch::Tensor& student_logits, const torch::Tensor& teacher_logits, double temperature);

@@ -21,6 +21,11 @@ void TrainerOptions::declare(config::Fields<TrainerOptions>& f) {
   f.add("grad_accum", &TrainerOptions::grad_accum, "micro-batches per optimizer step").min(1);
   f.add("progress", &TrainerOptions::progress, "progress display").one_of({"auto", "plain", "off"});
   f.add("eval", &TrainerOptions::eval, "evaluate on the test split after every epoch");
+  f.add("label_smoothing", &TrainerOptions::label_smoothing,
+        "smooth the training cross-entropy's one-hot labels to (1 - eps) one-hot + eps / classes "
+        "(the student's CE term when distilling; the test loss stays plain)")
+      .min(0)
+      .less_than(1);
 }
 
 void OptimOptions::declare(config::Fields<OptimOptions>& f) {

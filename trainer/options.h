@@ -26,6 +26,7 @@ struct TrainerOptions {
   int64_t grad_accum = 1;       ///< micro-batches per optimizer step
   std::string progress = "auto";  ///< auto (in-place on a terminal), plain, off
   bool eval = true;             ///< evaluate on the test split after every epoch
+  double label_smoothing = 0.0; ///< training cross-entropy on labels: (1 - eps) one-hot + eps / classes
   static void declare(config::Fields<TrainerOptions>& f);
 };
 

@@ -26,7 +26,7 @@ void Task::to(const torch::Device& device) {
 
 Losses SupervisedTask::loss(const torch::Tensor& x, const data::Labels& labels) {
   auto out = model_->forward(x);
-  auto ce = labels.mix([&](const torch::Tensor& y) { return amp::cross_entropy(out.logits, y); });
+  auto ce = labels.mix([&](const torch::Tensor& y) { return amp::cross_entropy(out.logits, y, labels.smoothing); });
   return {ce, {{"ce", ce}}, out.logits};
 }
 

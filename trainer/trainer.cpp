@@ -310,7 +310,7 @@ TrainResult Trainer::fit() {
       {
         amp::Autocast autocast(su.amp, su.device.type());
         if (local > 0) {
-          losses = su.task->loss(batch->x, batch->labels());
+          losses = su.task->loss(batch->x, batch->labels().smoothed(to.label_smoothing));
         } else {  // an empty shard still takes part in every gradient all-reduce
           losses.total = torch::zeros({}, torch::TensorOptions().device(su.device));
           for (auto& kv : s.params) losses.total = losses.total + kv.second.sum() * 0;

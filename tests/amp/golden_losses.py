@@ -14,7 +14,8 @@ T = 2.0
 
 kl = F.kl_div(F.log_softmax(s / T, -1), F.log_softmax(t / T, -1), reduction="batchmean", log_target=True) * T * T
 ce = F.cross_entropy(s, labels)
+ce_ls = F.cross_entropy(s, labels, label_smoothing=0.1)
 mse = F.mse_loss(s, t)
 cos = (1 - F.cosine_similarity(s, t, dim=1, eps=1e-8)).mean()
-for name, v in [("kl_T2", kl), ("cross_entropy", ce), ("mse", mse), ("cosine", cos)]:
+for name, v in [("kl_T2", kl), ("cross_entropy", ce), ("cross_entropy_ls0.1", ce_ls), ("mse", mse), ("cosine", cos)]:
     print(f"{name} {v.item():.9g}")

@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
+
 #include "amp/autocast.h"
 #include "amp/policy.h"
 #include "core/error.h"
@@ -187,6 +189,7 @@ TEST(Losses, MatchPyTorchGoldenValues) {
   auto labels = torch::tensor({0, 5, 2, 3}, torch::kLong);
   EXPECT_NEAR(amp::kl_div_temperature(s, t, 2.0).item<double>(), 0.732199192, 1e-5);
   EXPECT_NEAR(amp::cross_entropy(s, labels).item<double>(), 3.49361062, 1e-5);
+  EXPECT_NEAR(amp::cross_entropy(s, labels, 0.1).item<double>(), 3.38262606, 1e-5);  // label_smoothing=0.1
   EXPECT_NEAR(amp::mse_loss(s, t).item<double>(), 5.99554586, 1e-5);
   EXPECT_NEAR(amp::cosine_loss(s, t).item<double>(), 1.05918241, 1e-5);
   // Under bf16 autocast the losses read bf16-rounded logits but compute in fp32.
@@ -210,6 +213,20 @@ TEST(Losses, SequenceLogitsAreFlattenedOverLeadingDims) {
   auto probs = torch::softmax(t, -1);
   auto expected = -(probs * torch::log_softmax(s, -1)).sum(-1).mean();
   EXPECT_NEAR(amp::cross_entropy(s, probs).item<double>(), expected.item<double>(), 1e-5);
+}
+
+TEST(Losses, LabelSmoothingIsCrossEntropyOnTheSmoothedTargets) {
+  auto s = student();  // [4, 6]
+  auto labels = torch::tensor({0, 5, 2, 3}, torch::kLong);
+  for (double eps : {0.0, 0.05, 0.3, 0.9}) {
+    auto target = torch::one_hot(labels, 6).to(torch::kFloat) * (1 - eps) + eps / 6;
+    auto by_hand = -(target * torch::log_softmax(s, -1)).sum(-1).mean();
+    EXPECT_NEAR(amp::cross_entropy(s, labels, eps).item<double>(), by_hand.item<double>(), 1e-5) << eps;
+  }
+  for (double eps : {-0.1, 1.0, std::nan("")}) {
+    const auto msg = error_of([&] { amp::cross_entropy(s, labels, eps); });
+    EXPECT_NE(msg.find("label_smoothing must be in [0, 1)"), std::string::npos) << msg;
+  }
 }
 
 TEST(Losses, BadInputsNameTheProblem) {

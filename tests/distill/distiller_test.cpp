@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include "amp/autocast.h"
+#include "amp/ops.h"
 #include "core/error.h"
 #include "distill/distill.h"
 #include "models/models.h"
@@ -144,6 +145,26 @@ TEST(Distiller, MixupMixesTheCeTermAloneAndRefusesDkd) {
   EXPECT_NO_THROW(with_dkd->forward(x, y));
   expect_error<ConfigError>([&] { with_dkd->forward(x, data::Labels(y, y_mix, lam)); },
                             {"distill.weights.dkd", "data.mixup"});
+}
+
+TEST(Distiller, LabelSmoothingChangesTheCeTermAlone) {
+  auto [teacher, student] = golden_mlp_pair();
+  distill::DistillOptions o;
+  o.alpha = 0.6;
+  o.weight_kl = 0.5;
+  o.temperature = 3.0;
+  distill::Distiller d(teacher, student, o);
+  const auto x = golden("mlp.x"), y = golden("mlp.y");
+  d->prepare(x);
+  auto plain = term_map(d->forward(x, y));
+  auto l = d->forward(x, data::Labels(y).smoothed(0.2));
+  auto smooth = term_map(l);
+  const auto logits = student->forward(x).logits;
+  EXPECT_NE(smooth.at("ce"), plain.at("ce"));
+  EXPECT_NEAR(smooth.at("ce"), amp::cross_entropy(logits, y, 0.2).item<double>(), 1e-6);
+  EXPECT_DOUBLE_EQ(smooth.at("kl"), plain.at("kl"));
+  EXPECT_DOUBLE_EQ(smooth.at("mse.fc0"), plain.at("mse.fc0"));
+  EXPECT_NEAR(l.total.item<double>(), 0.6 * smooth.at("ce") + 0.4 * smooth.at("mse.fc0") + 0.5 * smooth.at("kl"), 1e-6);
 }
 
 TEST(Distiller, VitWithAttentionMatchesPyTorch) {

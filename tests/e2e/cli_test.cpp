@@ -151,6 +151,10 @@ TEST(Cli, DdpBackendAndTrainerDeviceAreKeysAndTheirValuesAreChecked) {
   EXPECT_EQ(bad_mixup.code, 2) << bad_mixup.out;
   EXPECT_NE(bad_mixup.out.find("data.mixup"), std::string::npos) << bad_mixup.out;
   EXPECT_FALSE(fs::exists(dir));
+  auto bad_smoothing = run("train " + kRecipe + " trainer.label_smoothing=1 run.dir=" + dir.string());
+  EXPECT_EQ(bad_smoothing.code, 2) << bad_smoothing.out;
+  EXPECT_NE(bad_smoothing.out.find("trainer.label_smoothing"), std::string::npos) << bad_smoothing.out;
+  EXPECT_FALSE(fs::exists(dir));
   if (!has_dataset()) GTEST_SKIP() << "dataset-fashion-mnist not installed";
   // DKD needs each sample's one true class, which mixup mixes away: refused before any teacher is read.
   auto dkd_mixup = run(std::string("train recipes/fmnist/distill.yaml") +

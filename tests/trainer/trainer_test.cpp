@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "tests/common/synthetic.h"
+#include "amp/ops.h"
 #include "core/error.h"
 #include "core/fs.h"
 #include "models/models.h"
@@ -404,6 +405,44 @@ TEST(Trainer, MixupReachesTheTaskAndResumeReproducesItsDraws) {
   retort::remove_tree(d);
   fs::create_directories(d);
   for (double lam : run(0.0, 0, "")) EXPECT_EQ(lam, -1.0);  // off: plain labels
+  retort::remove_tree(d);
+}
+
+// Records the label smoothing of every batch it trains on.
+class SmoothingRecordingTask : public SupervisedTask {
+ public:
+  using SupervisedTask::SupervisedTask;
+  Losses loss(const torch::Tensor& x, const data::Labels& labels) override {
+    seen.push_back(labels.smoothing);
+    return SupervisedTask::loss(x, labels);
+  }
+  std::vector<double> seen;
+};
+
+TEST(Trainer, LabelSmoothingReachesTheTaskAndItsLoss) {
+  auto d = temp_dir("smoothing");
+  for (double eps : {0.0, 0.25}) {
+    auto setup = make_setup(d, test::band_dataset(256, 5), 4);
+    setup.trainer.label_smoothing = eps;
+    torch::manual_seed(7);
+    auto task = std::make_shared<SmoothingRecordingTask>(models::make_model(tiny_model()));
+    setup.task = task;
+    Trainer(std::move(setup)).fit();
+    EXPECT_EQ(task->seen, std::vector<double>(4, eps));
+    retort::remove_tree(d);
+    fs::create_directories(d);
+  }
+  // SupervisedTask's CE is the smoothed cross-entropy of its logits.
+  torch::manual_seed(3);
+  SupervisedTask task(models::make_model(tiny_model()));
+  task.train(false);
+  const auto ds = test::band_dataset(8, 5);
+  const auto x = ds->images.to(torch::kFloat) / 255.0;
+  const auto y = ds->labels;
+  const auto logits = task.model().forward(x).logits;
+  const double smooth = task.loss(x, data::Labels(y).smoothed(0.25)).total.item<double>();
+  EXPECT_NEAR(smooth, amp::cross_entropy(logits, y, 0.25).item<double>(), 1e-6);
+  EXPECT_GT(std::abs(smooth - task.loss(x, y).total.item<double>()), 1e-4);
   retort::remove_tree(d);
 }
 
