@@ -44,9 +44,14 @@ State& state() {
   return *s;
 }
 
-size_t kept_bound(size_t peak_live) {
-  return static_cast<size_t>(static_cast<double>(peak_live) * kKeepFactor);
+}  // namespace
+
+size_t held_bound(size_t peak_live_bytes) {
+  return std::max(static_cast<size_t>(static_cast<double>(peak_live_bytes) * kKeepFactor),
+                  peak_live_bytes + kKeepFloorBytes);
 }
+
+namespace {
 
 size_t page_size() {
   static const size_t page = static_cast<size_t>(::sysconf(_SC_PAGESIZE));
@@ -126,8 +131,8 @@ c10::DataPtr CachingCpuAllocator::allocate_block(size_t bytes) {
     ++s.stats.hits;
   } else {
     // A new mapping: first unmap kept blocks until live + kept + this block stays within
-    // kKeepFactor x the largest live total seen (or what must be live now, if that is more).
-    const size_t budget = std::max(kept_bound(s.stats.peak_live_bytes), s.stats.live_bytes + size);
+    // held_bound of the largest live total seen (or what must be live now, if that is more).
+    const size_t budget = std::max(held_bound(s.stats.peak_live_bytes), s.stats.live_bytes + size);
     while (!s.kept.empty() && s.stats.live_bytes + s.stats.cached_bytes + size > budget) release_stalest(s);
     void* mapped = map_block(size);
     if (mapped == MAP_FAILED) {  // the cache may hold what the system lacks: give it all back, once

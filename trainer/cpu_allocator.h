@@ -25,6 +25,13 @@
 // after the first step. Against glibc's heap the step's max RSS drops to 0.67-0.86x, at the
 // same step time, and fp32 at batch 512 stops page-faulting (1.3x faster).
 //
+// The ratio alone is too tight where few tensors are live at once but a pass needs blocks
+// of many sizes: a forward without gradients (evaluation, `retort report`) holds a layer's
+// input and output only, and cnn_small at batch 256 then unmapped and page-faulted part of
+// its blocks in every pass (3.5x slower than glibc's heap). So the bound is never below
+// the live peak + kKeepFloorBytes (64 MiB, next to LibTorch's ~300 MB of resident code
+// and data): small working sets fit whole, large ones are held to the ratio.
+//
 // Install once, early in main: retort::trainer::install_cpu_allocator().
 // RETORT_MALLOC=system keeps LibTorch's own allocator (and glibc's defaults).
 #include <c10/core/Allocator.h>
@@ -37,8 +44,13 @@ namespace retort::trainer {
 
 /// Blocks this large and larger are cached; smaller ones come from malloc.
 constexpr size_t kMinCachedBytes = size_t{1} << 20;
-/// Live + kept large blocks stay within this factor of the largest live total so far.
+/// Live + kept large blocks stay within this factor of the largest live total so far ...
 constexpr double kKeepFactor = 1.5;
+/// ... or within the largest live total plus this much, if that is more.
+constexpr size_t kKeepFloorBytes = size_t{64} << 20;
+/// What live + kept large blocks may reach, given the largest live total so far:
+/// max(kKeepFactor x peak, peak + kKeepFloorBytes).
+size_t held_bound(size_t peak_live_bytes);
 
 struct CpuAllocatorStats {
   size_t live_bytes = 0;       // cached-size blocks handed out and not yet freed
