@@ -1,5 +1,8 @@
-// `retort report <run_dir> [<run_dir> ...] [--out report] [--warmup N] [--repeats N] [key=value ...]`
+// `retort report <run_dir> [<run_dir> ...] [--out report] [--warmup N] [--repeats N] [--threads N] [--batch N]
+//                [key=value ...]`
 #include "cli/report.h"
+
+#include <malloc.h>
 
 #include <algorithm>
 #include <chrono>
@@ -21,6 +24,7 @@
 #include "launch/world.h"
 #include "models/models.h"
 #include "trainer/checkpoint.h"
+#include "trainer/cpu_allocator.h"
 #include "trainer/trainer.h"
 
 namespace retort::cli {
@@ -34,6 +38,8 @@ struct ReportArgs {
   fs::path out = "report";
   int64_t warmup = 3;
   int64_t repeats = 20;
+  int64_t threads = 0;   // every run is timed with these intra-op threads (0: the cores available)
+  int64_t batch = 256;   // ... on a batch of this many test images (at most the test split)
 };
 
 int64_t parse_count(const std::string& flag, const std::string& value, int64_t min) {
@@ -60,8 +66,13 @@ ReportArgs parse_report_args(const std::vector<std::string>& args) {
       a.warmup = parse_count(arg, value(), 0);
     } else if (arg == "--repeats") {
       a.repeats = parse_count(arg, value(), 1);
+    } else if (arg == "--threads") {
+      a.threads = parse_count(arg, value(), 0);
+    } else if (arg == "--batch") {
+      a.batch = parse_count(arg, value(), 1);
     } else if (arg.rfind("--", 0) == 0) {
-      throw UsageError("report: unknown option '" + arg + "' (options: --out, --warmup, --repeats)");
+      throw UsageError("report: unknown option '" + arg +
+                       "' (options: --out, --warmup, --repeats, --threads, --batch)");
     } else if (arg.find('=') != std::string::npos || arg[0] == '~' || arg[0] == '+') {
       a.overrides.push_back(arg);
     } else {
@@ -70,7 +81,7 @@ ReportArgs parse_report_args(const std::vector<std::string>& args) {
   }
   if (a.runs.empty())
     throw UsageError("report: no run given (usage: retort report <run_dir> [<run_dir> ...] [--out report] "
-                     "[--warmup N] [--repeats N] [key=value ...])");
+                     "[--warmup N] [--repeats N] [--threads N] [--batch N] [key=value ...])");
   return a;
 }
 
@@ -141,6 +152,11 @@ Timing time_forward(models::Model& model, const torch::Tensor& x, const amp::Amp
   model.eval();
   torch::NoGradGuard no_grad;
   Timing t;
+  // Memory the runs before this one freed but the process still holds (retort's allocator
+  // cache, glibc's heap) would serve this run's activations without growing the resident
+  // set: give it back first, so each run's peak is its own whatever the order.
+  trainer::CachingCpuAllocator::instance().empty_cache();
+  malloc_trim(0);
   const int64_t rss_before = proc_status_kb("VmRSS");
   const bool peak_ok = rss_before > 0 && reset_peak_rss();
   std::vector<double> ms;
@@ -191,10 +207,11 @@ std::string markdown(const std::vector<Row>& rows) {
       << r.amp << " |";
     if (teacher)
       s << " " << fixed(static_cast<double>(r.parameters) / static_cast<double>(teacher->parameters), 3) << "x | "
-        << fixed(teacher->batch_ms / std::max(r.batch_ms, 1e-9), 2) << "x |";
+        << fixed(teacher->sample_ms / std::max(r.sample_ms, 1e-12), 2) << "x |";
     s << "\n";
   }
-  s << "\nLatency: median of the timed forwards (eval mode, no gradients) on one test batch; "
+  s << "\nLatency: median of the timed forwards (eval mode, no gradients) on one test batch, every run with the "
+       "same threads and batch; speed vs teacher: the teacher's latency per sample over the run's; "
        "peak forward: growth of the peak resident set over the resident weights during those forwards.\n";
   return s.str();
 }
@@ -224,6 +241,8 @@ nlohmann::json to_json(const std::vector<Row>& rows, const ReportArgs& a) {
   return {{"retort", RETORT_VERSION},
           {"warmup", a.warmup},
           {"repeats", a.repeats},
+          {"threads", a.threads},
+          {"batch", a.batch},
           {"memory", "weights_mb: parameters + buffers; peak_forward_mb: VmHWM growth over VmRSS during the forwards"},
           {"runs", runs}};
 }
@@ -272,7 +291,7 @@ int report(launch::World& world, const std::vector<std::string>& args) {
     int64_t bytes = 0;
     for (const auto& kv : models::named_state(*model)) bytes += kv.second.numel() * kv.second.element_size();
     r.weights_mb = static_cast<double>(bytes) / (1024.0 * 1024.0);
-    r.threads = trainer::set_threads(rc.trainer.threads);
+    r.threads = trainer::set_threads(a.threads);
 
     const std::string key = rc.data.name + "|" + rc.data.root + "|" + std::to_string(rc.data.subset);
     auto& test_set = test_sets[key];
@@ -282,7 +301,7 @@ int report(launch::World& world, const std::vector<std::string>& args) {
     r.test_loss = eval.loss;
     r.test_samples = eval.samples;
 
-    r.batch = std::min<int64_t>(rc.data.eval_batch_size, test_set->size());
+    r.batch = std::min<int64_t>(a.batch, test_set->size());
     const auto stats = data::make_loader_options(rc.data, device, 0);
     auto x = data::normalize(test_set->images.slice(0, 0, r.batch), stats.mean, stats.stddev).to(device);
     const Timing t = time_forward(*model, x, rc.amp, a.warmup, a.repeats);

@@ -4,6 +4,8 @@
 
 #include <filesystem>
 #include <fstream>
+#include <iomanip>
+#include <sstream>
 
 #include <nlohmann/json.hpp>
 
@@ -58,8 +60,9 @@ TEST(Recipes, CnnDistillationComposesAndPassesTheDryRun) {
   auto base = recipe("student.yaml");
   EXPECT_EQ(s.distill.teacher_checkpoint, "/runs/teacher");
   EXPECT_EQ(config::emit(s.tree["model"]), config::emit(base.tree["model"]));  // same student as the baseline
-  EXPECT_EQ(s.trainer.max_epochs, base.trainer.max_epochs);
-  EXPECT_EQ(s.optim.lr, base.optim.lr);
+  EXPECT_EQ(config::emit(s.tree["data"]), config::emit(base.tree["data"]));    // on the same data
+  EXPECT_EQ(config::emit(s.tree["optim"]), config::emit(base.tree["optim"]));  // with the same optimizer
+  EXPECT_EQ(config::emit(s.tree["trainer"]), config::emit(base.tree["trainer"]));  // for the same steps
   auto d = dry_run(t, s);
   EXPECT_NEAR(d->weights().ce, 0.7, 1e-12);
   EXPECT_NEAR(d->weights().mse, 0.3, 1e-12);
@@ -133,7 +136,7 @@ TEST(Report, TeacherBaselineAndDistilledSideBySide) {
   const auto out = root / "out";
   ASSERT_EQ(cli::report(world, {(root / "teacher").string(), (root / "baseline").string(),
                                 (root / "distilled").string(), "--out", out.string(), "--warmup", "1", "--repeats",
-                                "3", "data.subset=50"}),
+                                "3", "--threads", "1", "--batch", "32", "data.subset=50"}),
             0);
   std::ifstream in(out / "report.json");
   auto j = nlohmann::json::parse(in);
@@ -146,6 +149,7 @@ TEST(Report, TeacherBaselineAndDistilledSideBySide) {
   for (const auto& r : j["runs"]) {
     EXPECT_EQ(r["test_samples"], 50);
     EXPECT_EQ(r["batch"], 32);
+    EXPECT_EQ(r["threads"], 1);  // every run timed alike, whatever its recipe's trainer.threads
     EXPECT_GT(r["latency_ms_per_batch"].get<double>(), 0);
     EXPECT_NEAR(r["latency_ms_per_sample"].get<double>() * 32, r["latency_ms_per_batch"].get<double>(), 1e-9);
     EXPECT_GE(r["test_accuracy"].get<double>(), 0);
@@ -157,10 +161,18 @@ TEST(Report, TeacherBaselineAndDistilledSideBySide) {
   EXPECT_NE(text.find("| run | role | model | parameters"), std::string::npos);
   EXPECT_NE(text.find("size vs teacher"), std::string::npos);
   EXPECT_NE(text.find("cnn [4, 8] x1 fc [8]"), std::string::npos);
+  // Speed vs teacher: the latencies per sample, in the row of the distilled student.
+  std::ostringstream ratio;
+  ratio << std::fixed << std::setprecision(2)
+        << j["runs"][0]["latency_ms_per_sample"].get<double>() / j["runs"][2]["latency_ms_per_sample"].get<double>()
+        << "x |";
+  const auto distilled_row = text.substr(text.find((root / "distilled").string()));
+  EXPECT_NE(distilled_row.substr(0, distilled_row.find('\n')).find(ratio.str()), std::string::npos) << text;
 
   expect_error<UsageError>([&] { cli::report(world, {}); }, {"report: no run given"});
   expect_error<UsageError>([&] { cli::report(world, {"x", "--repeats", "0"}); }, {"--repeats expects an integer >= 1"});
-  expect_error<UsageError>([&] { cli::report(world, {"x", "--fast"}); }, {"unknown option '--fast'"});
+  expect_error<UsageError>([&] { cli::report(world, {"x", "--fast"}); }, {"unknown option '--fast'", "--threads"});
+  expect_error<UsageError>([&] { cli::report(world, {"x", "--batch", "0"}); }, {"--batch expects an integer >= 1"});
   expect_error<CheckpointError>([&] { cli::report(world, {(root / "nothing").string(), "--out", out.string()}); },
                                 {"nothing"});
   retort::remove_tree(root);
