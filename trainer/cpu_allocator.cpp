@@ -44,15 +44,6 @@ State& state() {
   return *s;
 }
 
-}  // namespace
-
-size_t held_bound(size_t peak_live_bytes) {
-  return std::max(static_cast<size_t>(static_cast<double>(peak_live_bytes) * kKeepFactor),
-                  peak_live_bytes + kKeepFloorBytes);
-}
-
-namespace {
-
 size_t page_size() {
   static const size_t page = static_cast<size_t>(::sysconf(_SC_PAGESIZE));
   return page;
@@ -102,6 +93,11 @@ void deallocate(void* ptr) {
 }
 
 }  // namespace
+
+size_t held_bound(size_t peak_live_bytes) {
+  return std::max(static_cast<size_t>(static_cast<double>(peak_live_bytes) * kKeepFactor),
+                  peak_live_bytes + kKeepFloorBytes);
+}
 
 CachingCpuAllocator& CachingCpuAllocator::instance() {
   static auto* allocator = new CachingCpuAllocator;  // outlives every tensor, as c10 asks

@@ -28,7 +28,7 @@
 // The ratio alone is too tight where few tensors are live at once but a pass needs blocks
 // of many sizes: a forward without gradients (evaluation, `retort report`) holds a layer's
 // input and output only, and cnn_small at batch 256 then unmapped and page-faulted part of
-// its blocks in every pass (3.5x slower than glibc's heap). So the bound is never below
+// its blocks in every pass (89-97 ms a batch vs 20 ms on glibc's heap, bench/RESULTS.md). So the bound is never below
 // the live peak + kKeepFloorBytes (64 MiB, next to LibTorch's ~300 MB of resident code
 // and data): small working sets fit whole, large ones are held to the ratio.
 //
