@@ -92,9 +92,16 @@ class Parser {
   void skip_ws() {
     while (pos_ < n_ && is_space(s_[pos_])) ++pos_;
   }
+  /// s_[begin, end) without surrounding whitespace, but keeping a trailing space that a
+  /// backslash escapes (an odd run of backslashes before it: they pair left to right).
   std::string trimmed(size_t begin, size_t end) const {
     while (begin < end && is_space(s_[begin])) ++begin;
-    while (end > begin && is_space(s_[end - 1])) --end;
+    while (end > begin && is_space(s_[end - 1])) {
+      size_t slashes = 0;
+      while (end - 1 - slashes > begin && s_[end - 2 - slashes] == '\\') ++slashes;
+      if (slashes % 2 == 1) break;
+      --end;
+    }
     return s_.substr(begin, end - begin);
   }
 

@@ -128,6 +128,16 @@ TEST(ConfigOverrideGrammar, SweepValues) {
   EXPECT_FALSE(parse_override("a={x: 1, y: 2}").is_sweep());
   EXPECT_EQ(parse_override("a=[1,2],'x,y',{k: 3}").value_texts,
             (std::vector<std::string>{"[1,2]", "'x,y'", "{k: 3}"}));
+  // An escaped space ends its element and stays in its text (found by fuzz_override:
+  // the text lost it, and `a=x\` re-parsed to another value); a plain one after an
+  // escaped backslash is trimmed.
+  Override esc = parse_override("a=x\\ ,y\\\\ ,z\\\\\\ ");
+  EXPECT_EQ(esc.value_texts, (std::vector<std::string>{"x\\ ", "y\\\\", "z\\\\\\ "}));
+  for (size_t i = 0; i < esc.values.size(); ++i)
+    EXPECT_TRUE(detail::equal(parse_override("a=" + esc.value_texts[i]).value, esc.values[i])) << esc.value_texts[i];
+  EXPECT_EQ(esc.values[0].text, "x ");
+  EXPECT_EQ(esc.values[1].text, "y\\");
+  EXPECT_EQ(esc.values[2].text, "z\\ ");
 }
 
 // ---------------------------------------------------------------------------- grammar: errors
