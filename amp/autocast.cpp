@@ -42,6 +42,7 @@ struct State {
   std::unordered_map<CacheKey, CacheEntry, CacheKeyHash> cache;
   int64_t casts = 0;
   int64_t hits = 0;
+  int64_t uncached = 0;
 };
 
 thread_local State g_state;
@@ -96,7 +97,10 @@ torch::Tensor cast(const torch::Tensor& t, torch::ScalarType dtype) {
   if (from == dtype || !t.is_floating_point() || from == torch::kDouble) return t;
 
   const bool cacheable = dtype == s.dtype && from == torch::kFloat && t.is_leaf() && t.requires_grad() && !t.is_view();
-  if (!cacheable) return t.to(dtype);
+  if (!cacheable) {
+    ++s.uncached;
+    return t.to(dtype);
+  }
 
   const CacheKey key{t.unsafeGetTensorImpl(), dtype, torch::GradMode::is_enabled()};
   const auto version = static_cast<int64_t>(t._version());
@@ -112,12 +116,13 @@ torch::Tensor cast(const torch::Tensor& t, torch::ScalarType dtype) {
 }
 
 CastCacheStats cast_cache_stats() {
-  return CastCacheStats{g_state.casts, g_state.hits, static_cast<int64_t>(g_state.cache.size())};
+  return CastCacheStats{g_state.casts, g_state.hits, static_cast<int64_t>(g_state.cache.size()), g_state.uncached};
 }
 
 void reset_cast_cache_stats() {
   g_state.casts = 0;
   g_state.hits = 0;
+  g_state.uncached = 0;
 }
 
 }  // namespace retort::amp

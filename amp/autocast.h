@@ -50,11 +50,12 @@ torch::DeviceType current_device_type();
 /// outermost autocast region; the cast stays differentiable.
 torch::Tensor cast(const torch::Tensor& t, torch::ScalarType dtype);
 
-/// Counters of the weight-cast cache on this thread, for tests and benchmarks.
+/// Counters of the casts made on this thread, for tests and benchmarks.
 struct CastCacheStats {
-  int64_t casts = 0;  ///< weights cast and stored in the cache (misses)
-  int64_t hits = 0;   ///< uses served from the cache
-  int64_t size = 0;   ///< entries held now
+  int64_t casts = 0;     ///< weights cast and stored in the cache (misses)
+  int64_t hits = 0;      ///< uses served from the cache
+  int64_t size = 0;      ///< entries held now
+  int64_t uncached = 0;  ///< other tensors cast (activations): a copy each
 };
 CastCacheStats cast_cache_stats();
 void reset_cast_cache_stats();

@@ -15,6 +15,10 @@
 ///   scaler.update();
 ///   master.zero_grad();
 ///
+/// With a gradient reducer, trainer::GradReducer(params, comm, options,
+/// master.master_params(params)) adds each low-precision gradient into its master's fp32
+/// .grad as it arrives (what the trainer does), and copy_grads_to_master() is not needed.
+///
 /// Normalization layers (torch::nn BatchNorm, InstanceNorm, LayerNorm, GroupNorm, and
 /// modules the keep_fp32 predicate selects) keep fp32 parameters when keep_norm_fp32 is
 /// set: they are tiny, their statistics are computed in fp32 under autocast anyway

@@ -27,16 +27,6 @@ void check_same_shape(const char* op, const torch::Tensor& a, const torch::Tenso
   }
 }
 
-// Running statistics are updated in place by batch_norm; when autocast had to cast them
-// (a model converted wholesale to the low dtype), the update lands in the copies and is
-// written back here.
-void write_back(const torch::Tensor& original, const torch::Tensor& used) {
-  if (original.defined() && !used.is_same(original)) {
-    torch::NoGradGuard no_grad;
-    original.copy_(used);
-  }
-}
-
 }  // namespace
 
 // --- lower precision -----------------------------------------------------------------
@@ -76,11 +66,12 @@ torch::Tensor conv2d(const torch::Tensor& x, const torch::Tensor& weight, const 
 
 torch::Tensor attention_scores(const torch::Tensor& q, const torch::Tensor& k, double scale) {
   auto in = autocast_inputs(Op::kAttentionScores, {q, k});
-  // [..., T, D] @ [..., D, S] -> [..., T, S]; matmul does not keep its output for
-  // backward, so scaling it in place saves one [T, S] buffer per head.
-  auto scores = torch::matmul(in[0], in[1].transpose(-2, -1));
-  if (scale != 1.0) scores.mul_(scale);
-  return scores;
+  // q and k each scaled by sqrt(scale) before the matmul, as PyTorch's math attention: the
+  // unscaled products would overflow fp16 (65504) sqrt(head dim) times sooner.
+  // [..., T, D] @ [..., D, S] -> [..., T, S]
+  if (scale == 1.0) return torch::matmul(in[0], in[1].transpose(-2, -1));
+  const double root = std::sqrt(scale);
+  return torch::matmul(in[0] * root, (in[1] * root).transpose(-2, -1));
 }
 
 // --- fp32 ----------------------------------------------------------------------------
@@ -114,8 +105,8 @@ torch::Tensor batch_norm(const torch::Tensor& x, const torch::Tensor& running_me
   auto out = torch::batch_norm(in[0], in[1], in[2], in[3], in[4], training, momentum, eps,
                                /*cudnn_enabled=*/true);
   if (training) {
-    write_back(running_mean, in[3]);
-    write_back(running_var, in[4]);
+    write_back_statistics(running_mean, in[3]);
+    write_back_statistics(running_var, in[4]);
   }
   return out;
 }

@@ -7,6 +7,10 @@
 /// This header is the contract between amp/ and models/, distill/; amp/ owns the rest.
 #include <torch/torch.h>
 
+#include <memory>
+
+#include "launch/communicator.h"
+
 namespace retort::amp {
 
 // --- lower precision -----------------------------------------------------------------
@@ -19,7 +23,8 @@ torch::Tensor baddbmm(const torch::Tensor& bias, const torch::Tensor& a, const t
 torch::Tensor conv2d(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias,
                      torch::IntArrayRef stride = 1, torch::IntArrayRef padding = 0,
                      torch::IntArrayRef dilation = 1, int64_t groups = 1);
-/// q @ k^T * scale, the attention-score matmul.
+/// (q sqrt(scale)) @ (k sqrt(scale))^T, the attention-score matmul (scaled before the
+/// product, so fp16 scores overflow only where the scaled ones would).
 torch::Tensor attention_scores(const torch::Tensor& q, const torch::Tensor& k, double scale);
 
 // --- fp32 ----------------------------------------------------------------------------
@@ -32,6 +37,15 @@ torch::Tensor group_norm(const torch::Tensor& x, int64_t groups, const torch::Te
 torch::Tensor batch_norm(const torch::Tensor& x, const torch::Tensor& running_mean, const torch::Tensor& running_var,
                          const torch::Tensor& weight, const torch::Tensor& bias, bool training,
                          double momentum = 0.1, double eps = 1e-5);
+/// Batch norm in training whose statistics span every rank of `comm` (PyTorch's
+/// SyncBatchNorm): N ranks normalise each sample as one process does with the whole
+/// global batch, and update the running statistics alike on every rank. Otherwise as
+/// batch_norm(training=true): same autocast policy, weight and bias gradients of this
+/// rank's samples (the gradient reducer sums them). Collectives: an all_gather in forward
+/// and an all_reduce in backward, so every rank must call it, one with an empty shard too.
+torch::Tensor sync_batch_norm(const torch::Tensor& x, const torch::Tensor& running_mean,
+                              const torch::Tensor& running_var, const torch::Tensor& weight, const torch::Tensor& bias,
+                              double momentum, double eps, std::shared_ptr<launch::Communicator> comm);
 torch::Tensor exp(const torch::Tensor& x);
 torch::Tensor log(const torch::Tensor& x);
 torch::Tensor pow(const torch::Tensor& x, double exponent);

@@ -45,10 +45,17 @@ std::vector<torch::Tensor> autocast_inputs(Op op, torch::TensorList inputs) {
   const torch::ScalarType dtype = target_dtype(op, inputs);
   std::vector<torch::Tensor> out;
   out.reserve(inputs.size());
-  for (const auto& t : inputs) out.push_back(cast(t, dtype));
-  // kFp32Stats: the data (first input) stays as it came; only the rest is fp32.
-  if (policy_of(op) == CastPolicy::kFp32Stats && !out.empty()) out[0] = inputs[0];
+  // kFp32Stats: the data (first input) stays as it came, uncast; only the rest is fp32.
+  const bool keep_data = policy_of(op) == CastPolicy::kFp32Stats;
+  for (size_t i = 0; i < inputs.size(); ++i) out.push_back(keep_data && i == 0 ? inputs[i] : cast(inputs[i], dtype));
   return out;
+}
+
+void write_back_statistics(const torch::Tensor& original, const torch::Tensor& used) {
+  if (original.defined() && !used.is_same(original)) {
+    torch::NoGradGuard no_grad;
+    original.copy_(used);
+  }
 }
 
 }  // namespace retort::amp

@@ -92,6 +92,11 @@ const char* policy_name(CastPolicy policy);
 /// same tensors when autocast is off). Undefined tensors stay undefined.
 std::vector<torch::Tensor> autocast_inputs(Op op, torch::TensorList inputs);
 
+/// Batch norm updates its running statistics in place; where autocast cast them (a model
+/// converted wholesale to the low dtype) the update landed in `used`, the cast copy, and
+/// is copied back into `original` here.
+void write_back_statistics(const torch::Tensor& original, const torch::Tensor& used);
+
 /// The dtype `op` casts its floating inputs to under the current state: the autocast
 /// dtype, kFloat, or the widest floating type among `inputs` on the guard's device type.
 torch::ScalarType target_dtype(Op op, torch::TensorList inputs);

@@ -137,7 +137,7 @@ int main(int argc, char** argv) {
         launch::LocalCommunicator local;
         auto test = data::load_dataset(l.rc.data, "test");
         l.row.accuracy =
-            trainer::evaluate(*l.model, test, l.rc.data.eval_batch_size, torch::kCPU, local, l.rc.amp).accuracy;
+            trainer::evaluate(*l.model, test, l.rc.data, torch::kCPU, local, l.rc.amp).accuracy;
       }
       rows.push_back(l.row);
     }

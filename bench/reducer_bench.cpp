@@ -24,6 +24,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "bench/mpi_bench.h"
 #include "core/malloc.h"
 #include "launch/communicator.h"
 #include "launch/mpi_communicator.h"
@@ -34,76 +35,19 @@
 #include "trainer/trainer.h"
 
 using namespace retort;
-using Clock = std::chrono::steady_clock;
-
-namespace {
-
-double median(std::vector<double> values) {
-  std::nth_element(values.begin(), values.begin() + values.size() / 2, values.end());
-  return values[values.size() / 2];
-}
-
-/// Median of per-repetition times, each the slowest rank's (MPI_MAX), in seconds.
-template <typename F>
-double median_time(int reps, F&& body) {
-  std::vector<double> times;
-  for (int i = 0; i < reps; ++i) {
-    MPI_Barrier(MPI_COMM_WORLD);
-    const auto t0 = Clock::now();
-    body();
-    double dt = std::chrono::duration<double>(Clock::now() - t0).count();
-    MPI_Allreduce(MPI_IN_PLACE, &dt, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
-    times.push_back(dt);
-  }
-  return median(std::move(times));
-}
-
-/// Runs variants 0..n-1 `reps` times each, in a fresh shuffled order every rep (the same
-/// on every rank: the collectives must match), so that drift hits them alike and no
-/// variant always follows the same one; returns each variant's median time.
-std::vector<double> interleaved_medians(int n, int reps, std::mt19937& rng, const std::function<void(int)>& run) {
-  std::vector<std::vector<double>> times(n);
-  std::vector<int> order(n);
-  std::iota(order.begin(), order.end(), 0);
-  for (int i = 0; i < reps; ++i) {
-    std::shuffle(order.begin(), order.end(), rng);
-    for (int v : order) times[v].push_back(median_time(1, [&] { run(v); }));
-  }
-  std::vector<double> medians;
-  for (auto& t : times) medians.push_back(median(std::move(t)));
-  return medians;
-}
-
-}  // namespace
 
 int main(int argc, char** argv) {
   tune_malloc_for_training();  // as the retort program does
   trainer::install_cpu_allocator();
-  int64_t batch = 64;
-  int reps = 200;
-  double bucket_mb = 25.0;
-  for (int i = 1; i + 1 < argc; i += 2) {
-    const std::string k = argv[i], v = argv[i + 1];
-    if (k == "--batch") batch = std::stoll(v);
-    else if (k == "--reps") reps = std::stoi(v);
-    else if (k == "--bucket_mb") bucket_mb = std::stod(v);
-    else {
-      std::cerr << "unknown option " << k << " (options: --batch, --reps, --bucket_mb)\n";
-      return 2;
-    }
-  }
-  launch::World world;
-  if (world.size() < 2) {
-    std::cerr << "reducer_bench: run under mpirun with 2 or more ranks\n";
-    return 2;
-  }
+  const auto flags = bench::read_flags(argc, argv, {"--batch", "--reps", "--bucket_mb"}, "reducer_bench");
+  const int64_t batch = flags.count("--batch") ? std::stoll(flags.at("--batch")) : 64;
+  const int reps = flags.count("--reps") ? std::stoi(flags.at("--reps")) : 200;
+  const double bucket_mb = flags.count("--bucket_mb") ? std::stod(flags.at("--bucket_mb")) : 25.0;
+  const auto world_ptr = bench::peer_world("reducer_bench");
+  launch::World& world = *world_ptr;
   trainer::set_threads(1);
   torch::manual_seed(0);
-  models::ModelOptions mo;  // recipes/model/cnn_small.yaml
-  mo.channels = {16, 32};
-  mo.convs_per_stage = 1;
-  mo.hidden = {64};
-  auto model = models::make_model(mo);
+  auto model = models::make_model(bench::student_options());
   model->train();
   std::vector<std::pair<std::string, torch::Tensor>> params;
   for (auto& kv : model->named_parameters()) params.emplace_back(kv.key(), kv.value());
@@ -121,12 +65,9 @@ int main(int argc, char** argv) {
     for (size_t i = 0; i < params.size(); ++i) loss = loss + (params[i].second * consts[i]).sum();
     loss.backward();
   };
-  // The trainer clears gradients with its optimizer's zero_grad() (in place in LibTorch
-  // 1.13), so gradients stay in the reducer's buckets from step to step.
-  std::vector<torch::Tensor> tensors;
-  for (auto& kv : params) tensors.push_back(kv.second);
-  torch::optim::SGD optimizer(tensors, torch::optim::SGDOptions(0.0));
-  auto zero = [&] { optimizer.zero_grad(); };
+  // The trainer clears gradients with the reducer's zero_grad() (a fill per bucket), so
+  // gradients stay in the reducer's buckets from step to step.
+  auto zero = [&] { reducer.zero_grad(); };
 
   // One step: backward (the hooks communicating or not), finish, `after` (communication
   // done after backward, for the baselines), clear the gradients.
@@ -170,14 +111,14 @@ int main(int argc, char** argv) {
     flat_tensor = torch::from_blob(raw_data, {numel});
   }
   std::mt19937 order_rng(12345);
-  const std::vector<double> med = interleaved_medians(kVariants, reps, order_rng, run_variant);
+  const std::vector<double> med = bench::interleaved_medians(kVariants, reps, order_rng, run_variant);
   const double t_local = med[0];
   const double t_reducer = std::max(0.0, med[1] - t_local);
   const double t_raw = std::max(0.0, med[2] - t_local);
   const double t_raw_nb = std::max(0.0, med[3] - t_local);
   const double t_comm = std::max(0.0, med[4] - t_local);
   // The same raw call in a tight loop (hot caches): the library's best case.
-  const double t_raw_hot = median_time(reps, [&] {
+  const double t_raw_hot = bench::median_time(reps, [&] {
     MPI_Allreduce(MPI_IN_PLACE, flat.data(), static_cast<int>(flat.size()), MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
   });
 
@@ -193,7 +134,7 @@ int main(int argc, char** argv) {
   // Interleaved and shuffled as above: 0 backward with the hooks' all-reduces (what the
   // trainer does), 1 backward alone, 2 backward, then the same buckets all-reduced.
   const int step_reps = std::max(20, reps / 4);
-  const std::vector<double> step_med = interleaved_medians(3, step_reps, order_rng, [&](int v) {
+  const std::vector<double> step_med = bench::interleaved_medians(3, step_reps, order_rng, [&](int v) {
     reducer_step(v == 0, real_backward, [&] {
       if (v == 2)
         for (auto& buffer : bucket_buffers) comm->all_reduce(buffer, launch::ReduceOp::kSum);

@@ -127,7 +127,7 @@ int main(int argc, char** argv) {
   oo.weight_decay = 1e-4;
   auto opt = trainer::make_optimizer(oo, stepped);
   auto comm = std::make_shared<launch::LocalCommunicator>();
-  trainer::GradReducer reducer(params, comm, trainer::GradReducerOptions{});
+  trainer::GradReducer reducer(params, comm, trainer::GradReducerOptions{}, stepped);  // master: fp32 gradients
   amp::GradScaler scaler(amp::scaler_options(amp_options), comm);
   scaler.set_named_parameters(stepped);
   auto x = torch::randn({batch, 1, 28, 28}).to(device);
@@ -146,13 +146,11 @@ int main(int argc, char** argv) {
     }
     scaler.scale(l.total).backward();
     reducer.finish();
-    if (master) master->copy_grads_to_master();
     scaler.unscale(*opt);
     const bool stepped_ok = scaler.step(*opt);
     scaler.update();
     if (master && stepped_ok) master->copy_master_to_model();
-    opt->zero_grad();
-    if (master) master->zero_model_grads();
+    reducer.zero_grad();
   };
   const double setup_rss = proc_status_mb("VmRSS");
   const double setup_file = proc_status_mb("RssFile");  // library pages: no precision shrinks them

@@ -52,9 +52,9 @@ int eval(launch::World& world, const Args& args) {
   auto test_set = data::load_dataset(rc.data, "test");
   std::vector<std::shared_ptr<models::Model>> models;
   auto report = [&](models::Model& model, const std::string& what) {
-    auto r = trainer::evaluate(model, test_set, rc.data.eval_batch_size, device, *comm, rc.amp);
+    auto r = trainer::evaluate(model, test_set, rc.data, device, *comm, rc.amp);
     if (comm->rank() == 0)
-      std::cout << what << "\ntest loss " << std::fixed << std::setprecision(4) << r.loss << "  accuracy "
+      std::cout << what << "\ntest loss " << std::fixed << std::setprecision(6) << r.loss << "  accuracy "
                 << std::setprecision(2) << 100.0 * r.accuracy << " %  (" << r.samples << " samples)\n"
                 << std::defaultfloat;
   };

@@ -113,7 +113,7 @@ int run_scan(const RunConfig& rc, models::Model& model, const prune::Masks& exis
   std::cerr << "scan: " << rc.prune.method << " on " << held_out.size() << " held-out samples (the last of the train "
             << "split; accuracies there are optimistic if the model trained on them)\n";
   auto evaluate = [&](models::Model& m) {
-    return trainer::evaluate(m, held_out, rc.data.eval_batch_size, torch::kCPU, local, rc.amp).accuracy;
+    return trainer::evaluate(m, held_out, rc.data, torch::kCPU, local, rc.amp).accuracy;
   };
   auto result = prune::scan(model, rc.prune, evaluate, existing);
   std::cout << prune::format_scan(result) << "\n" << prune::suggested_recipe(result);

@@ -296,7 +296,7 @@ int report(launch::World& world, const std::vector<std::string>& args) {
     const std::string key = rc.data.name + "|" + rc.data.root + "|" + std::to_string(rc.data.subset);
     auto& test_set = test_sets[key];
     if (!test_set) test_set = std::make_shared<data::Dataset>(data::load_dataset(rc.data, "test"));
-    const auto eval = trainer::evaluate(*model, *test_set, rc.data.eval_batch_size, device, comm, rc.amp);
+    const auto eval = trainer::evaluate(*model, *test_set, rc.data, device, comm, rc.amp);
     r.accuracy = eval.accuracy;
     r.test_loss = eval.loss;
     r.test_samples = eval.samples;

@@ -194,7 +194,7 @@ RunSummary run_one(const config::Composed& composed_in, launch::World& world) {
     teacher->to(device);
     model->to(device);
     distill::Distiller distiller(teacher, model, rc.distill);
-    task = std::make_shared<trainer::DistillTask>(distiller, trainer::sample_batch(*train_set));
+    task = std::make_shared<trainer::DistillTask>(distiller, trainer::sample_batch(*train_set, 2, rc.data));
   }
   // Masks keep pruned weights at exactly zero through fine-tuning (gradients masked,
   // weights re-masked after every step).

@@ -319,6 +319,20 @@ Losses DistillerImpl::forward(const torch::Tensor& x, const data::Labels& labels
   return out;
 }
 
+std::vector<std::string> DistillerImpl::term_names() const {
+  if (!prepared_) throw Error("Distiller: term_names() needs prepare(sample) first (it resolves the layer pairs)");
+  std::vector<std::string> names;
+  if (weights_.ce > 0) names.push_back("ce");
+  if (weights_.kl > 0) names.push_back("kl");
+  if (weights_.dkd > 0) names.push_back("dkd");
+  for (const auto& p : hidden_pairs_) {
+    if (weights_.mse > 0) names.push_back("mse." + p.layers.name);
+    if (weights_.cosine > 0) names.push_back("cos." + p.layers.name);
+  }
+  for (const auto& p : attention_pairs_) names.push_back("attn." + p.layers.name);
+  return names;
+}
+
 void DistillerImpl::train(bool on) {
   torch::nn::Module::train(on);
   student_->train(on);

@@ -68,6 +68,9 @@ class DistillerImpl : public torch::nn::Module {
   /// and DKD, which needs one true class per row, is refused. Error if prepare() has not run.
   Losses forward(const torch::Tensor& x, const data::Labels& labels);
 
+  /// The names of forward()'s terms, in its order (known once prepare() has run).
+  std::vector<std::string> term_names() const;
+
   /// Projections and the student follow `on`; the teacher stays in eval mode.
   void train(bool on = true) override;
   /// Moves the teacher, the student and the projections (dtypes kept).

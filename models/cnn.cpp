@@ -71,12 +71,7 @@ Output Cnn::forward(const torch::Tensor& input) {
       auto& conv = stage.convs[j];
       x = amp::conv2d(x, conv->weight, conv->bias, 1, 1);
       if (!stage.norms.empty()) {
-        auto& bn = stage.norms[j];
-        // Functional batch norm so autocast can run its statistics in fp32; keep the
-        // PyTorch buffer semantics (num_batches_tracked) for exported weights.
-        if (is_training()) bn->num_batches_tracked.add_(1);
-        x = amp::batch_norm(x, bn->running_mean, bn->running_var, bn->weight, bn->bias, is_training(),
-                            bn->options.momentum().value_or(0.1), bn->options.eps());
+        x = batch_norm(x, stage.norms[j]);
       }
       x = torch::relu(x);
     }
@@ -90,6 +85,19 @@ Output Cnn::forward(const torch::Tensor& input) {
   }
   out.logits = amp::linear(x, head_->weight, head_->bias);
   return out;
+}
+
+torch::Tensor Cnn::batch_norm(const torch::Tensor& x, torch::nn::BatchNorm2d& bn) {
+  // Functional batch norm so autocast can run its statistics in fp32; keep the PyTorch
+  // buffer semantics (num_batches_tracked) for exported weights.
+  const double momentum = bn->options.momentum().value_or(0.1), eps = bn->options.eps();
+  if (!is_training())
+    return amp::batch_norm(x, bn->running_mean, bn->running_var, bn->weight, bn->bias, false, momentum, eps);
+  bn->num_batches_tracked.add_(1);
+  if (batch_norm_sync())
+    return amp::sync_batch_norm(x, bn->running_mean, bn->running_var, bn->weight, bn->bias, momentum, eps,
+                                batch_norm_sync());
+  return amp::batch_norm(x, bn->running_mean, bn->running_var, bn->weight, bn->bias, true, momentum, eps);
 }
 
 std::vector<std::string> Cnn::hidden_names() const {

@@ -16,6 +16,7 @@ class Cnn : public Model {
   std::vector<std::string> hidden_kinds() const override;
 
  private:
+  torch::Tensor batch_norm(const torch::Tensor& x, torch::nn::BatchNorm2d& bn);
   struct Stage {
     std::shared_ptr<torch::nn::Module> holder;
     std::vector<torch::nn::Conv2d> convs;

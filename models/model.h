@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "config/config.h"
+#include "launch/communicator.h"
 
 namespace retort::models {
 
@@ -58,9 +59,17 @@ class Model : public torch::nn::Module {
   virtual std::vector<std::string> hidden_kinds() const = 0;
   const ModelOptions& options() const { return options_; }
 
+  /// Batch norm in training computes its statistics over every rank of `comm` (the
+  /// trainer sets it for ddp.sync_batchnorm); null: each rank over its own samples.
+  void set_batch_norm_sync(std::shared_ptr<launch::Communicator> comm) { batch_norm_sync_ = std::move(comm); }
+  const std::shared_ptr<launch::Communicator>& batch_norm_sync() const { return batch_norm_sync_; }
+
  protected:
   explicit Model(ModelOptions options) : options_(std::move(options)) {}
   ModelOptions options_;
+
+ private:
+  std::shared_ptr<launch::Communicator> batch_norm_sync_;
 };
 
 using ModelFactory = std::function<std::shared_ptr<Model>(const ModelOptions&)>;

@@ -56,10 +56,10 @@ std::shared_ptr<models::Model> load_teacher(const distill::DistillOptions& optio
   return std::make_shared<distill::TeacherEnsemble>(std::move(members), "distill.teacher.ensemble");
 }
 
-torch::Tensor sample_batch(const data::Dataset& dataset, int64_t rows) {
+torch::Tensor sample_batch(const data::Dataset& dataset, int64_t rows, const data::DataOptions& data) {
   if (dataset.size() < 1) throw DataError("distill: the training set is empty; the dry run needs one batch");
-  const data::LoaderOptions defaults;
-  return data::normalize(dataset.images.slice(0, 0, std::min(rows, dataset.size())), defaults.mean, defaults.stddev);
+  const auto stats = data::pixel_stats(data.name);
+  return data::normalize(dataset.images.slice(0, 0, std::min(rows, dataset.size())), stats.mean, stats.stddev);
 }
 
 }  // namespace retort::trainer

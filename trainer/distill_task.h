@@ -28,6 +28,7 @@ class DistillTask : public Task {
 
   models::Model& model() override { return distiller_->student(); }
   Losses loss(const torch::Tensor& x, const data::Labels& labels) override;
+  std::vector<std::string> loss_terms() const override { return distiller_->term_names(); }
   std::vector<std::pair<std::string, torch::nn::Module*>> extra_modules() override {
     return {{"distill", distiller_.get()}};
   }
@@ -50,8 +51,8 @@ class DistillTask : public Task {
 /// naming the key or file.
 std::shared_ptr<models::Model> load_teacher(const distill::DistillOptions& options);
 
-/// One input batch of `dataset` (its first rows, normalized as the loader does): the
-/// sample DistillTask's dry run needs.
-torch::Tensor sample_batch(const data::Dataset& dataset, int64_t rows = 2);
+/// One input batch of `dataset` (its first rows, normalized with data.name's statistics, as
+/// the loader does): the sample DistillTask's dry run needs.
+torch::Tensor sample_batch(const data::Dataset& dataset, int64_t rows = 2, const data::DataOptions& data = {});
 
 }  // namespace retort::trainer

@@ -30,6 +30,7 @@ class PrunedTask : public Task {
 
   models::Model& model() override { return inner_->model(); }
   Losses loss(const torch::Tensor& x, const data::Labels& labels) override { return inner_->loss(x, labels); }
+  std::vector<std::string> loss_terms() const override { return inner_->loss_terms(); }
   NamedParams trainable() override { return inner_->trainable(); }
   std::vector<std::pair<std::string, torch::nn::Module*>> extra_modules() override { return inner_->extra_modules(); }
   void train(bool on) override { inner_->train(on); }

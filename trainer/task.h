@@ -33,6 +33,9 @@ class Task {
   /// Runs forward and the objective on one (micro-)batch; called inside the autocast region.
   /// `labels` converts from a plain label tensor; with mixup it carries both label sets.
   virtual Losses loss(const torch::Tensor& x, const data::Labels& labels) = 0;
+  /// The names of loss()'s terms, in its order, the same on every rank and for every
+  /// batch (the trainer's metrics all-reduce has one layout on every rank).
+  virtual std::vector<std::string> loss_terms() const = 0;
   /// Everything the optimizer updates, by unique name (model parameters first).
   virtual NamedParams trainable();
   /// Modules besides the model whose weights belong in checkpoints (by prefix).
@@ -58,6 +61,7 @@ class SupervisedTask : public Task {
   explicit SupervisedTask(std::shared_ptr<models::Model> model) : model_(std::move(model)) {}
   models::Model& model() override { return *model_; }
   Losses loss(const torch::Tensor& x, const data::Labels& labels) override;
+  std::vector<std::string> loss_terms() const override { return {"ce"}; }
 
  private:
   std::shared_ptr<models::Model> model_;

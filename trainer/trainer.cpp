@@ -39,7 +39,11 @@ void DdpOptions::declare(config::Fields<DdpOptions>& f) {
         "collectives: auto (local for one process, nccl on GPUs, mpi on CPUs), local, mpi or nccl")
       .one_of({"auto", "local", "mpi", "nccl"});
   f.add("bucket_mb", &DdpOptions::bucket_mb, "gradient bucket size in MB (the first bucket is smaller)").greater_than(0);
-  f.add("find_unused", &DdpOptions::find_unused, "tolerate parameters that get no gradient (zeros are reduced)");
+  f.add("find_unused", &DdpOptions::find_unused,
+        "tolerate parameters without a gradient: reduced as zeros; one no rank used keeps none (the optimizer skips it)");
+  f.add("sync_batchnorm", &DdpOptions::sync_batchnorm,
+        "batch norm statistics over every rank's samples (N ranks train as 1 process); false: each rank's own, "
+        "rank 0's running statistics broadcast before every forward");
   f.add("timeout_s", &DdpOptions::timeout_s, "seconds a collective may take before the job is ended").greater_than(0);
 }
 
@@ -61,14 +65,15 @@ int set_threads(int64_t threads) {
 // Evaluation
 // ------------------------------------------------------------------------------------
 
-EvalResult evaluate(models::Model& model, const data::Dataset& dataset, int64_t batch_size,
+EvalResult evaluate(models::Model& model, const data::Dataset& dataset, const data::DataOptions& data,
                     const torch::Device& device, launch::Communicator& comm, const amp::AmpOptions& amp_options) {
   const bool was_training = model.is_training();
   model.eval();
   torch::NoGradGuard no_grad;
-  data::DistributedSampler sampler(dataset.size(), batch_size, comm.rank(), comm.size(), 0, /*shuffle=*/false);
-  data::LoaderOptions lopts;
-  lopts.device = device;
+  data::DistributedSampler sampler(dataset.size(), data.eval_batch_size, comm.rank(), comm.size(), 0, /*shuffle=*/false);
+  data::LoaderOptions lopts = data::make_loader_options(data, device, 0);
+  lopts.augment = false;
+  lopts.mixup = 0;
   data::Loader loader(dataset, sampler, lopts);
   // Sums stay on the device (loss sum, correct, samples): one host sync at the end.
   auto sums = torch::zeros({3}, torch::TensorOptions().dtype(torch::kFloat64).device(device));
@@ -95,22 +100,39 @@ EvalResult evaluate(models::Model& model, const data::Dataset& dataset, int64_t 
 // Trainer state and setup
 // ------------------------------------------------------------------------------------
 
+/// What the trainer has seen since the last metrics line, on this rank.
+struct LogWindow {
+  torch::Tensor loss;                // weighted sum of the steps' losses
+  std::vector<torch::Tensor> terms;  // one per Task::loss_terms(), the same on every rank
+  int64_t samples = 0;
+  int64_t steps = 0;
+  Clock::time_point start = Clock::now();
+  std::string overflow;              // the scaler's report of a step skipped in this window
+};
+
 struct Trainer::State {
   TrainerSetup setup;
   bool rank0 = true;
   NamedParams params;
+  NamedParams stepped;  // what the optimizer steps: params, or their fp32 masters
   std::unique_ptr<torch::optim::Optimizer> optimizer;
   std::unique_ptr<LrSchedule> schedule;
   std::unique_ptr<data::DistributedSampler> sampler;
+  data::LoaderOptions loader;
   std::unique_ptr<amp::GradScaler> scaler;
   std::unique_ptr<amp::MasterWeights> master;
   std::unique_ptr<GradReducer> reducer;
   std::unique_ptr<Checkpointer> checkpointer;
   std::unique_ptr<Metrics> metrics;
+  bool broadcast_buffers = false;  // batch norm per rank: rank 0's running statistics before every forward
+  std::vector<std::string> terms;  // the task's loss terms
+  LogWindow window;
   int64_t step = 0;            // optimizer steps done
   int64_t consumed = 0;        // global batches of the current epoch already trained on
   int64_t total_steps = 0;
   int64_t skipped = 0;
+  int64_t samples_total = 0;   // samples trained on, over all ranks, by this fit()
+  double lr = 0;
 };
 
 Trainer::Trainer(TrainerSetup setup) : s_(std::make_unique<State>()) {
@@ -125,31 +147,40 @@ Trainer::Trainer(TrainerSetup setup) : s_(std::make_unique<State>()) {
   torch::manual_seed(static_cast<uint64_t>(su.trainer.seed));
   su.task->to(su.device);
   amp::validate(su.amp, su.device.type());
-  const auto amp_mode = amp::parse_mode(su.amp.mode);
-  if (amp_mode == amp::AmpMode::kMaster)
+  // Every rank starts from rank 0's weights, and the fp32 masters are made from those.
+  broadcast_parameters_and_buffers(su.task->model(), *su.comm);
+  for (auto& [prefix, module] : su.task->extra_modules()) broadcast_parameters_and_buffers(*module, *su.comm);
+  if (amp::parse_mode(su.amp.mode) == amp::AmpMode::kMaster)
     s.master = std::make_unique<amp::MasterWeights>(su.task->model(), amp::parse_dtype(su.amp.dtype), su.amp.keep_norm_fp32);
 
   s.params = su.task->trainable();
-  NamedParams stepped = s.master ? s.master->master_params(s.params) : s.params;
-  s.optimizer = make_optimizer(su.optim, stepped);
+  s.stepped = s.master ? s.master->master_params(s.params) : s.params;
+  s.optimizer = make_optimizer(su.optim, s.stepped);
 
   s.sampler = std::make_unique<data::DistributedSampler>(su.train_set->size(), su.data.batch_size, su.comm->rank(),
                                                          su.comm->size(), static_cast<uint64_t>(su.trainer.seed));
+  s.loader = data::make_loader_options(su.data, su.device, static_cast<uint64_t>(su.trainer.seed));
   const int64_t per_epoch = (s.sampler->batches_per_epoch() + su.trainer.grad_accum - 1) / su.trainer.grad_accum;
   s.total_steps = per_epoch * su.trainer.max_epochs;
   if (su.trainer.max_steps > 0) s.total_steps = std::min(s.total_steps, su.trainer.max_steps);
   s.schedule = std::make_unique<LrSchedule>(su.optim, s.total_steps);
 
   s.scaler = std::make_unique<amp::GradScaler>(amp::scaler_options(su.amp), su.comm);
-  s.scaler->set_named_parameters(stepped);
+  s.scaler->set_named_parameters(s.stepped);
 
   GradReducerOptions ropts;
   ropts.bucket_mb = su.ddp.bucket_mb;
   ropts.find_unused = su.ddp.find_unused;
-  s.reducer = std::make_unique<GradReducer>(s.params, su.comm, ropts);
-  broadcast_parameters_and_buffers(su.task->model(), *su.comm);
-  for (auto& [prefix, module] : su.task->extra_modules()) broadcast_parameters_and_buffers(*module, *su.comm);
+  // Master mode: gradients accumulate and are reduced in the fp32 masters' .grad.
+  s.reducer = std::make_unique<GradReducer>(s.params, su.comm, ropts, s.stepped);
+  if (su.comm->size() > 1) {
+    if (su.ddp.sync_batchnorm)
+      su.task->model().set_batch_norm_sync(su.comm);
+    else
+      s.broadcast_buffers = true;
+  }
 
+  s.terms = su.task->loss_terms();
   if (s.rank0) {
     s.checkpointer = std::make_unique<Checkpointer>(su.run_dir / "checkpoints", su.trainer.keep_last);
     s.metrics = std::make_unique<Metrics>(su.run_dir, su.trainer.progress);
@@ -158,11 +189,15 @@ Trainer::Trainer(TrainerSetup setup) : s_(std::make_unique<State>()) {
   }
 }
 
-Trainer::~Trainer() = default;
+Trainer::~Trainer() {
+  // The model may outlive the trainer: its later forwards must not wait for other ranks.
+  if (s_) s_->setup.task->model().set_batch_norm_sync(nullptr);
+}
 
 // ------------------------------------------------------------------------------------
-// Checkpoints: model weights in model.safetensors; everything else that resume needs in
-// state.safetensors under a prefix per component.
+// Checkpoints: model weights in model.safetensors (in master mode the fp32 masters, not
+// their rounded copies); everything else that resume needs in state.safetensors under a
+// prefix per component.
 // ------------------------------------------------------------------------------------
 
 void Trainer::save_checkpoint() {
@@ -172,13 +207,12 @@ void Trainer::save_checkpoint() {
   ckpt.step = s.step;
   ckpt.config_yaml = s.setup.config_yaml;
   ckpt.model = models::weights_of(s.setup.task->model());
+  if (s.master)
+    for (auto& [name, master] : s.master->state_dict()) ckpt.model[name] = master;
   auto& st = ckpt.state;
   for (auto& [prefix, module] : s.setup.task->extra_modules())
     for (auto& kv : models::weights_of(*module)) st["extra." + prefix + "." + kv.first] = kv.second;
-  NamedParams stepped = s.master ? s.master->master_params(s.params) : s.params;
-  for (auto& kv : optimizer_state(*s.optimizer, stepped)) st["optim." + kv.first] = kv.second;
-  if (s.master)
-    for (auto& kv : s.master->state_dict()) st["master." + kv.first] = kv.second;
+  for (auto& kv : optimizer_state(*s.optimizer, s.stepped)) st["optim." + kv.first] = kv.second;
   // The loader reads ahead: record the batches trained on, not those prefetched.
   auto sampler = s.sampler->state_dict();
   sampler["cursor"] = torch::tensor(s.consumed, torch::kInt64);
@@ -221,11 +255,15 @@ bool Trainer::restore(const std::string& resume) {
   for (auto& [prefix, module] : s.setup.task->extra_modules())
     models::load_weights(*module, strip_prefix("extra." + prefix + ".", ckpt.state), (dir / "state.safetensors").string());
   s.setup.task->load_state_dict(strip_prefix("task.", ckpt.state));
-  if (s.master) s.master->load_state_dict(strip_prefix("master.", ckpt.state));
-  NamedParams stepped = s.master ? s.master->master_params(s.params) : s.params;
-  load_optimizer_state(*s.optimizer, stepped, strip_prefix("optim.", ckpt.state));
-  auto sampler = strip_prefix("sampler.", ckpt.state);
-  s.sampler->load_state_dict(sampler);
+  if (s.master) {
+    // The masters are model.safetensors' fp32 weights (older checkpoints: "master.*").
+    auto masters = strip_prefix("master.", ckpt.state);
+    if (masters.empty())
+      for (const auto& entry : s.master->named_parameters()) masters[entry.first] = ckpt.model.at(entry.first);
+    s.master->load_state_dict(masters);
+  }
+  load_optimizer_state(*s.optimizer, s.stepped, strip_prefix("optim.", ckpt.state));
+  s.sampler->load_state_dict(strip_prefix("sampler.", ckpt.state));
   s.consumed = s.sampler->cursor();
   s.scaler->load_state_dict(strip_prefix("scaler.", ckpt.state));
   {
@@ -241,8 +279,14 @@ bool Trainer::restore(const std::string& resume) {
 
 EvalResult Trainer::run_eval() {
   auto& s = *s_;
-  return evaluate(s.setup.task->model(), *s.setup.test_set, s.setup.data.eval_batch_size, s.setup.device,
-                  *s.setup.comm, s.setup.amp);
+  auto& su = s.setup;
+  // Per-rank batch norm: every rank evaluates with rank 0's statistics, those of the
+  // checkpoint, so the figure is the saved model's.
+  if (s.broadcast_buffers) broadcast_buffers(su.task->model(), *su.comm);
+  su.task->train(false);
+  auto r = evaluate(su.task->model(), *su.test_set, su.data, su.device, *su.comm, su.amp);
+  su.task->train(true);
+  return r;
 }
 
 // ------------------------------------------------------------------------------------
@@ -258,181 +302,207 @@ TrainResult Trainer::fit() {
     s.sampler->set_epoch(s.sampler->epoch() + 1);
     s.consumed = 0;
   }
-
-  data::LoaderOptions lopts;
-  lopts.augment = su.data.augment;
-  lopts.mixup = su.data.mixup;
-  lopts.prefetch = su.data.prefetch;
-  lopts.device = su.device;
-  lopts.seed = static_cast<uint64_t>(to.seed);
-
   TrainResult result;
   const auto t0 = Clock::now();
-  auto last_log = t0;
-  int64_t samples_since_log = 0, samples_total = 0;
-  auto loss_acc = torch::zeros({}, torch::TensorOptions().dtype(torch::kFloat32).device(su.device));
-  std::vector<std::pair<std::string, torch::Tensor>> term_acc;
-  int64_t steps_since_log = 0;
-  std::string overflow;  // the scaler's report of a step skipped since the last metrics line
-  bool done = s.step >= s.total_steps;
-  const int64_t batches = s.sampler->batches_per_epoch();
-  const int64_t dataset = su.train_set->size();
-  const int64_t B = su.data.batch_size;
+  s.window = LogWindow();
+  s.window.loss = torch::zeros({}, torch::TensorOptions().dtype(torch::kFloat32).device(su.device));
+  for (size_t i = 0; i < s.terms.size(); ++i) s.window.terms.push_back(torch::zeros_like(s.window.loss));
+  s.samples_total = 0;
   su.task->train(true);
 
+  bool done = s.step >= s.total_steps;
   for (int64_t epoch = s.sampler->epoch(); epoch < to.max_epochs && !done; ++epoch) {
     if (!resumed_mid_epoch) {
       s.sampler->set_epoch(epoch);
       s.consumed = 0;
     }
     resumed_mid_epoch = false;
-    data::Loader loader(*su.train_set, *s.sampler, lopts);
-    int64_t micro = 0, step_batches = 0, step_samples = 0;
-    while (!done) {
-      // --- DATA -------------------------------------------------------------------------
-      auto batch = loader.next();
-      if (!batch) break;
-      if (micro == 0) {
-        // This optimizer step spans up to grad_accum global batches; the last step of an
-        // epoch may have fewer, and the last batch may be short. Weighting each rank's
-        // mean loss by (its samples / the step's samples) makes the SUM all-reduce the
-        // mean over the step's samples, whatever the world size.
-        step_batches = std::min<int64_t>(to.grad_accum, batches - s.consumed);
-        const int64_t first = s.consumed * B;
-        step_samples = std::min<int64_t>(dataset, first + step_batches * B) - first;
-      }
-      const int64_t local = batch->y.size(0);
-      const bool last_micro = micro + 1 == step_batches;
-      s.reducer->set_sync(last_micro);
-
-      // --- FORWARD (autocast) ----------------------------------------------------------
-      Losses losses;
-      {
-        amp::Autocast autocast(su.amp, su.device.type());
-        if (local > 0) {
-          losses = su.task->loss(batch->x, batch->labels().smoothed(to.label_smoothing));
-        } else {  // an empty shard still takes part in every gradient all-reduce
-          losses.total = torch::zeros({}, torch::TensorOptions().device(su.device));
-          for (auto& kv : s.params) losses.total = losses.total + kv.second.sum() * 0;
-        }
-      }
-      const double weight = static_cast<double>(local) / static_cast<double>(step_samples);
-
-      // --- BACKWARD (scaled; the reducer's hooks all-reduce full buckets meanwhile) ------
-      s.scaler->scale(losses.total * weight).backward();
-      loss_acc += losses.total.detach().to(torch::kFloat32) * weight;
-      for (size_t i = 0; i < losses.terms.size(); ++i) {
-        if (term_acc.size() <= i) term_acc.emplace_back(losses.terms[i].first, torch::zeros_like(loss_acc));
-        term_acc[i].second += losses.terms[i].second.detach().to(torch::kFloat32) * weight;
-      }
-      s.scaler->record_terms(losses.terms);
-      ++s.consumed;
-      ++micro;
-      samples_since_log += local;
-      if (!last_micro) continue;
-
-      // --- REDUCE, UNSCALE, CLIP, STEP OR SKIP ------------------------------------------
-      micro = 0;
-      s.reducer->finish();
-      if (s.master) s.master->copy_grads_to_master();
-      s.scaler->unscale(*s.optimizer);
-      su.task->before_step();
-      if (to.grad_clip > 0) {
-        std::vector<torch::Tensor> ps;
-        for (auto& group : s.optimizer->param_groups())
-          for (auto& p : group.params()) ps.push_back(p);
-        torch::nn::utils::clip_grad_norm_(ps, to.grad_clip);
-      }
-      const double lr = s.schedule->lr(s.step);
-      set_lr(*s.optimizer, lr);
-      const bool stepped = s.scaler->step(*s.optimizer);
-      s.scaler->update();
-      if (!stepped) {
-        ++s.skipped;
-        overflow = s.scaler->skip_report();
-      }
-      if (s.master && stepped) s.master->copy_master_to_model();
-      su.task->after_step();
-      s.optimizer->zero_grad();
-      if (s.master) s.master->zero_model_grads();
-      ++s.step;
-      ++steps_since_log;
-
-      // --- METRICS, CHECKPOINTS, STOP ----------------------------------------------------
-      const bool last = s.step >= s.total_steps;
-      if (s.step % to.log_every == 0 || last || s.step == 1) {
-        auto packed = torch::cat({loss_acc.reshape({1}), torch::ones({1}, loss_acc.options()) * static_cast<double>(samples_since_log)});
-        for (auto& t : term_acc) packed = torch::cat({packed, t.second.reshape({1})});
-        // Reduced where it lives (staged only if the communicator needs another device), then
-        // one copy to the host for the log line.
-        packed = packed.to(torch::kFloat64);
-        su.comm->all_reduce_staged(packed, launch::ReduceOp::kSum);
-        packed = packed.cpu();
-        const double elapsed = seconds_since(last_log);
-        const double global_samples = packed[1].item<double>();
-        const double sps = global_samples / std::max(elapsed, 1e-9);
-        const double loss = packed[0].item<double>() / static_cast<double>(steps_since_log);
-        nlohmann::json row = {{"kind", "train"}, {"step", s.step}, {"epoch", epoch + 1},
-                              {"loss", loss},    {"lr", lr},        {"samples_per_s", sps}};
-        std::string extra;
-        for (size_t i = 0; i < term_acc.size(); ++i) {
-          const double v = packed[2 + static_cast<int64_t>(i)].item<double>() / static_cast<double>(steps_since_log);
-          row["loss_" + term_acc[i].first] = v;
-          if (term_acc.size() > 1) extra += term_acc[i].first + " " + c10::str(v).substr(0, 6) + "  ";
-          term_acc[i].second.zero_();
-        }
-        if (s.scaler->enabled()) {
-          row["scale"] = s.scaler->scale();
-          extra += "scale " + std::to_string(static_cast<int64_t>(s.scaler->scale()));
-        }
-        row["skipped"] = s.skipped;
-        if (!overflow.empty()) {  // a step since the last line was skipped: what overflowed
-          row["overflow"] = overflow;
-          extra += " skipped " + std::to_string(s.skipped);
-          overflow.clear();
-        }
-        s.metrics->record(row);
-        ProgressState ps{epoch + 1, to.max_epochs, s.step, s.total_steps, loss, sps, extra};
-        s.metrics->progress(ps, true);
-        loss_acc.zero_();
-        samples_total += static_cast<int64_t>(global_samples);
-        samples_since_log = 0;
-        steps_since_log = 0;
-        last_log = Clock::now();
-      }
-      if (to.checkpoint_every > 0 && s.step % to.checkpoint_every == 0) save_checkpoint();
-      if (last) done = true;
-      if (launch::any_rank_stopping(*su.comm)) {
-        s.metrics->break_line();
-        logger()->warn("stop requested: writing a checkpoint at step {}; resume with trainer.resume=auto", s.step);
-        save_checkpoint();
-        result.stopped_early = true;
-        done = true;
-      }
-    }
+    done = train_epoch(epoch, result);
     if (result.stopped_early) break;
-    // --- END OF EPOCH: evaluate, checkpoint --------------------------------------------
-    s.metrics->break_line();
-    const bool epoch_complete = s.consumed >= batches;
-    if (to.eval && su.test_set) {
-      su.task->train(false);
-      result.last_eval = run_eval();
-      su.task->train(true);
-      s.metrics->record({{"kind", "eval"},
-                         {"step", s.step},
-                         {"epoch", epoch + 1},
-                         {"loss", result.last_eval.loss},
-                         {"accuracy", result.last_eval.accuracy}});
-      logger()->info("epoch {} step {}: test loss {:.4f}, accuracy {:.2f} %", epoch + 1, s.step, result.last_eval.loss,
-                     100.0 * result.last_eval.accuracy);
-    }
-    if (to.checkpoint_every == 0 || (done && s.step % to.checkpoint_every != 0)) save_checkpoint();
-    result.epochs = epoch_complete ? epoch + 1 : epoch;
+    end_epoch(epoch, done, result);
   }
   result.steps = s.step;
   result.train_seconds = seconds_since(t0);
-  result.samples_per_s = static_cast<double>(samples_total) / std::max(result.train_seconds, 1e-9);
+  result.samples_per_s = static_cast<double>(s.samples_total) / std::max(result.train_seconds, 1e-9);
   return result;
+}
+
+bool Trainer::train_epoch(int64_t epoch, TrainResult& result) {
+  auto& s = *s_;
+  auto& su = s.setup;
+  const int64_t batches = s.sampler->batches_per_epoch();
+  data::Loader loader(*su.train_set, *s.sampler, s.loader);
+  int64_t micro = 0, step_batches = 0, step_samples = 0;
+  while (auto batch = loader.next()) {
+    if (micro == 0) {
+      // This optimizer step spans up to grad_accum global batches; the last step of an
+      // epoch may have fewer, and the last batch may be short. Weighting each rank's mean
+      // loss by (its samples / the step's samples) makes the SUM all-reduce the mean over
+      // the step's samples, whatever the world size.
+      step_batches = std::min<int64_t>(su.trainer.grad_accum, batches - s.consumed);
+      const int64_t first = s.consumed * su.data.batch_size;
+      step_samples = std::min<int64_t>(su.train_set->size(), first + step_batches * su.data.batch_size) - first;
+    }
+    const bool last_micro = ++micro == step_batches;
+    train_micro_batch(*batch, step_samples, last_micro);
+    if (!last_micro) continue;
+    micro = 0;
+    optimizer_step();
+    if (after_step(epoch, result)) return true;
+  }
+  return false;
+}
+
+void Trainer::train_micro_batch(const data::Batch& batch, int64_t step_samples, bool sync) {
+  auto& s = *s_;
+  auto& su = s.setup;
+  const int64_t local = batch.y.size(0);
+  s.reducer->set_sync(sync);
+  if (s.broadcast_buffers) broadcast_buffers(su.task->model(), *su.comm);
+
+  // --- FORWARD (autocast) --------------------------------------------------------------
+  Losses losses;
+  {
+    amp::Autocast autocast(su.amp, su.device.type());
+    losses = local > 0 ? su.task->loss(batch.x, batch.labels().smoothed(su.trainer.label_smoothing))
+                       : empty_shard_loss(batch.x);
+  }
+  if (losses.terms.size() != s.terms.size())
+    throw Error("Trainer: the task returned " + std::to_string(losses.terms.size()) + " loss terms, but its loss_terms() names " +
+                std::to_string(s.terms.size()));
+  for (size_t i = 0; i < s.terms.size(); ++i)
+    if (losses.terms[i].first != s.terms[i])
+      throw Error("Trainer: loss term " + std::to_string(i) + " is '" + losses.terms[i].first +
+                  "', but the task's loss_terms() names '" + s.terms[i] + "' there");
+  const double weight = static_cast<double>(local) / static_cast<double>(step_samples);
+
+  // --- BACKWARD (scaled; the reducer's hooks all-reduce full buckets meanwhile) --------
+  s.scaler->scale(losses.total * weight).backward();
+  s.window.loss += losses.total.detach().to(torch::kFloat32) * weight;
+  for (size_t i = 0; i < s.terms.size(); ++i) s.window.terms[i] += losses.terms[i].second.detach().to(torch::kFloat32) * weight;
+  s.scaler->record_terms(losses.terms);
+  ++s.consumed;
+  s.window.samples += local;
+}
+
+Losses Trainer::empty_shard_loss(const torch::Tensor& x) {
+  // An empty shard still takes part in every collective: the model's forward (batch norm
+  // statistics across ranks) and every gradient all-reduce, with zero gradients.
+  auto& s = *s_;
+  Losses l;
+  l.total = s.setup.task->model().forward(x).logits.sum() * 0;
+  for (auto& kv : s.params) l.total = l.total + kv.second.sum() * 0;
+  for (const auto& name : s.terms) l.terms.emplace_back(name, torch::zeros_like(l.total));
+  return l;
+}
+
+void Trainer::optimizer_step() {
+  auto& s = *s_;
+  auto& su = s.setup;
+  // --- REDUCE, UNSCALE, CLIP, STEP OR SKIP -----------------------------------------------
+  s.reducer->finish();
+  s.scaler->unscale(*s.optimizer);
+  su.task->before_step();
+  if (su.trainer.grad_clip > 0) {
+    std::vector<torch::Tensor> ps;
+    for (auto& group : s.optimizer->param_groups())
+      for (auto& p : group.params()) ps.push_back(p);
+    torch::nn::utils::clip_grad_norm_(ps, su.trainer.grad_clip);
+  }
+  s.lr = s.schedule->lr(s.step);
+  set_lr(*s.optimizer, s.lr);
+  const bool stepped = s.scaler->step(*s.optimizer);
+  s.scaler->update();
+  if (!stepped) {
+    ++s.skipped;
+    s.window.overflow = s.scaler->skip_report();
+  }
+  if (s.master && stepped) s.master->copy_master_to_model();
+  su.task->after_step();
+  s.reducer->zero_grad();
+  ++s.step;
+  ++s.window.steps;
+}
+
+bool Trainer::after_step(int64_t epoch, TrainResult& result) {
+  auto& s = *s_;
+  const auto& to = s.setup.trainer;
+  // --- METRICS, CHECKPOINTS, STOP --------------------------------------------------------
+  bool finished = s.step >= s.total_steps;
+  if (s.step % to.log_every == 0 || finished || s.step == 1) log_metrics(epoch);
+  if (to.checkpoint_every > 0 && s.step % to.checkpoint_every == 0) save_checkpoint();
+  if (launch::any_rank_stopping(*s.setup.comm)) {
+    s.metrics->break_line();
+    logger()->warn("stop requested: writing a checkpoint at step {}; resume with trainer.resume=auto", s.step);
+    save_checkpoint();
+    result.stopped_early = true;
+    finished = true;
+  }
+  return finished;
+}
+
+void Trainer::log_metrics(int64_t epoch) {
+  auto& s = *s_;
+  auto& w = s.window;
+  // One all-reduce of the same layout on every rank: loss, samples, each term. Reduced
+  // where it lives (staged only if the communicator needs another device), then one copy
+  // to the host for the log line.
+  std::vector<torch::Tensor> parts{w.loss, torch::full({}, static_cast<double>(w.samples), w.loss.options())};
+  parts.insert(parts.end(), w.terms.begin(), w.terms.end());
+  auto packed = torch::stack(parts).to(torch::kFloat64);
+  s.setup.comm->all_reduce_staged(packed, launch::ReduceOp::kSum);
+  packed = packed.cpu();
+  const auto* v = packed.data_ptr<double>();
+  const double steps = static_cast<double>(w.steps);
+  const double sps = v[1] / std::max(seconds_since(w.start), 1e-9);
+  const double loss = v[0] / steps;
+  nlohmann::json row = {{"kind", "train"}, {"step", s.step}, {"epoch", epoch + 1},
+                        {"loss", loss},    {"lr", s.lr},     {"samples_per_s", sps}};
+  std::string extra;
+  for (size_t i = 0; i < s.terms.size(); ++i) {
+    const double term = v[2 + i] / steps;
+    row["loss_" + s.terms[i]] = term;
+    if (s.terms.size() > 1) extra += s.terms[i] + " " + c10::str(term).substr(0, 6) + "  ";
+  }
+  if (s.scaler->enabled()) {
+    row["scale"] = s.scaler->scale();
+    extra += "scale " + std::to_string(static_cast<int64_t>(s.scaler->scale()));
+  }
+  row["skipped"] = s.skipped;
+  if (!w.overflow.empty()) {  // a step in this window was skipped: what overflowed
+    row["overflow"] = w.overflow;
+    extra += " skipped " + std::to_string(s.skipped);
+  }
+  s.metrics->record(row);
+  const auto& to = s.setup.trainer;
+  s.metrics->progress({epoch + 1, to.max_epochs, s.step, s.total_steps, loss, sps, extra}, true);
+  s.samples_total += static_cast<int64_t>(v[1]);
+  w.loss.zero_();
+  for (auto& t : w.terms) t.zero_();
+  w.samples = 0;
+  w.steps = 0;
+  w.overflow.clear();
+  w.start = Clock::now();
+}
+
+void Trainer::end_epoch(int64_t epoch, bool done, TrainResult& result) {
+  auto& s = *s_;
+  auto& su = s.setup;
+  const auto& to = su.trainer;
+  // --- END OF EPOCH: evaluate, checkpoint ------------------------------------------------
+  s.metrics->break_line();
+  if (to.eval && su.test_set) {
+    result.last_eval = run_eval();
+    s.metrics->record({{"kind", "eval"},
+                       {"step", s.step},
+                       {"epoch", epoch + 1},
+                       {"loss", result.last_eval.loss},
+                       {"accuracy", result.last_eval.accuracy}});
+    logger()->info("epoch {} step {}: test loss {:.4f}, accuracy {:.2f} %", epoch + 1, s.step, result.last_eval.loss,
+                   100.0 * result.last_eval.accuracy);
+  }
+  if (to.checkpoint_every == 0 || (done && s.step % to.checkpoint_every != 0)) save_checkpoint();
+  result.epochs = s.consumed >= s.sampler->batches_per_epoch() ? epoch + 1 : epoch;
 }
 
 }  // namespace retort::trainer

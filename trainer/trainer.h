@@ -23,6 +23,10 @@ struct DdpOptions {
   double bucket_mb = 25.0;
   bool find_unused = false;
   double timeout_s = 300.0;
+  /// Batch norm statistics over every rank's samples, so N ranks train the model one
+  /// process trains; false: each rank's own (rank 0's running statistics broadcast before
+  /// every forward and evaluation, as DDP's broadcast_buffers).
+  bool sync_batchnorm = true;
   static void declare(config::Fields<DdpOptions>& f);
 };
 
@@ -64,6 +68,13 @@ class Trainer {
 
  private:
   struct State;
+  bool train_epoch(int64_t epoch, TrainResult& result);  // true: training is over
+  void train_micro_batch(const data::Batch& batch, int64_t step_samples, bool sync);
+  Losses empty_shard_loss(const torch::Tensor& x);
+  void optimizer_step();
+  bool after_step(int64_t epoch, TrainResult& result);   // true: training is over
+  void log_metrics(int64_t epoch);
+  void end_epoch(int64_t epoch, bool done, TrainResult& result);
   void save_checkpoint();
   bool restore(const std::string& resume);
   EvalResult run_eval();
@@ -71,8 +82,9 @@ class Trainer {
 };
 
 /// Loss and accuracy of `model` on `dataset` (sharded over the communicator's ranks and
-/// summed), in eval mode, without gradients, under the given amp options.
-EvalResult evaluate(models::Model& model, const data::Dataset& dataset, int64_t batch_size,
+/// summed), in eval mode, without gradients, under the given amp options: batches of
+/// data.eval_batch_size, normalized with data.name's pixel statistics.
+EvalResult evaluate(models::Model& model, const data::Dataset& dataset, const data::DataOptions& data,
                     const torch::Device& device, launch::Communicator& comm, const amp::AmpOptions& amp = {});
 
 /// Sets intra-op threads for LibTorch (OpenMP) and OpenBLAS to the same count, so they do

@@ -82,12 +82,76 @@ TEST(Ops, AttentionScoresBackwardUnderAutocast) {
   auto gk_ref = torch::matmul(torch::ones({2, 2, 7, 5}), q.detach()) * 0.125;
   {
     amp::Autocast g(true, torch::kBFloat16, torch::kCPU);
-    auto scores = amp::attention_scores(q, k, 0.125);  // scaled in place after the matmul
+    auto scores = amp::attention_scores(q, k, 0.125);
     amp::sum(amp::softmax(scores, -1) * 0 + scores).backward();
   }
   EXPECT_EQ(q.grad().scalar_type(), torch::kFloat);
   EXPECT_TRUE(torch::allclose(q.grad(), gq_ref, 0.02, 0.05)) << (q.grad() - gq_ref).abs().max();
   EXPECT_TRUE(torch::allclose(k.grad(), gk_ref, 0.02, 0.05)) << (k.grad() - gk_ref).abs().max();
+}
+
+// q and k are scaled before their product, as PyTorch's math attention: products that
+// overflow the dtype unscaled but not scaled stay finite. Shown in fp32 on the CPU (fp16
+// matmuls need CUDA): 4 * (1e19)^2 = 4e38 > 3.4e38, scaled by 1/2 it is 2e38.
+TEST(Ops, AttentionScoresAreScaledBeforeTheProduct) {
+  auto q = torch::full({1, 1, 2, 4}, 1e19f);
+  auto scores = amp::attention_scores(q, q, 0.5);
+  EXPECT_TRUE(torch::isfinite(scores).all().item<bool>()) << scores;
+  EXPECT_NEAR(scores[0][0][0][0].item<float>() / 2e38f, 1.0, 1e-5);
+  EXPECT_TRUE(torch::isinf(torch::matmul(q, q.transpose(-2, -1))).all().item<bool>()) << "the unscaled product overflows";
+}
+
+// Batch norm under autocast casts its parameters and statistics to fp32, never the data:
+// a bf16 activation is normalised as it is (no fp32 copy of it made and dropped).
+TEST(Ops, BatchNormUnderAutocastMakesNoCopyOfTheActivation) {
+  torch::manual_seed(3);
+  auto x = torch::randn({8, 4, 3, 3}).to(torch::kBFloat16);
+  auto w = torch::ones({4}, torch::requires_grad()), b = torch::zeros({4}, torch::requires_grad());
+  auto rm = torch::zeros({4}), rv = torch::ones({4});
+  amp::Autocast g(true, torch::kBFloat16, torch::kCPU);
+  amp::reset_cast_cache_stats();
+  auto out = amp::batch_norm(x, rm, rv, w, b, true);
+  EXPECT_EQ(out.scalar_type(), torch::kBFloat16);
+  EXPECT_EQ(amp::cast_cache_stats().uncached, 0);
+  EXPECT_EQ(amp::cast_cache_stats().casts, 0);
+}
+
+// In a world of one, sync_batch_norm is batch_norm: output, running statistics, and the
+// gradients of input, weight and bias, in fp32 and from bf16 activations under autocast.
+TEST(Ops, SyncBatchNormInAWorldOfOneIsBatchNorm) {
+  auto comm = std::make_shared<retort::launch::LocalCommunicator>();
+  for (auto dtype : {torch::kFloat, torch::kBFloat16}) {
+    torch::manual_seed(5);
+    const auto x0 = (torch::randn({6, 3, 4, 4}) * 2 + 1).to(dtype);
+    const auto dy = torch::randn({6, 3, 4, 4}).to(dtype);
+    auto run = [&](bool sync) {
+      auto x = x0.clone().requires_grad_();
+      auto w = torch::linspace(0.5, 1.5, 3).requires_grad_(), b = torch::linspace(-1, 1, 3).requires_grad_();
+      auto rm = torch::full({3}, 0.1), rv = torch::full({3}, 2.0);
+      torch::Tensor y;
+      {
+        amp::Autocast g(dtype != torch::kFloat, torch::kBFloat16, torch::kCPU);
+        y = sync ? amp::sync_batch_norm(x, rm, rv, w, b, 0.1, 1e-5, comm) : amp::batch_norm(x, rm, rv, w, b, true);
+      }
+      (y.to(torch::kFloat) * dy.to(torch::kFloat)).sum().backward();
+      return std::vector<torch::Tensor>{y.to(torch::kFloat), rm, rv, x.grad().to(torch::kFloat), w.grad(), b.grad()};
+    };
+    const auto ref = run(false), got = run(true);
+    const char* names[] = {"output", "running_mean", "running_var", "grad x", "grad weight", "grad bias"};
+    const double tol = dtype == torch::kFloat ? 1e-5 : 2e-2;  // bf16: one rounding of the output and grads
+    EXPECT_EQ(got[0].sizes(), ref[0].sizes());
+    for (size_t i = 0; i < ref.size(); ++i)
+      EXPECT_TRUE(torch::allclose(got[i], ref[i], tol, tol))
+          << c10::toString(dtype) << " " << names[i] << ": max diff " << (got[i] - ref[i]).abs().max().item<float>();
+  }
+}
+
+TEST(Ops, SyncBatchNormNeedsMoreThanOneValuePerChannel) {
+  auto comm = std::make_shared<retort::launch::LocalCommunicator>();
+  auto rm = torch::zeros({3}), rv = torch::ones({3});
+  EXPECT_NE(error_of<retort::Error>([&] { amp::sync_batch_norm(torch::randn({1, 3}), rm, rv, {}, {}, 0.1, 1e-5, comm); })
+                .find("more than one value per channel"),
+            std::string::npos);
 }
 
 TEST(Ops, Fp32OpsReturnFp32FromBf16Inputs) {
@@ -275,6 +339,15 @@ TEST(OpsCuda, Fp16AutocastOnCuda) {
   {
     amp::Autocast g(true, torch::kBFloat16, torch::kCPU);
     EXPECT_EQ(amp::linear(x, w).scalar_type(), torch::kFloat) << "CUDA tensors untouched by a CPU guard";
+  }
+  {
+    // fp16 scores whose unscaled products (64 * 40^2 = 102400) overflow 65504; scaled by 1/8 first they do not.
+    amp::Autocast g(true, torch::kHalf, torch::kCUDA);
+    auto q = torch::full({1, 1, 3, 64}, 40.0f, torch::TensorOptions().device(dev));
+    auto scores = amp::attention_scores(q, q, 0.125);
+    EXPECT_EQ(scores.scalar_type(), torch::kHalf);
+    EXPECT_TRUE(torch::isfinite(scores).all().item<bool>()) << scores;
+    EXPECT_NEAR(scores.to(torch::kFloat).max().item<float>(), 12800.0f, 16.0f);
   }
   {
     amp::Autocast g(true, torch::kBFloat16, torch::kCUDA);

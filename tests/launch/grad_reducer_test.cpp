@@ -184,7 +184,7 @@ TEST(GradReducerLocal, GradientsAreExactlyThoseOfPlainBackward) {
   auto got = grads(net);
   for (size_t i = 0; i < got.size(); ++i) {
     if (!expected[i].defined()) {
-      EXPECT_TRUE(torch::equal(got[i], torch::zeros_like(got[i])));  // unused: zeros
+      EXPECT_FALSE(got[i].defined()) << i;  // unused: no gradient, so the optimizer skips it
     } else {
       EXPECT_TRUE(torch::equal(got[i], expected[i]));
     }
@@ -307,20 +307,154 @@ TEST(GradReducerPeers, AvgOfIdenticalRanksIsTheLocalGradient) {
   for (size_t i = 0; i < a.size(); ++i) EXPECT_TRUE(torch::allclose(a[i], b[i]));
 }
 
-TEST(GradReducerPeers, UnusedParametersAreReducedAsZerosAtFinish) {
+// Unused here, so (the peers holding the same) unused on every rank: reduced as zeros at
+// finish, then left without a gradient, as DDP leaves a globally unused parameter.
+TEST(GradReducerPeers, UnusedParametersAreReducedAtFinishAndKeepNoGradient) {
   auto net = make_net();
   auto comm = std::make_shared<FakePeers>(2);
   auto o = tiny_buckets();
   o.find_unused = true;
+  o.rebuild_buckets = false;
   GradReducer reducer(net->named_parameters().pairs(), comm, o);
   loss_of(net, batch(1), false).backward();
   const size_t in_backward = comm->launched.size();
   EXPECT_LT(in_backward, reducer.buckets().size());  // the unused layer's bucket waits
   reducer.finish();
-  EXPECT_EQ(comm->launched.size(), reducer.buckets().size());
-  EXPECT_TRUE(torch::equal(net->unused->weight.grad(), torch::zeros_like(net->unused->weight)));
+  // All buckets, then the used-anywhere flags (one per parameter).
+  ASSERT_EQ(comm->launched.size(), reducer.buckets().size() + 1);
+  EXPECT_EQ(comm->launched.back(), static_cast<int64_t>(net->parameters().size()));
+  EXPECT_FALSE(net->unused->weight.grad().defined());
+  EXPECT_FALSE(net->unused->bias.grad().defined());
+  EXPECT_TRUE(net->a->weight.grad().defined());
   EXPECT_EQ(reducer.stats().buckets_in_backward, static_cast<int64_t>(in_backward));
   EXPECT_GE(reducer.stats().buckets_at_finish, 1);
+}
+
+// A parameter no rank uses is not moved by AdamW's weight decay or momentum: it has no
+// gradient at the step, in every step, though an earlier step gave it one.
+TEST(GradReducerLocal, AParameterUnusedInAStepIsNotMovedByAdamW) {
+  auto net = make_net();
+  auto o = tiny_buckets();
+  o.find_unused = true;
+  GradReducer reducer(net->named_parameters().pairs(), std::make_shared<launch::LocalCommunicator>(), o);
+  torch::optim::AdamW opt(net->parameters(), torch::optim::AdamWOptions(0.1).weight_decay(0.5));
+  auto step = [&](bool use_all, int64_t seed) {
+    loss_of(net, batch(seed), use_all).backward();
+    reducer.finish();
+    opt.step();
+    reducer.zero_grad();
+  };
+  step(true, 1);  // used once: AdamW now holds momentum for it
+  const auto before = net->unused->weight.detach().clone();
+  const auto a_before = net->a->weight.detach().clone();
+  for (int64_t k = 2; k < 5; ++k) step(false, k);
+  EXPECT_TRUE(torch::equal(net->unused->weight, before));
+  EXPECT_FALSE(torch::equal(net->a->weight, a_before));
+}
+
+// amp.mode=master: each micro-batch's bf16 gradient is added into the fp32 master's .grad
+// as it arrives and dropped, so micro-batches add up in fp32 (1 + 2^-9 is 1 in bf16).
+TEST(GradReducerLocal, LowPrecisionGradientsAccumulateInTheirFp32Mains) {
+  auto p = torch::zeros({4}, torch::kBFloat16).requires_grad_();
+  auto main = torch::zeros({4}, torch::kFloat).requires_grad_();
+  GradReducer reducer({{"p", p}}, std::make_shared<launch::LocalCommunicator>(), {}, {{"p", main}});
+  reducer.set_sync(false);
+  (p.to(torch::kFloat) * 1.0).sum().backward();
+  EXPECT_FALSE(p.grad().defined()) << "the bf16 gradient was folded and dropped";
+  reducer.set_sync(true);
+  (p.to(torch::kFloat) * 0.001953125).sum().backward();  // 2^-9, exact in bf16
+  reducer.finish();
+  EXPECT_FALSE(p.grad().defined());
+  ASSERT_TRUE(main.grad().defined());
+  EXPECT_EQ(main.grad().scalar_type(), torch::kFloat);
+  EXPECT_TRUE(torch::equal(main.grad(), torch::full({4}, 1.001953125f)));
+  // The next step starts from zero, in the same buffer.
+  const void* buffer = main.grad().data_ptr();
+  reducer.zero_grad();
+  (p.to(torch::kFloat) * 3.0).sum().backward();
+  reducer.finish();
+  EXPECT_TRUE(torch::equal(main.grad(), torch::full({4}, 3.0f)));
+  EXPECT_EQ(main.grad().data_ptr(), buffer);
+}
+
+// Across ranks the buckets hold the fp32 mains: every backend reduces fp32.
+TEST(GradReducerPeers, LowPrecisionParametersAreReducedInFp32) {
+  auto p = torch::zeros({4}, torch::kBFloat16).requires_grad_();
+  auto main = torch::zeros({4}, torch::kFloat).requires_grad_();
+  auto comm = std::make_shared<FakePeers>(2);
+  GradReducer reducer({{"p", p}}, comm, {}, {{"p", main}});
+  ASSERT_EQ(reducer.buckets().size(), 1u);
+  EXPECT_EQ(reducer.buckets()[0].dtype, torch::kFloat);
+  (p.to(torch::kFloat) * 1.001953125).sum().backward();  // 1 + 2^-9: not a bf16 value
+  reducer.finish();
+  EXPECT_TRUE(torch::equal(main.grad(), torch::full({4}, 2 * static_cast<float>(c10::BFloat16(1.001953125f)))));
+  EXPECT_FALSE(p.grad().defined());
+}
+
+// Registered in the opposite order of use: the reverse-registration buckets follow the
+// forward order, so in backward every bucket but the last waits behind an incomplete one.
+// After the first synchronised backward the buckets follow the ready order, once.
+struct MisorderedNetImpl : torch::nn::Module {
+  MisorderedNetImpl() {
+    head = register_module("head", torch::nn::Linear(8, 3));
+    mid = register_module("mid", torch::nn::Linear(8, 8));
+    in = register_module("in", torch::nn::Linear(4, 8));
+  }
+  torch::Tensor forward(const torch::Tensor& x) { return head(torch::relu(mid(torch::relu(in(x))))); }
+  torch::nn::Linear head{nullptr}, mid{nullptr}, in{nullptr};
+};
+TORCH_MODULE(MisorderedNet);
+
+TEST(GradReducerPeers, BucketsAreRebuiltOnceInTheOrderGradientsBecameReady) {
+  torch::manual_seed(0);
+  MisorderedNet net;
+  torch::manual_seed(0);
+  MisorderedNet plain;
+  auto comm = std::make_shared<FakePeers>(2);
+  auto o = tiny_buckets();
+  o.first_bucket_mb = o.bucket_mb = 1.0 / (1024 * 1024);  // a bucket per parameter
+  GradReducer reducer(net->named_parameters().pairs(), comm, o);
+  const auto before = reducer.buckets();
+  ASSERT_EQ(before.size(), 6u);
+  auto loss = [&](MisorderedNet& n, int64_t seed) {
+    const auto b = batch(seed);
+    return torch::nn::functional::cross_entropy(n->forward(b.x), b.y);
+  };
+  loss(net, 1).backward();
+  reducer.finish();
+  EXPECT_GE(reducer.stats().buckets_held_back, 4);  // all but the input layer's
+  EXPECT_EQ(reducer.stats().rebuilds, 1);
+  const auto after = reducer.buckets();
+  // head (registered first) is ready first now.
+  const auto names = reducer.names();
+  EXPECT_EQ(names[after.front().params.front()].rfind("head.", 0), 0u) << names[after.front().params.front()];
+  EXPECT_EQ(names[after.back().params.front()].rfind("in.", 0), 0u);
+  // The reduced gradients moved with their slots: still 2x a plain backward.
+  loss(plain, 1).backward();
+  for (const auto& [name, g] : plain->named_parameters().pairs())
+    EXPECT_TRUE(torch::allclose(net->named_parameters()[name].grad(), 2 * g.grad())) << name;
+  reducer.reset_stats();
+  reducer.zero_grad();
+  loss(net, 2).backward();
+  reducer.finish();
+  EXPECT_EQ(reducer.stats().buckets_held_back, 0);
+  EXPECT_EQ(reducer.stats().rebuilds, 0);
+  EXPECT_EQ(reducer.stats().buckets_in_backward, 6);
+}
+
+TEST(GradReducerPeers, ZeroGradKeepsTheGradientsInTheirBuckets) {
+  auto net = make_net();
+  GradReducer reducer(net->named_parameters().pairs(), std::make_shared<FakePeers>(2), tiny_buckets());
+  loss_of(net, batch(1), true).backward();
+  reducer.finish();
+  std::vector<const void*> ptrs;
+  for (auto& p : net->parameters()) ptrs.push_back(p.grad().data_ptr());
+  reducer.zero_grad();
+  for (size_t i = 0; i < ptrs.size(); ++i) {
+    const auto g = net->parameters()[i].grad();
+    EXPECT_EQ(g.data_ptr(), ptrs[i]);
+    EXPECT_TRUE(torch::equal(g, torch::zeros_like(g)));
+  }
 }
 
 TEST(GradReducerPeers, UnusedParametersWithoutFindUnusedAreAnError) {

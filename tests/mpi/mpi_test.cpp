@@ -376,6 +376,7 @@ TEST(MpiGradReducer, GradAccumulationCommunicatesOncePerStep) {
   auto net = reference_net();
   GradReducerOptions o;
   o.bucket_mb = 0.002;
+  o.rebuild_buckets = false;  // its one-time broadcast would count
   GradReducer reducer(net->named_parameters().pairs(), g_comm, o);
   // Rank r's rows: [4r, 4r + 4) in two micro-batches of 2; each weighted 2 / 8.
   const int64_t before = comm().issued();
@@ -418,6 +419,35 @@ TEST(MpiGradReducer, FindUnusedReducesAParameterOnlyOneRankUsed) {
   } else {
     EXPECT_EQ(reducer.stats().buckets_at_finish, 0);
   }
+}
+
+// `extra` is used by no rank in the later steps: with find_unused it keeps no gradient on
+// either rank, so AdamW leaves it where it was (no weight decay, no momentum from the
+// first step), while a parameter that one rank used gets that rank's gradient everywhere.
+TEST(MpiGradReducer, AParameterNoRankUsedIsLeftAloneByTheOptimizer) {
+  auto net = reference_net();
+  GradReducerOptions o;
+  o.find_unused = true;
+  o.bucket_mb = 0.001;
+  GradReducer reducer(net->named_parameters().pairs(), g_comm, o);
+  torch::optim::AdamW opt(net->parameters(), torch::optim::AdamWOptions(0.05).weight_decay(0.5));
+  auto step = [&](bool rank0_uses_extra, int64_t seed) {
+    const auto data = global_batch(seed);
+    auto [first, rows] = shard(4);
+    (ce(net, data.x.narrow(0, first, rows), data.y.narrow(0, first, rows), rank0_uses_extra && rank() == 0) * 0.5)
+        .backward();
+    reducer.finish();
+    opt.step();
+    reducer.zero_grad();
+  };
+  step(true, 30);  // rank 0 used it: both ranks step it
+  const auto before = net->extra->weight.detach().clone();
+  EXPECT_TRUE(net->extra->weight.grad().defined());
+  for (int64_t seed = 31; seed < 34; ++seed) step(false, seed);
+  EXPECT_FALSE(net->extra->weight.grad().defined());
+  EXPECT_TRUE(torch::equal(net->extra->weight, before)) << "rank " << rank();
+  auto both = comm().all_gather(net->extra->weight.detach().unsqueeze(0));
+  EXPECT_TRUE(torch::equal(both[0], both[1]));
 }
 
 TEST(MpiGradReducer, UnusedOnEveryRankIsAnErrorOnEveryRankWithoutAHang) {

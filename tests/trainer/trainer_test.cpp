@@ -8,6 +8,7 @@
 #include <set>
 #include <nlohmann/json.hpp>
 
+#include "tests/common/expect.h"
 #include "tests/common/synthetic.h"
 #include "amp/ops.h"
 #include "core/error.h"
@@ -78,9 +79,10 @@ class StoppingTask : public SupervisedTask {
 
 // Same run, preempted after n steps, then resumed with trainer.resume=auto.
 std::shared_ptr<Task> run_preempted_then_resumed(const fs::path& dir, std::shared_ptr<data::Dataset> train,
-                                                 int64_t n, int64_t total) {
+                                                 int64_t n, int64_t total, const std::string& amp = "off") {
   auto first = make_setup(dir, train, total);
   first.trainer.checkpoint_every = 1000;
+  first.amp.mode = amp;
   torch::manual_seed(7);
   first.task = std::make_shared<StoppingTask>(models::make_model(tiny_model()), n);
   auto r = Trainer(std::move(first)).fit();
@@ -90,6 +92,7 @@ std::shared_ptr<Task> run_preempted_then_resumed(const fs::path& dir, std::share
   auto second = make_setup(dir, train, total);
   second.trainer.resume = "auto";
   second.trainer.checkpoint_every = 1000;
+  second.amp.mode = amp;
   auto task = second.task;
   auto r2 = Trainer(std::move(second)).fit();
   EXPECT_EQ(r2.steps, total);
@@ -305,6 +308,79 @@ TEST(Trainer, ResumeAcrossAnEpochBoundaryIsBitIdentical) {
   retort::remove_tree(b_dir);
 }
 
+// amp.mode=master: model.safetensors holds the fp32 masters (not their bf16 roundings, which
+// the model computes with), and resume from it continues bit for bit.
+TEST(Trainer, MasterModeCheckpointsHoldTheFp32MastersAndResumeIsBitIdentical) {
+  auto train = test::band_dataset(500, 5);
+  auto a_dir = temp_dir("master-a"), b_dir = temp_dir("master-b");
+  auto straight = make_setup(a_dir, train, 16);
+  straight.amp.mode = "master";
+  straight.trainer.checkpoint_every = 1000;
+  auto straight_task = straight.task;
+  Trainer(std::move(straight)).fit();
+  const auto saved = Checkpointer::load(*Checkpointer::latest(a_dir / "checkpoints"));
+  const auto conv = saved.model.at("stage0.conv0.weight");
+  EXPECT_EQ(conv.scalar_type(), torch::kFloat);
+  EXPECT_FALSE(torch::equal(conv, conv.to(torch::kBFloat16).to(torch::kFloat))) << "a rounded copy was saved";
+  const auto live = straight_task->model().named_parameters()["stage0.conv0.weight"];
+  EXPECT_EQ(live.scalar_type(), torch::kBFloat16);
+  EXPECT_TRUE(torch::equal(live, conv.to(torch::kBFloat16)));
+  for (const auto& [key, t] : saved.state) EXPECT_NE(key.rfind("master.", 0), 0u) << "masters stored twice: " << key;
+
+  run_preempted_then_resumed(b_dir, train, 7, 16, "master");
+  const auto resumed = Checkpointer::load(*Checkpointer::latest(b_dir / "checkpoints"));
+  for (const auto& [name, t] : saved.model) EXPECT_TRUE(torch::equal(t, resumed.model.at(name))) << name;
+  retort::remove_tree(a_dir);
+  retort::remove_tree(b_dir);
+}
+
+// data.name=mnist: training and evaluation batches are normalised with MNIST's pixel
+// statistics. All-black images make every input pixel -mean / stddev.
+TEST(Trainer, MnistInputsAreNormalisedWithMnistStatistics) {
+  class Probe : public models::Mlp {
+   public:
+    using Mlp::Mlp;
+    models::Output forward(const torch::Tensor& x) override {
+      seen.push_back(x.flatten()[0].item<double>());
+      return Mlp::forward(x);
+    }
+    std::vector<double> seen;
+  };
+  auto d = temp_dir("mnist");
+  auto black = std::make_shared<data::Dataset>();
+  black->images = torch::zeros({40, 1, 28, 28}, torch::kUInt8);
+  black->labels = torch::arange(40, torch::kInt64) % 10;
+  auto setup = make_setup(d, black, 2);
+  setup.data.name = "mnist";
+  setup.data.augment = false;
+  setup.test_set = black;
+  setup.trainer.eval = true;
+  models::ModelOptions o;
+  o.hidden = {8};
+  auto probe = std::make_shared<Probe>(o);
+  setup.task = std::make_shared<SupervisedTask>(probe);
+  Trainer(std::move(setup)).fit();
+  ASSERT_GE(probe->seen.size(), 3u);  // 2 training batches, then evaluation
+  for (double v : probe->seen) EXPECT_NEAR(v, -0.1307 / 0.3081, 1e-5);
+  retort::remove_tree(d);
+}
+
+// The trainer's metrics all-reduce has one layout, from Task::loss_terms(): a task whose
+// loss returns other terms is stopped with both named.
+TEST(Trainer, LossTermsOtherThanTheDeclaredOnesAreAnError) {
+  class Undeclared : public SupervisedTask {
+   public:
+    using SupervisedTask::SupervisedTask;
+    std::vector<std::string> loss_terms() const override { return {"nll"}; }
+  };
+  auto d = temp_dir("terms");
+  auto setup = make_setup(d, test::band_dataset(64, 5), 2);
+  torch::manual_seed(7);
+  setup.task = std::make_shared<Undeclared>(models::make_model(tiny_model()));
+  test::expect_error<Error>([&] { Trainer(std::move(setup)).fit(); }, {"'ce'", "'nll'"});
+  retort::remove_tree(d);
+}
+
 TEST(Trainer, GradAccumulationMatchesOneBigBatch) {
   // 2 micro-batches of 32 == 1 batch of 64 (no dropout, no augmentation, SGD).
   auto train = test::band_dataset(256, 8);
@@ -337,6 +413,7 @@ TEST(Trainer, GradAccumulationMatchesOneBigBatch) {
 class OverflowingTask : public SupervisedTask {
  public:
   OverflowingTask(std::shared_ptr<models::Model> m, int64_t at) : SupervisedTask(std::move(m)), at_(at) {}
+  std::vector<std::string> loss_terms() const override { return {"ce", "spike"}; }
   Losses loss(const torch::Tensor& x, const data::Labels& y) override {
     Losses l = SupervisedTask::loss(x, y);
     // inf * loss: the term and every gradient through it overflow at step `at_`.
