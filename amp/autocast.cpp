@@ -77,7 +77,7 @@ Autocast::Autocast(bool enabled, torch::ScalarType dtype, torch::DeviceType devi
 }
 
 Autocast::Autocast(const AmpOptions& options, torch::DeviceType device)
-    : Autocast(parse_mode(options.mode) != AmpMode::kOff, parse_dtype(options.dtype), device) {}
+    : Autocast(options.mode != AmpMode::kOff, options.dtype, device) {}
 
 Autocast::~Autocast() {
   g_state.enabled = prev_enabled_;

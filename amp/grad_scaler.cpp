@@ -85,6 +85,27 @@ void GradScalerOptions::validate() const {
   }
 }
 
+void GradScalerOptions::declare(config::Fields<GradScalerOptions>& f) {
+  using O = GradScalerOptions;
+  f.add<double>("init_scale", [](O& o) -> double& { return o.init_scale(); }, "initial loss scale").greater_than(0);
+  f.add<double>("growth_factor", [](O& o) -> double& { return o.growth_factor(); },
+                "scale multiplier after growth_interval clean steps")
+      .greater_than(1);
+  f.add<double>("backoff_factor", [](O& o) -> double& { return o.backoff_factor(); }, "scale multiplier on inf/NaN")
+      .greater_than(0)
+      .less_than(1);
+  f.add<int64_t>("growth_interval", [](O& o) -> int64_t& { return o.growth_interval(); },
+                 "clean steps before the scale grows")
+      .min(1);
+  f.add<int64_t>("hysteresis", [](O& o) -> int64_t& { return o.hysteresis(); }, "overflows tolerated before backing off")
+      .min(1);
+  f.add<double>("min_scale", [](O& o) -> double& { return o.min_scale(); }, "lower bound of the scale").greater_than(0);
+  f.add<double>("max_scale", [](O& o) -> double& { return o.max_scale(); }, "upper bound of the scale").greater_than(0);
+  f.add<int64_t>("max_consecutive_skips", [](O& o) -> int64_t& { return o.max_consecutive_skips(); },
+                 "stop with an error after this many skipped steps in a row (0: never)")
+      .min(0);
+}
+
 GradScaler::GradScaler(GradScalerOptions options, std::shared_ptr<launch::Communicator> comm)
     : options_(std::move(options)), comm_(std::move(comm)) {
   if (options_.enabled()) options_.validate();

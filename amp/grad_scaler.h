@@ -33,6 +33,8 @@
 #include <utility>
 #include <vector>
 
+#include "config/config.h"
+
 namespace retort::launch {
 class Communicator;
 }
@@ -57,6 +59,8 @@ struct GradScalerOptions {
  public:  // TORCH_ARG leaves the access at private
   /// ConfigError naming amp.scaler.<field> for a value out of range.
   void validate() const;
+  /// The keys amp.scaler.* (all but `enabled`, which amp.mode and amp.loss_scaling decide).
+  static void declare(config::Fields<GradScalerOptions>& f);
 };
 
 class GradScaler {

@@ -58,7 +58,7 @@ class Stepper {
     model_->train();
     if (v.sync_bn)
       model_->set_batch_norm_sync(v.name == "sync_bn_compute" ? std::make_shared<launch::LocalCommunicator>() : comm_);
-    amp_.mode = v.master ? "master" : "off";
+    amp_.mode = v.master ? amp::AmpMode::kMaster : amp::AmpMode::kOff;
     if (v.master) master_ = std::make_unique<amp::MasterWeights>(*model_, torch::kBFloat16);
     trainer::NamedParams params;
     for (auto& kv : model_->named_parameters()) params.emplace_back(kv.key(), kv.value());

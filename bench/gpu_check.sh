@@ -5,7 +5,7 @@
 # training step against PyTorch's in each precision and its NCCL all-reduce against
 # ncclAllReduce, then run the whole test suite.
 #
-# Prepared as ../shared/gpu/README.md says, in a folder git ignores and the device call
+# Prepared as docs/GPU.md says, in a folder git ignores and the device call
 # carries (.gpu): debs/ + env.sh (the libraries PyTorch's machine lacks), fmnist/ (the four
 # Fashion-MNIST .gz files) and teacher/model.safetensors (a cnn_large trained by
 # recipes/fmnist/teacher.yaml). Run from the checkout:

@@ -70,8 +70,8 @@ int main(int argc, char** argv) {
     else if (k == "--channels") channels = v;
     else if (k == "--convs") convs = std::stoll(v);
     else if (k == "--hidden") hidden = v;
-    else if (k == "--amp") amp_options.mode = v;
-    else if (k == "--dtype") amp_options.dtype = v;
+    else if (k == "--amp") amp_options.mode = config::enum_value<amp::AmpMode>(v, "--amp");
+    else if (k == "--dtype") amp_options.dtype = config::enum_value<c10::ScalarType>(v, "--dtype");
     else if (k == "--allocator") allocator = v;
     else if (k == "--device") device_name = v;
     else {
@@ -117,9 +117,8 @@ int main(int argc, char** argv) {
   // The trainer's order (trainer/trainer.cpp): master weights before the optimizer.
   amp::validate(amp_options, device.type());
   std::unique_ptr<amp::MasterWeights> master;
-  if (amp::parse_mode(amp_options.mode) == amp::AmpMode::kMaster)
-    master = std::make_unique<amp::MasterWeights>(task.model(), amp::parse_dtype(amp_options.dtype),
-                                                  amp_options.keep_norm_fp32);
+  if (amp_options.mode == amp::AmpMode::kMaster)
+    master = std::make_unique<amp::MasterWeights>(task.model(), amp_options.dtype, amp_options.keep_norm_fp32);
   auto params = task.trainable();
   auto stepped = master ? master->master_params(params) : params;
   trainer::OptimOptions oo;
@@ -174,8 +173,8 @@ int main(int argc, char** argv) {
   if (device.is_cuda()) gpu_peak_mb = static_cast<double>(launch::compat::peak_allocated_bytes(0)) / 1048576.0;
 #endif
   std::cout << nlohmann::json{{"impl", "retort"},
-                              {"amp", amp_options.mode},
-                              {"dtype", amp_options.mode == "off" ? "fp32" : amp_options.dtype},
+                              {"amp", config::enum_name(amp_options.mode)},
+                              {"dtype", amp_options.mode == amp::AmpMode::kOff ? "fp32" : config::enum_name(amp_options.dtype)},
                               {"device", device.str()},
                               {"gpu_peak_mb", gpu_peak_mb},
                               {"max_rss_mb", max_rss},

@@ -270,7 +270,9 @@ int report(launch::World& world, const std::vector<std::string>& args) {
     r.run_canonical = canonical_path(ckpt.dir.parent_path().parent_path());  // <run>/checkpoints/step-N
     const YAML::Node& tree = rc.tree;  // const: operator[] must not insert keys
     r.model_yaml = config::emit(tree["model"]);
-    r.amp = rc.amp.mode == "off" ? "off" : rc.amp.mode + " " + rc.amp.dtype;
+    r.amp = rc.amp.mode == amp::AmpMode::kOff
+                ? "off"
+                : config::enum_name(rc.amp.mode) + " " + config::enum_name(rc.amp.dtype);
     const YAML::Node teacher = tree["distill"] ? tree["distill"]["teacher"] : YAML::Node();
     if (teacher && teacher["checkpoint"] && !teacher["checkpoint"].as<std::string>().empty()) {
       r.role = "distilled";

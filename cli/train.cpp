@@ -158,10 +158,7 @@ RunSummary run_one(const config::Composed& composed_in, launch::World& world) {
   RunConfig rc = read_run_config(composed.config);
   rc.data.validate();
   const torch::Device device = world.pick_device(rc.trainer.device);
-  launch::CommOptions comm_options;
-  comm_options.backend = rc.ddp.backend;
-  comm_options.timeout_s = rc.ddp.timeout_s;
-  std::shared_ptr<launch::Communicator> comm = launch::make_communicator(world, device, comm_options);
+  std::shared_ptr<launch::Communicator> comm = launch::make_communicator(world, device, rc.ddp.comm);
   const int threads = trainer::set_threads(rc.trainer.threads);
 
   // Rank 0 writes the run directory, so its view decides; every rank stops alike.

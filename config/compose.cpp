@@ -452,64 +452,79 @@ std::string group_key_of(const std::string& key, std::string* group, std::string
   return package->empty() || *package != dotted(*group) ? *group + "@" + *package : *group;
 }
 
+/// The command line sorted: group choices steer the defaults tree (`appended`: groups added
+/// with + / ++), key overrides apply to the composed tree afterwards.
+struct SortedOverrides {
+  std::map<std::string, Choice> choices;
+  std::vector<Entry> appended;
+  std::vector<Override> keys;
+};
+
+/// One command-line group override (`model=x`, `+model=x`, `~model`) into `sorted`.
+void add_group_choice(const std::string& text, const Override& o, SortedOverrides& sorted) {
+  Choice c;
+  c.op = o.op;
+  c.origin = "override '" + text + "'";
+  if (o.has_value) {
+    if (!o.value.is_null() && !o.value.is_scalar())
+      throw ConfigError("Override '" + text + "': config group '" + o.key + "' takes an option name, got " +
+                        detail::describe_value(o.value));
+    c.option = o.value.is_null() ? "" : o.value.text;
+    if (!c.option.empty() && !valid_name(c.option))
+      throw ConfigError("Override '" + text + "': invalid option name '" + c.option + "'");
+  }
+  const bool adds = o.op == Override::Op::Add || o.op == Override::Op::ForceAdd;
+  if (adds && c.option.empty())
+    throw ConfigError("Override '" + text + "': adding a config group needs an option (" + o.prefix() + o.key +
+                      "=OPTION)");
+  std::string g, pkg;
+  std::string key = group_key_of(o.key, &g, &pkg);
+  if (!valid_name(g) || !valid_package(pkg))
+    throw ConfigError("Override '" + text + "': invalid config group '" + o.key + "'");
+  sorted.choices[key] = c;  // the last one given wins
+  if (!adds) return;
+  Entry e;
+  e.kind = Entry::Kind::Group;
+  e.group = g;
+  e.option = c.option;
+  e.package = pkg;
+  e.explicit_package = o.key.find('@') != std::string::npos;
+  e.key = key;
+  e.from_command_line = true;
+  e.origin = c.origin;
+  auto& appended = sorted.appended;
+  appended.erase(std::remove_if(appended.begin(), appended.end(), [&](const Entry& x) { return x.key == key; }),
+                 appended.end());
+  appended.push_back(e);
+}
+
+SortedOverrides sort_overrides(const std::vector<std::string>& overrides, const SearchRoots& roots) {
+  SortedOverrides sorted;
+  for (const auto& text : overrides) {
+    Override o = parse_override(text);
+    if (o.is_sweep())
+      throw ConfigError("Override '" + text + "' is a sweep (comma-separated values): quote it (" + o.key + "='" +
+                        o.value_texts.front() + ",...'), make it a list (" + o.key + "=[...]) or run it with -m");
+    if (o.names_group() || (o.key.find('.') == std::string::npos && roots.is_group(o.key)))
+      add_group_choice(text, o, sorted);
+    else
+      sorted.keys.push_back(std::move(o));
+  }
+  return sorted;
+}
+
 }  // namespace
 
 Composed compose(const ComposeRequest& request) {
   const std::time_t now = request.now != 0 ? request.now : std::time(nullptr);
   SearchRoots roots(request.recipe, request.search_path);
-
-  // Sort the overrides: group choices steer the defaults tree, key overrides apply after.
-  std::map<std::string, Choice> cmd;
-  std::vector<Entry> appended;
-  std::vector<Override> key_overrides;
-  for (const auto& text : request.overrides) {
-    Override o = parse_override(text);
-    if (o.is_sweep())
-      throw ConfigError("Override '" + text + "' is a sweep (comma-separated values): quote it (" + o.key + "='" +
-                        o.value_texts.front() + ",...'), make it a list (" + o.key + "=[...]) or run it with -m");
-    bool group = o.names_group() || (o.key.find('.') == std::string::npos && roots.is_group(o.key));
-    if (!group) {
-      key_overrides.push_back(std::move(o));
-      continue;
-    }
-    Choice c;
-    c.op = o.op;
-    c.origin = "override '" + text + "'";
-    if (o.has_value) {
-      if (!o.value.is_null() && !o.value.is_scalar())
-        throw ConfigError("Override '" + text + "': config group '" + o.key + "' takes an option name, got " +
-                          detail::describe_value(o.value));
-      c.option = o.value.is_null() ? "" : o.value.text;
-      if (!c.option.empty() && !valid_name(c.option))
-        throw ConfigError("Override '" + text + "': invalid option name '" + c.option + "'");
-    }
-    if ((o.op == Override::Op::Add || o.op == Override::Op::ForceAdd) && c.option.empty())
-      throw ConfigError("Override '" + text + "': adding a config group needs an option (" + o.prefix() + o.key +
-                        "=OPTION)");
-    std::string g, pkg;
-    std::string key = group_key_of(o.key, &g, &pkg);
-    if (!valid_name(g) || !valid_package(pkg))
-      throw ConfigError("Override '" + text + "': invalid config group '" + o.key + "'");
-    cmd[key] = c;  // the last one given wins
-    if (o.op == Override::Op::Add || o.op == Override::Op::ForceAdd) {
-      Entry e;
-      e.kind = Entry::Kind::Group;
-      e.group = g;
-      e.option = c.option;
-      e.package = pkg;
-      e.explicit_package = o.key.find('@') != std::string::npos;
-      e.key = key;
-      e.from_command_line = true;
-      e.origin = c.origin;
-      appended.erase(std::remove_if(appended.begin(), appended.end(), [&](const Entry& x) { return x.key == key; }),
-                     appended.end());
-      appended.push_back(e);
-    }
-  }
+  SortedOverrides sorted = sort_overrides(request.overrides, roots);
+  auto& cmd = sorted.choices;
+  const auto& key_overrides = sorted.keys;
 
   // `++group=opt` changes the choice when the tree has the group, else appends it: the
   // appended entries come last in the primary's defaults list, so by then we know which.
-  Composer composer(roots, cmd, appended);
+  Composer composer(roots, cmd, sorted.appended);
   composer.primary_source = request.recipe_text;
   composer.compose_primary(request.recipe);
 

@@ -150,14 +150,44 @@ class FieldBase {
   std::shared_ptr<Impl> impl;
 };
 
+/// The names an enum's values have in configs. Specialise it next to an enum to make
+/// members of that type readable from one of the names (the key then takes exactly those,
+/// with a did-you-mean for others) and printable (`--help`, emitted configs):
+///   template <> struct config::EnumNames<AmpMode> {
+///     static std::vector<std::pair<std::string, AmpMode>> list() {
+///       return {{"off", AmpMode::kOff}, {"autocast", AmpMode::kAutocast}};
+///     }
+///   };
+/// Several names may map to one value (aliases); a value prints as its first name.
+template <class E>
+struct EnumNames;
+
+/// The value `name` stands for (ConfigError naming `key` and the names otherwise), and a
+/// value's name: for enums outside a Reader (benchmarks' flags, messages).
+template <class E>
+E enum_value(const std::string& name, const std::string& key);
+template <class E>
+std::string enum_name(E value);
+
 /// Supported member types: bool, int, int64_t, uint64_t, float, double, std::string,
-/// std::vector<T> and std::optional<T> of those scalars, YAML::Node (free-form subtree,
-/// not validated). Keys may be dotted ("teacher.checkpoint") to reach nested maps.
+/// enums with EnumNames, std::vector<T> and std::optional<T> of those scalars, YAML::Node
+/// (free-form subtree, not validated). Keys may be dotted ("teacher.checkpoint") to reach
+/// nested maps.
 template <class T>
 class Fields {
  public:
+  /// A member read from `key`.
   template <class V>
   FieldBase& add(const std::string& key, V T::*member, const std::string& help);
+  /// A value reached through an accessor returning a reference (TORCH_ARG's `T& x()`):
+  ///   f.add<double>("init_scale", [](Opts& o) -> double& { return o.init_scale(); }, "...");
+  template <class V>
+  FieldBase& add(const std::string& key, std::function<V&(T&)> access, const std::string& help);
+  /// Every key an options struct S declares, read into the member `member`, under
+  /// `prefix` ("scaler" gives scaler.<key>; "" puts them beside this struct's own), so a
+  /// config section can be made of the options of the parts that consume it.
+  template <class S>
+  void add_section(const std::string& prefix, S T::*member);
   const std::vector<std::unique_ptr<FieldBase>>& fields() const { return fields_; }
 
  private:

@@ -81,6 +81,11 @@ struct TypeTraits<YAML::Node> {
   static std::string name() { return "any"; }
   static constexpr bool numeric = false, scalar = false;
 };
+template <class E>
+struct TypeTraits<E, std::enable_if_t<std::is_enum_v<E>>> {
+  static std::string name() { return "string"; }
+  static constexpr bool numeric = false, scalar = true;
+};
 template <class V>
 struct TypeTraits<std::optional<V>> {
   static_assert(TypeTraits<V>::scalar, "config: std::optional<T> needs a scalar T");
@@ -93,6 +98,31 @@ struct TypeTraits<std::vector<V>> {
   static std::string name() { return "list[" + TypeTraits<V>::name() + "]"; }
   static constexpr bool numeric = TypeTraits<V>::numeric, scalar = false;
 };
+
+template <class E, std::enable_if_t<std::is_enum_v<E>, int> = 0>
+bool decode(const Value& v, E& out, std::string& err) {
+  std::string name;
+  if (!decode(v, name, err)) return false;
+  for (const auto& [n, value] : EnumNames<E>::list())
+    if (n == name) {
+      out = value;
+      return true;
+    }
+  // Not one of the names: left as it is; the field's one_of constraint names the choices.
+  return true;
+}
+
+template <class E, std::enable_if_t<std::is_enum_v<E>, int> = 0>
+std::string render(E v) {
+  return render(enum_name(v));
+}
+
+template <class E>
+std::vector<std::string> enum_choices() {
+  std::vector<std::string> names;
+  for (const auto& entry : EnumNames<E>::list()) names.push_back(entry.first);
+  return names;
+}
 
 template <class V>
 bool decode(const Value& v, std::optional<V>& out, std::string& err) {
@@ -146,6 +176,12 @@ struct FieldBase::Impl {
 template <class T>
 template <class V>
 FieldBase& Fields<T>::add(const std::string& key, V T::*member, const std::string& help) {
+  return add<V>(key, std::function<V&(T&)>([member](T& object) -> V& { return object.*member; }), help);
+}
+
+template <class T>
+template <class V>
+FieldBase& Fields<T>::add(const std::string& key, std::function<V&(T&)> access, const std::string& help) {
   using Traits = detail::TypeTraits<V>;
   auto field = std::make_unique<FieldBase>();
   field->impl = std::make_shared<FieldBase::Impl>();
@@ -155,15 +191,55 @@ FieldBase& Fields<T>::add(const std::string& key, V T::*member, const std::strin
   impl.help = help;
   impl.numeric = Traits::numeric;
   impl.free_form = std::is_same_v<V, YAML::Node>;
-  impl.assign = [member](void* object, const detail::Value& value, std::string& err) {
-    V decoded{};
+  if constexpr (std::is_enum_v<V>) impl.choices = detail::enum_choices<V>();
+  impl.assign = [access](void* object, const detail::Value& value, std::string& err) {
+    V decoded = access(*static_cast<T*>(object));
     if (!detail::decode(value, decoded, err)) return false;
-    static_cast<T*>(object)->*member = std::move(decoded);
+    access(*static_cast<T*>(object)) = std::move(decoded);
     return true;
   };
-  impl.render = [member](const void* object) { return detail::render(static_cast<const T*>(object)->*member); };
+  // The accessor needs a mutable object; rendering a default copies it first.
+  impl.render = [access](const void* object) {
+    T copy = *static_cast<const T*>(object);
+    return detail::render(access(copy));
+  };
   fields_.push_back(std::move(field));
   return *fields_.back();
+}
+
+template <class T>
+template <class S>
+void Fields<T>::add_section(const std::string& prefix, S T::*member) {
+  Fields<S> inner;
+  S::declare(inner);
+  for (const auto& f : inner.fields()) {
+    auto field = std::make_unique<FieldBase>();
+    field->impl = std::make_shared<FieldBase::Impl>(*f->impl);
+    if (!prefix.empty()) field->impl->key = prefix + "." + f->impl->key;
+    field->impl->assign = [member, assign = f->impl->assign](void* object, const detail::Value& v, std::string& err) {
+      return assign(&(static_cast<T*>(object)->*member), v, err);
+    };
+    field->impl->render = [member, render = f->impl->render](const void* object) {
+      return render(&(static_cast<const T*>(object)->*member));
+    };
+    fields_.push_back(std::move(field));
+  }
+}
+
+template <class E>
+E enum_value(const std::string& name, const std::string& key) {
+  for (const auto& [n, value] : EnumNames<E>::list())
+    if (n == name) return value;
+  std::string names;
+  for (const auto& n : detail::enum_choices<E>()) names += (names.empty() ? "" : ", ") + n;
+  throw ConfigError(key + ": expected one of " + names + ", got '" + name + "'");
+}
+
+template <class E>
+std::string enum_name(E value) {
+  for (const auto& [n, v] : EnumNames<E>::list())
+    if (v == value) return n;
+  return "?";
 }
 
 template <class T>

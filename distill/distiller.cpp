@@ -43,6 +43,11 @@ std::vector<std::string> attention_names(const models::Model& m, size_t count) {
   return names;
 }
 
+std::string pair_text(const MappedPair& p) {
+  return "student " + p.student_name + " " + shape_str(p.student_shape) + " -> teacher " + p.teacher_name + " " +
+         shape_str(p.teacher_shape);
+}
+
 }  // namespace
 
 DistillerImpl::DistillerImpl(std::shared_ptr<models::Model> teacher, std::shared_ptr<models::Model> student,
@@ -74,119 +79,16 @@ void DistillerImpl::prepare(const torch::Tensor& sample) {
   if (!sample.defined() || sample.dim() < 1 || sample.size(0) < 1)
     throw Error("Distiller::prepare: needs a sample batch [B, C, H, W] with B >= 1");
   torch::NoGradGuard no_grad;
-  const bool student_training = student_->is_training();
-  student_->eval();
-  teacher_->eval();
-  // Shapes do not depend on the batch size: two rows are enough and cheap.
   torch::Device device = torch::kCPU;
   for (const auto& p : student_->parameters()) {
     device = p.device();
     break;
   }
-  auto x = sample.slice(0, 0, std::min<int64_t>(2, sample.size(0))).to(device);
-  models::Output t_out, s_out;
-  try {
-    t_out = teacher_forward(x);
-    s_out = student_->forward(x);
-  } catch (...) {
-    student_->train(student_training);
-    throw;
-  }
-  student_->train(student_training);
-
+  // Shapes do not depend on the batch size: two rows are enough and cheap.
+  const auto [t_out, s_out] = dry_run(sample.slice(0, 0, std::min<int64_t>(2, sample.size(0))).to(device));
   std::vector<std::string> problems;
-  auto pair_text = [](const MappedPair& p) {
-    return "student " + p.student_name + " " + shape_str(p.student_shape) + " -> teacher " + p.teacher_name + " " +
-           shape_str(p.teacher_shape);
-  };
-
-  // --- hidden states (mse, cosine) -------------------------------------------------------
-  std::vector<MappedPair> hidden;
-  if (weights_.mse > 0 || weights_.cosine > 0) {
-    const auto sn = student_->hidden_names(), tn = teacher_->hidden_names();
-    const auto sk = student_->hidden_kinds(), tk = teacher_->hidden_kinds();
-    if (s_out.hidden.size() != sn.size() || t_out.hidden.size() != tn.size())
-      throw Error("Distiller: a model returned a different number of hidden states than hidden_names() lists");
-    for (const auto& lp : resolve_layer_map(options_.layers, sn, tn, "distill.layers")) {
-      MappedPair p;
-      p.layers = lp;
-      p.student_name = sn[lp.student];
-      p.teacher_name = tn[lp.teacher];
-      const auto& hs = s_out.hidden[lp.student];
-      const auto& ht = t_out.hidden[lp.teacher];
-      p.student_shape = shape_of(hs);
-      p.teacher_shape = shape_of(ht);
-      const std::string what = pair_text(p);
-      if (sk[lp.student] != tk[lp.teacher] || hs.dim() != ht.dim()) {
-        problems.push_back(what + ": a " + kind_of(hs) + " cannot be matched to a " + kind_of(ht) +
-                           "; map layers of the same kind in distill.layers (teacher layers: " + join(tn) +
-                           ", kinds: " + join(tk) + ")");
-      } else if (hs.dim() == 4) {  // [B, C, H, W]
-        if (hs.size(1) != ht.size(1)) {
-          if (options_.project)
-            p.projection = "conv1x1";
-          else
-            problems.push_back(what + ": channels differ (" + std::to_string(hs.size(1)) + " vs " +
-                               std::to_string(ht.size(1)) +
-                               "); enable distill.project=true to add a 1x1-convolution projection");
-        }
-        if (hs.size(2) != ht.size(2) || hs.size(3) != ht.size(3)) {
-          if (options_.spatial == "pool")
-            p.pooled = true;
-          else
-            problems.push_back(what + ": spatial sizes differ; set distill.spatial=pool to average-pool the larger "
-                                      "map to the smaller, or pair layers of equal size");
-        }
-      } else {  // [B, D] or [B, T, D]
-        if (hs.dim() == 3 && hs.size(1) != ht.size(1)) {
-          problems.push_back(what + ": token counts differ (" + std::to_string(hs.size(1)) + " vs " +
-                             std::to_string(ht.size(1)) +
-                             "); give teacher and student the same model.patch, model.image_size and model.pool");
-        } else if (hs.size(-1) != ht.size(-1)) {
-          if (options_.project)
-            p.projection = "linear";
-          else
-            problems.push_back(what + ": widths differ (" + std::to_string(hs.size(-1)) + " vs " +
-                               std::to_string(ht.size(-1)) + "); enable distill.project=true to add a linear projection");
-        }
-      }
-      hidden.push_back(std::move(p));
-    }
-  }
-
-  // --- attention maps -----------------------------------------------------------------------
-  std::vector<MappedPair> attention;
-  if (weights_.attention > 0) {
-    if (s_out.attention.empty() || t_out.attention.empty()) {
-      problems.push_back(std::string("distill.weights.attention: the ") +
-                         (s_out.attention.empty() ? "student (" + model_desc(*student_) + ")"
-                                               : "teacher (" + model_desc(*teacher_) + ")") +
-                         " returns no attention maps; attention distillation needs Transformer (vit) teacher and "
-                         "student, or set distill.weights.attention=0");
-    } else {
-      const auto sn = attention_names(*student_, s_out.attention.size());
-      const auto tn = attention_names(*teacher_, t_out.attention.size());
-      for (const auto& lp : resolve_layer_map(options_.attention_layers, sn, tn, "distill.attention_layers")) {
-        MappedPair p;
-        p.layers = lp;
-        p.layers.name = std::to_string(lp.student);
-        if (sn[lp.student] != lp.name)  // the student layer appears twice: keep the pair in the name
-          p.layers.name += "-" + std::to_string(lp.teacher);
-        p.student_name = sn[lp.student];
-        p.teacher_name = tn[lp.teacher];
-        const auto& as = s_out.attention[lp.student];
-        const auto& at = t_out.attention[lp.teacher];
-        p.student_shape = shape_of(as);
-        p.teacher_shape = shape_of(at);
-        if (as.dim() != 4 || at.dim() != 4 || as.size(2) != at.size(2) || as.size(3) != at.size(3))
-          problems.push_back("attention " + pair_text(p) +
-                             ": token counts differ; give teacher and student the same model.patch, "
-                             "model.image_size and model.pool");
-        attention.push_back(std::move(p));
-      }
-    }
-  }
-
+  auto hidden = map_hidden_pairs(s_out, t_out, problems);
+  auto attention = map_attention_pairs(s_out, t_out, problems);
   if (!problems.empty()) {
     std::string msg = "distill: the dry run on one batch found " + std::to_string(problems.size()) +
                       " mismatched layer pair(s) (teacher " + model_desc(*teacher_) + ", student " +
@@ -194,8 +96,127 @@ void DistillerImpl::prepare(const torch::Tensor& sample) {
     for (const auto& p : problems) msg += "\n  " + p;
     throw ConfigError(msg);
   }
+  projections_ = make_projections(hidden, device);
+  hidden_pairs_ = std::move(hidden);
+  attention_pairs_ = std::move(attention);
+  prepared_ = true;
+}
 
-  // --- projections (created once; a second prepare() keeps the trained ones) ---------------
+std::pair<models::Output, models::Output> DistillerImpl::dry_run(const torch::Tensor& x) {
+  const bool student_training = student_->is_training();
+  student_->eval();
+  teacher_->eval();
+  std::pair<models::Output, models::Output> out;
+  try {
+    out.first = teacher_forward(x);
+    out.second = student_->forward(x);
+  } catch (...) {
+    student_->train(student_training);
+    throw;
+  }
+  student_->train(student_training);
+  return out;
+}
+
+// What a hidden pair needs (a projection, pooling) or why it cannot be matched.
+void DistillerImpl::check_hidden_pair(MappedPair& p, const torch::Tensor& hs, const torch::Tensor& ht, bool same_kind,
+                                      std::vector<std::string>& problems) const {
+  const std::string what = pair_text(p);
+  if (!same_kind || hs.dim() != ht.dim()) {
+    const auto tn = teacher_->hidden_names(), tk = teacher_->hidden_kinds();
+    problems.push_back(what + ": a " + kind_of(hs) + " cannot be matched to a " + kind_of(ht) +
+                       "; map layers of the same kind in distill.layers (teacher layers: " + join(tn) + ", kinds: " +
+                       join(tk) + ")");
+  } else if (hs.dim() == 4) {  // [B, C, H, W]
+    if (hs.size(1) != ht.size(1)) {
+      if (options_.project)
+        p.projection = "conv1x1";
+      else
+        problems.push_back(what + ": channels differ (" + std::to_string(hs.size(1)) + " vs " +
+                           std::to_string(ht.size(1)) + "); enable distill.project=true to add a 1x1-convolution projection");
+    }
+    if (hs.size(2) != ht.size(2) || hs.size(3) != ht.size(3)) {
+      if (options_.spatial == "pool")
+        p.pooled = true;
+      else
+        problems.push_back(what + ": spatial sizes differ; set distill.spatial=pool to average-pool the larger map to "
+                                  "the smaller, or pair layers of equal size");
+    }
+  } else if (hs.dim() == 3 && hs.size(1) != ht.size(1)) {  // [B, T, D]
+    problems.push_back(what + ": token counts differ (" + std::to_string(hs.size(1)) + " vs " +
+                       std::to_string(ht.size(1)) +
+                       "); give teacher and student the same model.patch, model.image_size and model.pool");
+  } else if (hs.size(-1) != ht.size(-1)) {  // [B, D] or [B, T, D]
+    if (options_.project)
+      p.projection = "linear";
+    else
+      problems.push_back(what + ": widths differ (" + std::to_string(hs.size(-1)) + " vs " + std::to_string(ht.size(-1)) +
+                         "); enable distill.project=true to add a linear projection");
+  }
+}
+
+std::vector<MappedPair> DistillerImpl::map_hidden_pairs(const models::Output& s_out, const models::Output& t_out,
+                                                        std::vector<std::string>& problems) const {
+  std::vector<MappedPair> hidden;
+  if (weights_.mse == 0 && weights_.cosine == 0) return hidden;
+  const auto sn = student_->hidden_names(), tn = teacher_->hidden_names();
+  const auto sk = student_->hidden_kinds(), tk = teacher_->hidden_kinds();
+  if (s_out.hidden.size() != sn.size() || t_out.hidden.size() != tn.size())
+    throw Error("Distiller: a model returned a different number of hidden states than hidden_names() lists");
+  for (const auto& lp : resolve_layer_map(options_.layers, sn, tn, "distill.layers")) {
+    MappedPair p;
+    p.layers = lp;
+    p.student_name = sn[lp.student];
+    p.teacher_name = tn[lp.teacher];
+    const auto& hs = s_out.hidden[lp.student];
+    const auto& ht = t_out.hidden[lp.teacher];
+    p.student_shape = shape_of(hs);
+    p.teacher_shape = shape_of(ht);
+    check_hidden_pair(p, hs, ht, sk[lp.student] == tk[lp.teacher], problems);
+    hidden.push_back(std::move(p));
+  }
+  return hidden;
+}
+
+std::vector<MappedPair> DistillerImpl::map_attention_pairs(const models::Output& s_out, const models::Output& t_out,
+                                                           std::vector<std::string>& problems) const {
+  std::vector<MappedPair> attention;
+  if (weights_.attention == 0) return attention;
+  if (s_out.attention.empty() || t_out.attention.empty()) {
+    problems.push_back(std::string("distill.weights.attention: the ") +
+                       (s_out.attention.empty() ? "student (" + model_desc(*student_) + ")"
+                                                : "teacher (" + model_desc(*teacher_) + ")") +
+                       " returns no attention maps; attention distillation needs Transformer (vit) teacher and "
+                       "student, or set distill.weights.attention=0");
+    return attention;
+  }
+  const auto sn = attention_names(*student_, s_out.attention.size());
+  const auto tn = attention_names(*teacher_, t_out.attention.size());
+  for (const auto& lp : resolve_layer_map(options_.attention_layers, sn, tn, "distill.attention_layers")) {
+    MappedPair p;
+    p.layers = lp;
+    p.layers.name = std::to_string(lp.student);
+    if (sn[lp.student] != lp.name)  // the student layer appears twice: keep the pair in the name
+      p.layers.name += "-" + std::to_string(lp.teacher);
+    p.student_name = sn[lp.student];
+    p.teacher_name = tn[lp.teacher];
+    const auto& as = s_out.attention[lp.student];
+    const auto& at = t_out.attention[lp.teacher];
+    p.student_shape = shape_of(as);
+    p.teacher_shape = shape_of(at);
+    if (as.dim() != 4 || at.dim() != 4 || as.size(2) != at.size(2) || as.size(3) != at.size(3))
+      problems.push_back("attention " + pair_text(p) +
+                         ": token counts differ; give teacher and student the same model.patch, "
+                         "model.image_size and model.pool");
+    attention.push_back(std::move(p));
+  }
+  return attention;
+}
+
+// One projection per hidden pair that needs it, created once: a second prepare() keeps
+// the trained ones.
+std::vector<std::shared_ptr<torch::nn::Module>> DistillerImpl::make_projections(const std::vector<MappedPair>& hidden,
+                                                                               const torch::Device& device) {
   std::vector<std::shared_ptr<torch::nn::Module>> projections;
   for (const auto& p : hidden) {
     std::shared_ptr<torch::nn::Module> proj;
@@ -204,9 +225,10 @@ void DistillerImpl::prepare(const torch::Tensor& sample) {
       if (auto existing = proj_->named_children().find(name)) {
         proj = *existing;
       } else {
-        const int64_t in = p.projection == "linear" ? p.student_shape.back() : p.student_shape[1];
-        const int64_t out = p.projection == "linear" ? p.teacher_shape.back() : p.teacher_shape[1];
-        if (p.projection == "linear")
+        const bool linear = p.projection == "linear";
+        const int64_t in = linear ? p.student_shape.back() : p.student_shape[1];
+        const int64_t out = linear ? p.teacher_shape.back() : p.teacher_shape[1];
+        if (linear)
           proj = proj_->register_module(name, torch::nn::Linear(in, out));
         else
           proj = proj_->register_module(name, torch::nn::Conv2d(torch::nn::Conv2dOptions(in, out, 1)));
@@ -216,10 +238,7 @@ void DistillerImpl::prepare(const torch::Tensor& sample) {
     }
     projections.push_back(proj);
   }
-  hidden_pairs_ = std::move(hidden);
-  attention_pairs_ = std::move(attention);
-  projections_ = std::move(projections);
-  prepared_ = true;
+  return projections;
 }
 
 torch::Tensor DistillerImpl::project(const MappedPair& pair, const torch::Tensor& h) {

@@ -89,6 +89,16 @@ class DistillerImpl : public torch::nn::Module {
   torch::ScalarType teacher_dtype() const { return teacher_dtype_; }
 
  private:
+  /// Teacher and student forward in eval mode (the student's mode restored): (teacher, student).
+  std::pair<models::Output, models::Output> dry_run(const torch::Tensor& x);
+  std::vector<MappedPair> map_hidden_pairs(const models::Output& s_out, const models::Output& t_out,
+                                           std::vector<std::string>& problems) const;
+  void check_hidden_pair(MappedPair& p, const torch::Tensor& hs, const torch::Tensor& ht, bool same_kind,
+                         std::vector<std::string>& problems) const;
+  std::vector<MappedPair> map_attention_pairs(const models::Output& s_out, const models::Output& t_out,
+                                              std::vector<std::string>& problems) const;
+  std::vector<std::shared_ptr<torch::nn::Module>> make_projections(const std::vector<MappedPair>& hidden,
+                                                                   const torch::Device& device);
   models::Output teacher_forward(const torch::Tensor& x);
   void cast_teacher(torch::ScalarType dtype);
   torch::Tensor project(const MappedPair& pair, const torch::Tensor& h);

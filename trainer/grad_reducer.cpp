@@ -68,6 +68,13 @@ void remove_post_accumulate_hook(HookHandle& handle) {
 }  // namespace
 // ------------------------------------------------------------------------------------
 
+void GradReducerOptions::declare(config::Fields<GradReducerOptions>& f) {
+  f.add("bucket_mb", &GradReducerOptions::bucket_mb, "gradient bucket size in MB (the first bucket is smaller)")
+      .greater_than(0);
+  f.add("find_unused", &GradReducerOptions::find_unused,
+        "tolerate parameters without a gradient: reduced as zeros; one no rank used keeps none (the optimizer skips it)");
+}
+
 std::vector<BucketInfo> assign_buckets(const std::vector<torch::Tensor>& params, int64_t first_bytes, int64_t bytes,
                                        const std::vector<size_t>& order) {
   std::vector<size_t> fill = order;

@@ -46,6 +46,7 @@
 #include <utility>
 #include <vector>
 
+#include "config/config.h"
 #include "launch/communicator.h"
 
 namespace retort::trainer {
@@ -67,6 +68,8 @@ struct GradReducerOptions {
   /// Re-bucket once after the first synchronised backward, in the order gradients became
   /// ready (see above).
   bool rebuild_buckets = true;
+  /// The keys ddp.bucket_mb and ddp.find_unused (the rest are not config keys).
+  static void declare(config::Fields<GradReducerOptions>& f);
 };
 
 /// One bucket of the assignment (for tests and logs).

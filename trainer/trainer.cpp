@@ -35,16 +35,17 @@ std::map<std::string, torch::Tensor> strip_prefix(const std::string& prefix, con
 }  // namespace
 
 void DdpOptions::declare(config::Fields<DdpOptions>& f) {
-  f.add("backend", &DdpOptions::backend,
-        "collectives: auto (local for one process, nccl on GPUs, mpi on CPUs), local, mpi or nccl")
+  // launch/ is on config/'s floor and declares no keys: its options are reached from here.
+  f.add<std::string>("backend", [](DdpOptions& o) -> std::string& { return o.comm.backend; },
+                     "collectives: auto (local for one process, nccl on GPUs, mpi on CPUs), local, mpi or nccl")
       .one_of({"auto", "local", "mpi", "nccl"});
-  f.add("bucket_mb", &DdpOptions::bucket_mb, "gradient bucket size in MB (the first bucket is smaller)").greater_than(0);
-  f.add("find_unused", &DdpOptions::find_unused,
-        "tolerate parameters without a gradient: reduced as zeros; one no rank used keeps none (the optimizer skips it)");
+  f.add_section("", &DdpOptions::reducer);
   f.add("sync_batchnorm", &DdpOptions::sync_batchnorm,
         "batch norm statistics over every rank's samples (N ranks train as 1 process); false: each rank's own, "
         "rank 0's running statistics broadcast before every forward");
-  f.add("timeout_s", &DdpOptions::timeout_s, "seconds a collective may take before the job is ended").greater_than(0);
+  f.add<double>("timeout_s", [](DdpOptions& o) -> double& { return o.comm.timeout_s; },
+                "seconds a collective may take before the job is ended")
+      .greater_than(0);
 }
 
 int set_threads(int64_t threads) {
@@ -150,8 +151,8 @@ Trainer::Trainer(TrainerSetup setup) : s_(std::make_unique<State>()) {
   // Every rank starts from rank 0's weights, and the fp32 masters are made from those.
   broadcast_parameters_and_buffers(su.task->model(), *su.comm);
   for (auto& [prefix, module] : su.task->extra_modules()) broadcast_parameters_and_buffers(*module, *su.comm);
-  if (amp::parse_mode(su.amp.mode) == amp::AmpMode::kMaster)
-    s.master = std::make_unique<amp::MasterWeights>(su.task->model(), amp::parse_dtype(su.amp.dtype), su.amp.keep_norm_fp32);
+  if (su.amp.mode == amp::AmpMode::kMaster)
+    s.master = std::make_unique<amp::MasterWeights>(su.task->model(), su.amp.dtype, su.amp.keep_norm_fp32);
 
   s.params = su.task->trainable();
   s.stepped = s.master ? s.master->master_params(s.params) : s.params;
@@ -168,11 +169,8 @@ Trainer::Trainer(TrainerSetup setup) : s_(std::make_unique<State>()) {
   s.scaler = std::make_unique<amp::GradScaler>(amp::scaler_options(su.amp), su.comm);
   s.scaler->set_named_parameters(s.stepped);
 
-  GradReducerOptions ropts;
-  ropts.bucket_mb = su.ddp.bucket_mb;
-  ropts.find_unused = su.ddp.find_unused;
   // Master mode: gradients accumulate and are reduced in the fp32 masters' .grad.
-  s.reducer = std::make_unique<GradReducer>(s.params, su.comm, ropts, s.stepped);
+  s.reducer = std::make_unique<GradReducer>(s.params, su.comm, su.ddp.reducer, s.stepped);
   if (su.comm->size() > 1) {
     if (su.ddp.sync_batchnorm)
       su.task->model().set_batch_norm_sync(su.comm);

@@ -12,17 +12,18 @@
 #include "amp/options.h"
 #include "data/data.h"
 #include "launch/communicator.h"
+#include "launch/world.h"
+#include "trainer/grad_reducer.h"
 #include "trainer/options.h"
 #include "trainer/task.h"
 
 namespace retort::trainer {
 
+/// The `ddp:` section: the communicator's options and the gradient reducer's, as those
+/// parts take them, and batch norm across ranks.
 struct DdpOptions {
-  /// auto | local | mpi | nccl: launch::CommOptions::backend (nccl also in a world of one).
-  std::string backend = "auto";
-  double bucket_mb = 25.0;
-  bool find_unused = false;
-  double timeout_s = 300.0;
+  launch::CommOptions comm;    ///< ddp.backend, ddp.timeout_s
+  GradReducerOptions reducer;  ///< ddp.bucket_mb, ddp.find_unused
   /// Batch norm statistics over every rank's samples, so N ranks train the model one
   /// process trains; false: each rank's own (rank 0's running statistics broadcast before
   /// every forward and evaluation, as DDP's broadcast_buffers).

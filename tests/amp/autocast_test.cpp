@@ -81,18 +81,18 @@ TEST(Autocast, FromAmpOptions) {
     amp::Autocast g(opts, torch::kCPU);
     EXPECT_FALSE(amp::is_enabled());
   }
-  opts.mode = "master";
+  opts.mode = amp::AmpMode::kMaster;
   {
     amp::Autocast g(opts, torch::kCPU);
     EXPECT_TRUE(amp::is_enabled());
     EXPECT_EQ(amp::current_dtype(), torch::kBFloat16);
   }
-  opts.dtype = "fp16";
+  opts.dtype = torch::kHalf;
   auto msg = error_of([&] { amp::Autocast g(opts, torch::kCPU); });
   EXPECT_NE(msg.find("fp16 autocast is not supported on CPU"), std::string::npos) << msg;
-  opts.dtype = "int8";
+  opts.dtype = torch::kChar;
   msg = error_of([&] { amp::Autocast g(opts, torch::kCPU); });
-  EXPECT_NE(msg.find("amp.dtype: expected bf16 or fp16, got 'int8'"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("dtype Char is not a low-precision type"), std::string::npos) << msg;
 }
 
 TEST(Autocast, StateIsThreadLocal) {

@@ -60,6 +60,41 @@ struct Required {
 
 YAML::Node yaml(const std::string& text) { return parse(text, "t"); }
 
+// An enum member, an accessor-bound field (TORCH_ARG style) and nested sections.
+enum class Mode { kOff, kFast, kSafe };
+
+struct Knobs {
+  double gain_ = 2.0;  // reached through gain(), as TORCH_ARG's accessors
+  double& gain() { return gain_; }
+  int64_t taps = 3;
+  static void declare(Fields<Knobs>& f) {
+    f.add<double>("gain", [](Knobs& k) -> double& { return k.gain(); }, "gain").greater_than(0);
+    f.add("taps", &Knobs::taps, "taps").min(1);
+  }
+};
+
+struct Device {
+  Mode mode = Mode::kFast;
+  Knobs knobs;  // under knobs.*
+  Knobs flat;   // beside mode
+  static void declare(Fields<Device>& f) {
+    f.add("mode", &Device::mode, "how");
+    f.add_section("knobs", &Device::knobs);
+    f.add_section("", &Device::flat);
+  }
+};
+
+}  // namespace
+
+template <>
+struct EnumNames<Mode> {
+  static std::vector<std::pair<std::string, Mode>> list() {
+    return {{"off", Mode::kOff}, {"fast", Mode::kFast}, {"safe", Mode::kSafe}, {"careful", Mode::kSafe}};
+  }
+};
+
+namespace {
+
 TEST(ConfigReader, ReadsEveryType) {
   Reader r(yaml(
       "trainer:\n"
@@ -290,6 +325,41 @@ TEST(ConfigDescribe, KeyInfoForHelp) {
   ASSERT_EQ(r.declared().size(), 16u);
   EXPECT_EQ(r.declared()[0].path, "trainer.max_epochs");
   EXPECT_EQ(r.declared()[15].path, "optim.weight_decay");
+}
+
+TEST(ConfigReader, EnumsAccessorsAndNestedSections) {
+  Reader r(yaml("dev: {mode: careful, knobs: {gain: 0.5, taps: 7}, gain: 4.0}\n"));
+  const auto d = r.section<Device>("dev");
+  r.finish();
+  EXPECT_EQ(d.mode, Mode::kSafe);  // an alias
+  EXPECT_EQ(d.knobs.gain_, 0.5);
+  EXPECT_EQ(d.knobs.taps, 7);
+  EXPECT_EQ(d.flat.gain_, 4.0);
+  EXPECT_EQ(d.flat.taps, 3);
+
+  auto keys = describe<Device>("dev");
+  ASSERT_EQ(keys.size(), 5u);
+  EXPECT_EQ(keys[0].path, "dev.mode");
+  EXPECT_EQ(keys[0].type, "string");
+  EXPECT_EQ(keys[0].default_value, "fast");
+  EXPECT_EQ(keys[0].constraint, "one of: off, fast, safe, careful");
+  EXPECT_EQ(keys[1].path, "dev.knobs.gain");
+  EXPECT_EQ(keys[1].default_value, "2.0");
+  EXPECT_EQ(keys[1].constraint, "> 0");
+  EXPECT_EQ(keys[3].path, "dev.gain");
+  EXPECT_EQ(enum_name(Mode::kSafe), "safe");  // the first name
+  EXPECT_EQ(enum_value<Mode>("off", "dev.mode"), Mode::kOff);
+  const std::string wrong = config_error([] { enum_value<Mode>("slow", "dev.mode"); });
+  for (const char* part : {"dev.mode", "off, fast, safe, careful", "'slow'"})
+    EXPECT_NE(wrong.find(part), std::string::npos) << wrong;
+}
+
+TEST(ConfigReaderErrors, EnumAndNestedProblemsNameTheirKeys) {
+  Reader r(yaml("dev: {mode: sfe, knobs: {gain: -1}}\n"));
+  r.section<Device>("dev");
+  const std::string msg = config_error([&] { r.finish(); });
+  for (const char* part : {"dev.mode", "sfe", "did you mean 'safe'", "dev.knobs.gain"})
+    EXPECT_NE(msg.find(part), std::string::npos) << part << " not in: " << msg;
 }
 
 TEST(ConfigSuggest, WholePathThenLeaf) {

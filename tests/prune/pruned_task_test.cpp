@@ -98,8 +98,8 @@ TEST_P(FineTune, PrunedWeightsStayZeroThroughAdamWAndWeightDecay) {
   EXPECT_EQ(regrown(*model, masks), 0);  // the constructor masks the weights
   const auto before = models::weights_of(*model);
   auto s = setup(dir, task, 12);
-  s.amp.mode = mode.amp;
-  s.amp.dtype = mode.dtype;
+  s.amp.mode = config::enum_value<amp::AmpMode>(mode.amp, "amp.mode");
+  s.amp.dtype = config::enum_value<c10::ScalarType>(mode.dtype, "amp.dtype");
   s.trainer.grad_accum = mode.accum;
   Trainer(std::move(s)).fit();
   EXPECT_EQ(regrown(*model, masks), 0);

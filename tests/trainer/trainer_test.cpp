@@ -79,7 +79,7 @@ class StoppingTask : public SupervisedTask {
 
 // Same run, preempted after n steps, then resumed with trainer.resume=auto.
 std::shared_ptr<Task> run_preempted_then_resumed(const fs::path& dir, std::shared_ptr<data::Dataset> train,
-                                                 int64_t n, int64_t total, const std::string& amp = "off") {
+                                                 int64_t n, int64_t total, amp::AmpMode amp = amp::AmpMode::kOff) {
   auto first = make_setup(dir, train, total);
   first.trainer.checkpoint_every = 1000;
   first.amp.mode = amp;
@@ -314,7 +314,7 @@ TEST(Trainer, MasterModeCheckpointsHoldTheFp32MastersAndResumeIsBitIdentical) {
   auto train = test::band_dataset(500, 5);
   auto a_dir = temp_dir("master-a"), b_dir = temp_dir("master-b");
   auto straight = make_setup(a_dir, train, 16);
-  straight.amp.mode = "master";
+  straight.amp.mode = amp::AmpMode::kMaster;
   straight.trainer.checkpoint_every = 1000;
   auto straight_task = straight.task;
   Trainer(std::move(straight)).fit();
@@ -327,7 +327,7 @@ TEST(Trainer, MasterModeCheckpointsHoldTheFp32MastersAndResumeIsBitIdentical) {
   EXPECT_TRUE(torch::equal(live, conv.to(torch::kBFloat16)));
   for (const auto& [key, t] : saved.state) EXPECT_NE(key.rfind("master.", 0), 0u) << "masters stored twice: " << key;
 
-  run_preempted_then_resumed(b_dir, train, 7, 16, "master");
+  run_preempted_then_resumed(b_dir, train, 7, 16, amp::AmpMode::kMaster);
   const auto resumed = Checkpointer::load(*Checkpointer::latest(b_dir / "checkpoints"));
   for (const auto& [name, t] : saved.model) EXPECT_TRUE(torch::equal(t, resumed.model.at(name))) << name;
   retort::remove_tree(a_dir);
@@ -528,8 +528,8 @@ TEST(Trainer, SkippedStepIsInTheMetricsWithTheOverflowingTerm) {
   auto setup = make_setup(d, test::band_dataset(256, 5), 10);
   setup.trainer.log_every = 1;
   setup.data.augment = false;
-  setup.amp.mode = "autocast";
-  setup.amp.loss_scaling = "on";
+  setup.amp.mode = amp::AmpMode::kAutocast;
+  setup.amp.loss_scaling = amp::LossScaling::kOn;
   torch::manual_seed(7);
   setup.task = std::make_shared<OverflowingTask>(models::make_model(tiny_model()), 4);
   auto r = Trainer(std::move(setup)).fit();
