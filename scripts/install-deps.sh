@@ -8,6 +8,7 @@ packages=(
   libopenmpi-dev openmpi-bin
   libyaml-cpp-dev libspdlog-dev libfmt-dev libgtest-dev libcli11-dev nlohmann-json3-dev
   zlib1g-dev libxxhash-dev
+  libprotobuf-dev protobuf-compiler
   dataset-fashion-mnist
   python3-torch
   clang libclang-rt-dev

@@ -56,6 +56,7 @@ Metrics::Metrics(const std::filesystem::path& run_dir, const std::string& mode)
     const auto path = run_dir / "metrics.jsonl";
     jsonl_.open(path, std::ios::app);
     if (!jsonl_) throw Error("cannot open '" + path.string() + "' for writing");
+    events_.open(run_dir / "tensorboard");  // a resumed run adds a file; TensorBoard merges them
   }
 }
 
@@ -65,6 +66,22 @@ void Metrics::record(const nlohmann::json& row) {
   if (!jsonl_.is_open()) return;
   jsonl_ << row.dump() << '\n';
   jsonl_.flush();  // a crash keeps every line written so far
+  add_scalars(row);
+  events_.flush();  // and every scalar
+}
+
+// Tags are grouped by the row's kind (train/loss, eval/loss); the step is the x axis, not a
+// scalar. Strings ("kind", "overflow") have no place on a chart. A non-finite number, which
+// metrics.jsonl can only write as null, is kept: TensorBoard marks it.
+void Metrics::add_scalars(const nlohmann::json& row) {
+  const auto kind = row.find("kind");
+  const std::string group = kind != row.end() && kind->is_string() ? kind->get<std::string>() + "/" : "";
+  const auto step = row.find("step");
+  const int64_t at = step != row.end() && step->is_number() ? step->get<int64_t>() : 0;
+  const double now = unix_seconds();
+  for (const auto& field : row.items())
+    if (field.value().is_number() && field.key() != "step")
+      events_.add_scalar(group + field.key(), field.value().get<double>(), at, now);
 }
 
 void Metrics::progress(const ProgressState& s, bool log_point) {

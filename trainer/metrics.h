@@ -1,9 +1,10 @@
 #pragma once
-/// Run output of rank 0: metrics.jsonl (one JSON object per logged step / eval), train.log
-/// (spdlog), and a progress line that updates in place on a terminal and prints plain
-/// lines in a log or CI.
+/// Run output of rank 0: metrics.jsonl (one JSON object per logged step / eval), the same
+/// numbers as TensorBoard scalars in tensorboard/ (tag "<kind>/<field>", at the row's step),
+/// train.log (spdlog), and a progress line that updates in place on a terminal and prints
+/// plain lines in a log or CI.
 ///   Metrics metrics(run_dir, "auto");
-///   metrics.record({{"step", 10}, {"loss", 0.5}});
+///   metrics.record({{"kind", "train"}, {"step", 10}, {"loss", 0.5}});  // + scalar train/loss
 ///   metrics.progress({epoch, step, total, loss, samples_per_s});
 #include <spdlog/spdlog.h>
 
@@ -14,6 +15,8 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
+
+#include "trainer/tensorboard.h"
 
 namespace retort::trainer {
 
@@ -37,9 +40,11 @@ struct ProgressState {
 class Metrics {
  public:
   /// mode: auto (in place when stderr is a terminal), plain, off. An empty run_dir writes
-  /// no metrics.jsonl (ranks other than 0).
+  /// no metrics.jsonl and no events file (ranks other than 0).
   Metrics(const std::filesystem::path& run_dir, const std::string& mode);
   ~Metrics();
+  /// Appends the row to metrics.jsonl and each of its numeric fields but "step" to the
+  /// events file; both are flushed before it returns.
   void record(const nlohmann::json& row);
   /// Updates the in-place display; at a log point also writes the line to train.log (and,
   /// without a terminal, to the console).
@@ -49,7 +54,10 @@ class Metrics {
   bool in_place() const { return in_place_; }
 
  private:
+  void add_scalars(const nlohmann::json& row);
+
   std::ofstream jsonl_;
+  EventWriter events_;
   bool in_place_ = false;
   bool off_ = false;
   bool line_open_ = false;

@@ -10,6 +10,7 @@
 
 #include "tests/common/expect.h"
 #include "tests/common/synthetic.h"
+#include "tests/trainer/helpers.h"
 #include "amp/ops.h"
 #include "core/error.h"
 #include "core/fs.h"
@@ -23,16 +24,9 @@
 namespace fs = std::filesystem;
 using namespace retort;
 using namespace retort::trainer;
+using retort::test::temp_dir;
 
 namespace {
-
-fs::path temp_dir(const std::string& name) {
-  auto d = fs::temp_directory_path() / ("retort-trainer-" + name + "-" + std::to_string(::getpid()));
-  retort::remove_tree(d);
-  fs::create_directories(d);
-  return d;
-}
-
 
 models::ModelOptions tiny_model() {
   models::ModelOptions o;
@@ -550,5 +544,82 @@ TEST(Trainer, SkippedStepIsInTheMetricsWithTheOverflowingTerm) {
     }
   }
   EXPECT_EQ(with_overflow, 1);
+  retort::remove_tree(d);
+}
+
+namespace {
+
+// The scalars of a run's events files (in TensorBoard's reading order) are the rows of its
+// metrics.jsonl: every numeric field but "step" as "<kind>/<field>" at the row's step, in the
+// order written; a non-finite number, null in metrics.jsonl, is non-finite there. Returns the
+// tags seen.
+std::set<std::string> expect_scalars_are_the_rows(const fs::path& run_dir, size_t files_expected) {
+  struct Scalar {
+    std::string tag;
+    int64_t step;
+    float value;
+    bool finite;
+  };
+  std::vector<Scalar> rows, scalars;
+  std::ifstream in(run_dir / "metrics.jsonl");
+  for (std::string line; std::getline(in, line);) {
+    const auto row = nlohmann::json::parse(line);
+    for (const auto& f : row.items()) {
+      if (f.key() == "step" || f.value().is_string()) continue;
+      const bool finite = !f.value().is_null();
+      rows.push_back({row.at("kind").get<std::string>() + "/" + f.key(), row.at("step").get<int64_t>(),
+                      finite ? f.value().get<float>() : 0.f, finite});
+    }
+  }
+  const auto files = test::events_files(run_dir / "tensorboard");
+  EXPECT_EQ(files.size(), files_expected);
+  for (const auto& file : files) {
+    const auto events = test::read_events(file);
+    EXPECT_EQ(events.at(0).file_version(), "brain.Event:2") << file;
+    for (size_t i = 1; i < events.size(); ++i) {
+      EXPECT_EQ(events[i].summary().value_size(), 1) << file << " record " << i;
+      for (const auto& v : events[i].summary().value())
+        scalars.push_back({v.tag(), events[i].step(), v.simple_value(), std::isfinite(v.simple_value())});
+    }
+  }
+  std::set<std::string> tags;
+  EXPECT_EQ(scalars.size(), rows.size());
+  for (size_t i = 0; i < std::min(rows.size(), scalars.size()); ++i) {
+    const auto &want = rows[i], &got = scalars[i];
+    EXPECT_EQ(got.tag, want.tag) << "scalar " << i;
+    EXPECT_EQ(got.step, want.step) << want.tag;
+    EXPECT_EQ(got.finite, want.finite) << want.tag << " at step " << want.step;
+    if (want.finite) {
+      EXPECT_EQ(got.value, want.value) << want.tag << " at step " << want.step;
+    }
+    tags.insert(got.tag);
+  }
+  return tags;
+}
+
+}  // namespace
+
+TEST(Trainer, TensorBoardScalarsAreTheRowsOfMetricsJsonl) {
+  auto d = temp_dir("tensorboard");
+  auto setup = make_setup(d, test::band_dataset(256, 5), 10);  // 8 steps an epoch: two evals
+  setup.trainer.log_every = 3;
+  setup.trainer.eval = true;
+  setup.test_set = test::band_dataset(64, 4);
+  setup.amp.mode = "autocast";  // loss scale, a skipped step, its overflow string, two terms
+  setup.amp.loss_scaling = "on";
+  torch::manual_seed(7);
+  setup.task = std::make_shared<OverflowingTask>(models::make_model(tiny_model()), 4);
+  Trainer(std::move(setup)).fit();
+  const auto tags = expect_scalars_are_the_rows(d, 1);
+  for (const char* tag : {"train/loss", "train/loss_ce", "train/loss_spike", "train/lr", "train/scale", "train/skipped",
+                          "train/samples_per_s", "train/epoch", "eval/loss", "eval/accuracy", "eval/epoch"})
+    EXPECT_EQ(tags.count(tag), 1u) << tag;
+  retort::remove_tree(d);
+}
+
+TEST(Trainer, ResumedRunAddsAnEventsFile) {
+  auto d = temp_dir("tensorboard-resume");
+  run_preempted_then_resumed(d, test::band_dataset(256, 5), 6, 12);
+  expect_scalars_are_the_rows(d, 2);
   retort::remove_tree(d);
 }
