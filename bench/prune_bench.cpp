@@ -23,7 +23,7 @@
 #include "data/data.h"
 #include "launch/communicator.h"
 #include "models/models.h"
-#include "trainer/checkpoint.h"
+#include "trainer/checkpoint_model.h"
 #include "trainer/cpu_allocator.h"
 #include "trainer/trainer.h"
 
@@ -58,12 +58,11 @@ Loaded load(const std::string& label, const std::string& where) {
   Loaded l;
   Row& r = l.row;
   r.label = label;
-  auto ckpt = trainer::Checkpointer::load(trainer::Checkpointer::resolve(where));
+  auto loaded = trainer::load_checkpoint_model(where);
+  const auto& ckpt = loaded.checkpoint;
   r.dir = ckpt.dir.string();
   l.rc = cli::read_run_config(YAML::Load(ckpt.config_yaml));
-  l.model = models::make_model(l.rc.model);
-  models::load_weights(*l.model, ckpt.model, r.dir);
-  l.model->eval();
+  l.model = loaded.model;
   r.model = l.rc.model.name;
   for (const auto& p : l.model->parameters()) {
     r.params += p.numel();

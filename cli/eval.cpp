@@ -1,5 +1,7 @@
 // `retort eval <run_dir or checkpoint> [more ...] [overrides...]` (several: each, then their ensemble) and
 // `retort export <run_dir or checkpoint> <out.safetensors>`
+#include <CLI/CLI.hpp>
+
 #include <iomanip>
 #include <iostream>
 
@@ -13,44 +15,27 @@
 #include "launch/communicator.h"
 #include "launch/world.h"
 #include "models/models.h"
-#include "trainer/checkpoint.h"
+#include "trainer/checkpoint_model.h"
 #include "trainer/trainer.h"
 
 namespace retort::cli {
 namespace {
 
-struct Loaded {
-  trainer::Checkpoint ckpt;
-  RunConfig rc;
-};
-
-/// The checkpoint and the config it was trained with, command-line overrides applied
-/// (e.g. data.root=... to evaluate on data elsewhere).
-Loaded load_checkpoint(const std::string& where, const std::vector<std::string>& overrides) {
-  Loaded l;
-  l.ckpt = trainer::Checkpointer::load(trainer::Checkpointer::resolve(where));
-  l.rc = read_run_config(compose_stored(l.ckpt.config_yaml, l.ckpt.dir / "config.yaml", overrides).config);
-  return l;
-}
-
-}  // namespace
-
-int eval(launch::World& world, const Args& args) {
-  // Checkpoints first, then overrides: `retort eval a [b ...] [key=value ...]`.
-  size_t n = 0;
-  while (n < args.size() && args[n].find('=') == std::string::npos) ++n;
-  if (n == 0)
-    throw UsageError("eval: missing checkpoint (usage: retort eval <run_dir or checkpoint> [more ...] [key=value ...])");
-  const std::vector<std::string> overrides(args.begin() + static_cast<std::ptrdiff_t>(n), args.end());
-  std::vector<Loaded> runs;
-  for (size_t i = 0; i < n; ++i) runs.push_back(load_checkpoint(args[i], overrides));
-  const RunConfig& rc = runs.front().rc;  // data, threads, device and amp: the first run's
+int eval(launch::World& world, const Args& positionals) {
+  const Positionals p =
+      split_positionals(positionals, "eval", "checkpoint (a run or checkpoint directory)", 1, SIZE_MAX);
+  std::vector<trainer::CheckpointModel> runs;
+  for (const auto& where : p.inputs) runs.push_back(trainer::load_checkpoint_model(where));
+  // Every run's config takes the overrides (so a bad one is named whichever run it breaks);
+  // data, threads, device and amp are the first run's.
+  std::vector<RunConfig> configs;
+  for (const auto& run : runs) configs.push_back(checkpoint_run_config(run.checkpoint, p.overrides));
+  const RunConfig& rc = configs.front();
   rc.data.validate();
   trainer::set_threads(rc.trainer.threads);
   const torch::Device device = world.pick_device(rc.trainer.device);
   auto comm = launch::make_communicator(world, device);
   auto test_set = data::load_dataset(rc.data, "test");
-  std::vector<std::shared_ptr<models::Model>> models;
   auto report = [&](models::Model& model, const std::string& what) {
     auto r = trainer::evaluate(model, test_set, rc.data, device, *comm, rc.amp);
     if (comm->rank() == 0)
@@ -58,12 +43,12 @@ int eval(launch::World& world, const Args& args) {
                 << std::setprecision(2) << 100.0 * r.accuracy << " %  (" << r.samples << " samples)\n"
                 << std::defaultfloat;
   };
-  for (auto& l : runs) {
-    auto model = models::make_model(l.rc.model);
-    models::load_weights(*model, l.ckpt.model, (l.ckpt.dir / "model.safetensors").string());
-    model->to(device);
-    report(*model, "checkpoint " + l.ckpt.dir.string() + " (step " + std::to_string(l.ckpt.step) + ")");
-    models.push_back(std::move(model));
+  std::vector<std::shared_ptr<models::Model>> models;
+  for (auto& run : runs) {
+    run.model->to(device);
+    const auto& ckpt = run.checkpoint;
+    report(*run.model, "checkpoint " + ckpt.dir.string() + " (step " + std::to_string(ckpt.step) + ")");
+    models.push_back(run.model);
   }
   // Several checkpoints: also their ensemble, as distill.teacher.ensemble would teach with it.
   if (models.size() > 1) {
@@ -73,12 +58,15 @@ int eval(launch::World& world, const Args& args) {
   return kExitOk;
 }
 
-int export_weights(launch::World& world, const Args& args) {
-  if (args.size() != 2)
-    throw UsageError("export: usage: retort export <run_dir or checkpoint> <out.safetensors>");
+struct ExportArgs {
+  std::string source;
+  std::string out;
+};
+
+int export_weights(launch::World& world, const ExportArgs& a) {
   if (world.rank() != 0) return kExitOk;
-  const auto ckpt = trainer::Checkpointer::load(trainer::Checkpointer::resolve(args[0]));
-  const std::filesystem::path out = args[1];
+  const auto ckpt = trainer::Checkpointer::load(trainer::Checkpointer::resolve(a.source));
+  const std::filesystem::path out = a.out;
   ensure_writable_dir(out.has_parent_path() ? out.parent_path() : std::filesystem::path("."));
   // Only the model: distillation projections and optimizer state stay in the checkpoint.
   // A structured-pruned model is written compacted (removed channels physically gone).
@@ -97,21 +85,22 @@ int export_weights(launch::World& world, const Args& args) {
   return kExitOk;
 }
 
-std::string usage() {
-  return "retort " RETORT_VERSION " - distill, train, prune and export compact models\n\n"
-         "usage: retort <command> [args]\n\n"
-         "commands:\n"
-         "  train <recipe.yaml> [key=value ...]   train (mpirun -np N retort train ... for N ranks)\n"
-         "        --cfg   print the resolved config and exit\n"
-         "        --help  list config groups and every key with type, default and help\n"
-         "        -m      sweep: key=a,b runs one run per value (cartesian product)\n"
-         "  eval <run_dir | checkpoint> [more ...] [key=value ...]   test loss and accuracy (several: each, then\n"
-         "        their ensemble, mean logits)\n"
-         "  export <run_dir | checkpoint> <out.safetensors>   model weights for PyTorch\n"
-         "  report <run_dir> [<run_dir> ...] [--out DIR]   parameters, accuracy, latency, memory side by side\n"
-         "  prune <run_dir | checkpoint> prune.method=... prune.sparsity=...   [--scan]\n\n"
-         "  --help, --version\n\n"
-         "exit codes: 0 ok, 1 other error, 2 usage or config error, 3 data error, 4 checkpoint error\n";
+}  // namespace
+
+CommandRun define_eval(CLI::App& app) {
+  auto positionals = std::make_shared<Args>();
+  app.add_option("args", *positionals,
+                 "run or checkpoint directories (several: each, then their ensemble), then overrides of their "
+                 "configs (key=value ...; data.root=... to evaluate on data kept elsewhere)");
+  return [positionals](launch::World& world) { return eval(world, *positionals); };
+}
+
+CommandRun define_export(CLI::App& app) {
+  auto a = std::make_shared<ExportArgs>();
+  app.add_option("checkpoint", a->source, "a run directory (its newest checkpoint) or a checkpoint directory")
+      ->required();
+  app.add_option("out", a->out, "the .safetensors file to write")->required();
+  return [a](launch::World& world) { return export_weights(world, *a); };
 }
 
 }  // namespace retort::cli

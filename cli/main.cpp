@@ -2,8 +2,6 @@
 #include <iostream>
 
 #include "cli/commands.h"
-#include "cli/prune.h"
-#include "cli/report.h"
 #include "core/error.h"
 #include "core/malloc.h"
 #include "launch/world.h"
@@ -11,17 +9,20 @@
 
 int main(int argc, char** argv) {
   using namespace retort;
-  tune_malloc_for_training();      // see core/malloc.h: 3.5x faster CPU steps
+  tune_malloc_for_training();        // see core/malloc.h: training steps reuse their heap
   trainer::install_cpu_allocator();  // see trainer/cpu_allocator.h: large blocks reused
-  std::vector<std::string> args(argv + 1, argv + argc);
-  if (args.empty() || args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
-    std::cout << cli::usage();
-    return args.empty() ? kExitUsage : kExitOk;
+  // The line is parsed before the World exists: help, the version and usage errors start no MPI.
+  cli::ParsedCommandLine parsed;
+  try {
+    parsed = cli::parse_command_line(cli::Args(argv + 1, argv + argc), std::cout);
+  } catch (const Error& e) {
+    std::cerr << "error: " << e.what() << "\n";
+    return e.exit_code();
+  } catch (const std::exception& e) {
+    std::cerr << "error: " << e.what() << "\n";
+    return kExitOther;
   }
-  if (args[0] == "--version") {
-    std::cout << "retort " << RETORT_VERSION << "\n";
-    return kExitOk;
-  }
+  if (!parsed.run) return parsed.exit_code;
   // One World per process: MPI starts only when an MPI launcher started us.
   std::unique_ptr<launch::World> world;
   try {
@@ -30,14 +31,5 @@ int main(int argc, char** argv) {
     std::cerr << "retort: error: " << e.what() << "\n";
     return e.exit_code();
   }
-  const std::string command = args[0];
-  const cli::Args rest(args.begin() + 1, args.end());
-  return launch::run_guarded(*world, [&]() -> int {
-    if (command == "train") return cli::train(*world, rest);
-    if (command == "eval") return cli::eval(*world, rest);
-    if (command == "export") return cli::export_weights(*world, rest);
-    if (command == "report") return cli::report(*world, rest);
-    if (command == "prune") return cli::prune(*world, rest);
-    throw UsageError("unknown command '" + command + "' (commands: train, eval, export, report, prune; see retort --help)");
-  });
+  return launch::run_guarded(*world, [&] { return parsed.run(*world); });
 }

@@ -2,10 +2,13 @@
 // (prune.from) and export (compaction) take from pruning.
 #include "cli/prune.h"
 
+#include <CLI/CLI.hpp>
+
 #include <iomanip>
 #include <iostream>
 #include <sstream>
 
+#include "cli/commands.h"
 #include "cli/run_config.h"
 #include "core/error.h"
 #include "core/fs.h"
@@ -14,6 +17,7 @@
 #include "launch/world.h"
 #include "models/models.h"
 #include "prune/prune.h"
+#include "trainer/checkpoint_model.h"
 #include "trainer/trainer.h"
 
 namespace retort::cli {
@@ -22,41 +26,9 @@ namespace {
 namespace fs = std::filesystem;
 
 struct PruneArgs {
-  std::string source;
-  std::vector<std::string> overrides;
+  Args positionals;  ///< the run or checkpoint, and the overrides, as given
   bool scan = false;
 };
-
-PruneArgs parse_prune_args(const Args& args) {
-  PruneArgs a;
-  for (const auto& arg : args) {
-    if (arg == "--scan") {
-      a.scan = true;
-    } else if (arg.size() > 1 && arg[0] == '-' && arg[1] == '-') {
-      throw UsageError("unknown option '" + arg + "' for prune (options: --scan)");
-    } else if (a.source.empty() && arg.find('=') == std::string::npos && arg[0] != '~' && arg[0] != '+') {
-      a.source = arg;
-    } else {
-      a.overrides.push_back(arg);
-    }
-  }
-  if (a.source.empty())
-    throw UsageError("prune: missing checkpoint (usage: retort prune <run_dir or checkpoint> [key=value ...] [--scan])");
-  return a;
-}
-
-/// The `model:` section of a stored config as typed options (the other sections are not
-/// read, so a config from an older or newer retort still yields its model).
-models::ModelOptions read_model_options(const YAML::Node& model_section, const std::string& origin) {
-  if (!model_section || !model_section.IsMap())
-    throw CheckpointError(origin + ": the config has no `model:` section; cannot tell which model the weights are");
-  YAML::Node only;
-  only["model"] = model_section;
-  config::Reader reader(only);
-  auto options = reader.section<models::ModelOptions>("model");
-  reader.finish();
-  return options;
-}
 
 /// The stored config over the schema of every declared key (so `prune.x=...` needs no
 /// `+` even when the run had no prune section), with the prune command's own default run
@@ -120,21 +92,18 @@ int run_scan(const RunConfig& rc, models::Model& model, const prune::Masks& exis
   return kExitOk;
 }
 
-}  // namespace
-
-int prune(launch::World& world, const Args& args) {
-  const PruneArgs a = parse_prune_args(args);
+int prune(launch::World& world, const PruneArgs& a) {
+  const Positionals p = split_positionals(a.positionals, "prune", "checkpoint (a run or checkpoint directory)", 1, 1);
   if (world.size() > 1) throw UsageError("prune runs in one process; launch it without mpirun");
 
   // --- SOURCE AND CONFIG: every problem reported before anything is written ---------------
-  const auto source = trainer::Checkpointer::load(trainer::Checkpointer::resolve(a.source));
-  auto composed = compose_for_prune(source, a.overrides);
+  const auto loaded = trainer::load_checkpoint_model(p.inputs.front());
+  const trainer::Checkpoint& source = loaded.checkpoint;
+  auto composed = compose_for_prune(source, p.overrides);
   RunConfig rc = read_run_config(composed.config);
   rc.prune.validate();
   trainer::set_threads(rc.trainer.threads);
-  auto model = models::make_model(rc.model);
-  models::load_weights(*model, source.model, (source.dir / "model.safetensors").string());
-  model->eval();
+  const std::shared_ptr<models::Model> model = loaded.model;
   const auto existing = prune::Masks::from_state_dict(task_state(source));
   existing.check(*model, (source.dir / "state.safetensors").string());
   if (a.scan) return run_scan(rc, *model, existing);
@@ -183,13 +152,23 @@ int prune(launch::World& world, const Args& args) {
   return kExitOk;
 }
 
+}  // namespace
+
+CommandRun define_prune(CLI::App& app) {
+  auto a = std::make_shared<PruneArgs>();
+  app.add_option("args", a->positionals,
+                 "a run or checkpoint directory, then overrides of its config (prune.method=..., prune.sparsity=..., "
+                 "run.dir=...)");
+  app.add_flag("--scan", a->scan, "print each layer's sensitivity and suggested recipe lines; write nothing");
+  return [a](launch::World& world) { return prune(world, *a); };
+}
+
 PrunedStart load_pruned_start(const std::string& from) {
   PrunedStart s;
   auto ckpt = trainer::Checkpointer::load(trainer::Checkpointer::resolve(from));
   s.checkpoint = ckpt.dir;
-  const YAML::Node tree = YAML::Load(ckpt.config_yaml);
-  if (tree["model"]) s.model_section = YAML::Clone(tree["model"]);
-  s.model = read_model_options(s.model_section, (ckpt.dir / "config.yaml").string());
+  s.model = trainer::checkpoint_model_options(ckpt);
+  s.model_section = YAML::Clone(YAML::Load(ckpt.config_yaml)["model"]);
   s.weights = std::move(ckpt.model);
   s.masks = prune::Masks::from_state_dict(task_state(ckpt));
   return s;
@@ -206,17 +185,13 @@ std::optional<PrunedStart> resolve_prune_from(YAML::Node& config) {
 std::optional<CompactedWeights> compact_checkpoint(const trainer::Checkpoint& ckpt) {
   const auto masks = prune::Masks::from_state_dict(task_state(ckpt));
   if (masks.empty()) return std::nullopt;
-  YAML::Node tree = YAML::Load(ckpt.config_yaml);
-  const auto options = read_model_options(tree["model"], (ckpt.dir / "config.yaml").string());
-  auto model = models::make_model(options);
-  models::load_weights(*model, ckpt.model, (ckpt.dir / "model.safetensors").string());
-  model->eval();
+  auto model = trainer::checkpoint_model(ckpt);
   if (prune::removable_channels(*model, masks).empty()) return std::nullopt;
   auto c = prune::compact(*model, masks);
   CompactedWeights out;
   out.weights = models::weights_of(*c.model);
   out.options = c.options;
-  YAML::Node section = YAML::Clone(tree["model"]);
+  YAML::Node section = YAML::Clone(YAML::Load(ckpt.config_yaml)["model"]);
   set_compacted(section, c.options);
   YAML::Emitter emitter;
   emitter << YAML::Flow << section;

@@ -1,6 +1,6 @@
 #pragma once
-/// `retort prune`, and the pieces of pruning that other commands use (train's prune.from,
-/// export's compaction).
+/// The pieces of pruning that other commands use (train's prune.from, export's
+/// compaction); the `retort prune` command itself is define_prune (cli/commands.h).
 ///   retort prune outputs/fmnist-teacher/<date>/<time> prune.method=l1_structured prune.sparsity=0.4
 ///   retort prune <run> prune.method=l1_structured --scan     # sensitivity per layer
 #include <filesystem>
@@ -10,19 +10,11 @@
 
 #include <yaml-cpp/yaml.h>
 
-#include "cli/commands.h"
 #include "models/model.h"
 #include "prune/masks.h"
 #include "trainer/checkpoint.h"
 
 namespace retort::cli {
-
-/// `retort prune <run_dir | checkpoint> [key=value ...] [--scan]`: writes the pruned
-/// checkpoint (weights and masks, or the compacted model with prune.compact=true) into a
-/// new run directory (run.dir; default outputs/prune/<date>/<time>) and prints the
-/// per-layer sparsity; with --scan, prints the sensitivity table and suggested recipe
-/// lines instead, writing nothing.
-int prune(launch::World& world, const Args& args);
 
 /// What `prune.from` names: the pruned run's model (its own options: a compacted model
 /// has other widths than the recipe's), weights and masks.

@@ -1,12 +1,29 @@
-// `retort report <run_dir> [<run_dir> ...] [--out report] [--warmup N] [--repeats N] [--threads N] [--batch N]
-//                [key=value ...]`
-#include "cli/report.h"
-
+// `retort report <run_dir> [<run_dir> ...] [key=value ...] [--out report] [--csv FILE] [--json FILE] [--warmup 3]
+//                [--repeats 20] [--threads 0] [--batch 256]`
+// Compares finished runs side by side (teacher, baseline student, distilled student):
+// parameters, weights size, test accuracy, latency per batch and per sample, and the peak
+// memory of a forward pass; prints a markdown table and writes <out>/report.md and
+// <out>/report.json, and the table as CSV (--csv) or JSON (--json) for plotting.
+//   retort report outputs/fmnist-teacher/... outputs/fmnist-student/... outputs/fmnist-distill/...
+//
+// Each run is read from its newest checkpoint (or a checkpoint directory given directly):
+// the model is built from the checkpoint's config.yaml `model:` section, key=value
+// overrides apply to every run's config (e.g. data.root=...). Latency: in eval mode,
+// without gradients, under the run's amp settings, every run with the same `threads`
+// (0: the cores available) on the same batch of `batch` test images (at most the split):
+// `warmup` untimed forwards, then the median of `repeats` timed ones; "speed vs teacher"
+// is the ratio of latencies per sample. Memory: "weights" is the bytes of parameters and
+// buffers; "peak forward" is the growth of the process's peak resident set (VmHWM, reset
+// through /proc/self/clear_refs before each run) during those forwards, i.e. activations
+// and workspace of one batch over the resident weights (n/a where the kernel refuses the
+// reset).
+#include <CLI/CLI.hpp>
 #include <malloc.h>
 
 #include <algorithm>
 #include <chrono>
 #include <fstream>
+#include <functional>
 #include <iomanip>
 #include <iostream>
 #include <map>
@@ -16,6 +33,7 @@
 #include <nlohmann/json.hpp>
 
 #include "amp/amp.h"
+#include "cli/commands.h"
 #include "cli/run_config.h"
 #include "core/error.h"
 #include "core/fs.h"
@@ -23,7 +41,7 @@
 #include "launch/communicator.h"
 #include "launch/world.h"
 #include "models/models.h"
-#include "trainer/checkpoint.h"
+#include "trainer/checkpoint_model.h"
 #include "trainer/cpu_allocator.h"
 #include "trainer/trainer.h"
 
@@ -33,66 +51,14 @@ namespace {
 namespace fs = std::filesystem;
 
 struct ReportArgs {
-  std::vector<std::string> runs;
-  std::vector<std::string> overrides;
-  fs::path out = "report";
+  Args positionals;        // run or checkpoint directories and overrides, as given
+  std::string out = "report";
+  std::string csv, json;   // the table also as CSV / JSON, when set
   int64_t warmup = 3;
   int64_t repeats = 20;
   int64_t threads = 0;   // every run is timed with these intra-op threads (0: the cores available)
   int64_t batch = 256;   // ... on a batch of this many test images (at most the test split)
 };
-
-int64_t parse_count(const std::string& flag, const std::string& value, int64_t min) {
-  try {
-    size_t pos = 0;
-    const long long v = std::stoll(value, &pos);
-    if (pos == value.size() && v >= min) return v;
-  } catch (const std::exception&) {
-  }
-  throw UsageError("report: " + flag + " expects an integer >= " + std::to_string(min) + ", got '" + value + "'");
-}
-
-ReportArgs parse_report_args(const std::vector<std::string>& args) {
-  ReportArgs a;
-  for (size_t i = 0; i < args.size(); ++i) {
-    const std::string& arg = args[i];
-    auto value = [&]() -> std::string {
-      if (i + 1 >= args.size()) throw UsageError("report: " + arg + " needs a value");
-      return args[++i];
-    };
-    if (arg == "--out") {
-      a.out = value();
-    } else if (arg == "--warmup") {
-      a.warmup = parse_count(arg, value(), 0);
-    } else if (arg == "--repeats") {
-      a.repeats = parse_count(arg, value(), 1);
-    } else if (arg == "--threads") {
-      a.threads = parse_count(arg, value(), 0);
-    } else if (arg == "--batch") {
-      a.batch = parse_count(arg, value(), 1);
-    } else if (arg.rfind("--", 0) == 0) {
-      throw UsageError("report: unknown option '" + arg +
-                       "' (options: --out, --warmup, --repeats, --threads, --batch)");
-    } else if (arg.find('=') != std::string::npos || arg[0] == '~' || arg[0] == '+') {
-      a.overrides.push_back(arg);
-    } else {
-      a.runs.push_back(arg);
-    }
-  }
-  if (a.runs.empty())
-    throw UsageError("report: no run given (usage: retort report <run_dir> [<run_dir> ...] [--out report] "
-                     "[--warmup N] [--repeats N] [--threads N] [--batch N] [key=value ...])");
-  return a;
-}
-
-/// The checkpoint's config with the overrides applied, typed.
-RunConfig config_of(const trainer::Checkpoint& ckpt, const std::vector<std::string>& overrides) {
-  try {
-    return read_run_config(compose_stored(ckpt.config_yaml, ckpt.dir / "config.yaml", overrides).config);
-  } catch (const ConfigError& e) {
-    throw ConfigError("report: the config of " + ckpt.dir.string() + ": " + e.what());
-  }
-}
 
 std::string list(const std::vector<int64_t>& v) {
   std::string s = "[";
@@ -190,30 +156,136 @@ std::string fixed(double v, int digits) {
   return s.str();
 }
 
-std::string markdown(const std::vector<Row>& rows) {
+using Fields = std::vector<std::pair<std::string, nlohmann::ordered_json>>;
+
+/// One column of the printed table: its header, the text of a row's cell, and the named
+/// values behind that text (numbers as numbers, null where n/a), which CSV and JSON carry.
+struct Column {
+  std::string header;
+  bool numeric = false;  // right-aligned
+  std::function<std::string(const Row&)> text;
+  std::function<Fields(const Row&)> fields;
+};
+
+/// The run the distilled runs name as their teacher, when it is among the rows.
+const Row* teacher_of(const std::vector<Row>& rows) {
   const Row* teacher = nullptr;
   for (const auto& r : rows)
     if (r.role == "teacher") teacher = &r;
+  return teacher;
+}
+
+/// The ratios to the teacher: parameters, and latency per sample (the teacher's over the run's).
+void add_teacher_columns(std::vector<Column>& columns, const Row& teacher) {
+  const Row* t = &teacher;
+  auto size = [t](const Row& r) { return static_cast<double>(r.parameters) / static_cast<double>(t->parameters); };
+  auto speed = [t](const Row& r) { return t->sample_ms / std::max(r.sample_ms, 1e-12); };
+  columns.push_back({"size vs teacher", true, [size](const Row& r) { return fixed(size(r), 3) + "x"; },
+                     [size](const Row& r) { return Fields{{"size_vs_teacher", size(r)}}; }});
+  columns.push_back({"speed vs teacher", true, [speed](const Row& r) { return fixed(speed(r), 2) + "x"; },
+                     [speed](const Row& r) { return Fields{{"speed_vs_teacher", speed(r)}}; }});
+}
+
+/// Every column of the table in order: markdown, CSV and JSON are all made from these.
+std::vector<Column> table_columns(const Row* teacher) {
+  std::vector<Column> columns = {
+      {"run", false, [](const Row& r) { return r.run + " (step " + std::to_string(r.step) + ")"; },
+       [](const Row& r) { return Fields{{"run", r.run}, {"step", r.step}}; }},
+      {"role", false, [](const Row& r) { return r.role.empty() ? std::string("-") : r.role; },
+       [](const Row& r) { return Fields{{"role", r.role}}; }},
+      {"model", false, [](const Row& r) { return r.model; },
+       [](const Row& r) { return Fields{{"model", r.model}}; }},
+      {"parameters", true, [](const Row& r) { return std::to_string(r.parameters); },
+       [](const Row& r) { return Fields{{"parameters", r.parameters}}; }},
+      {"weights MB", true, [](const Row& r) { return fixed(r.weights_mb, 2); },
+       [](const Row& r) { return Fields{{"weights_mb", r.weights_mb}}; }},
+      {"test accuracy", true, [](const Row& r) { return fixed(100 * r.accuracy, 2) + " %"; },
+       [](const Row& r) { return Fields{{"test_accuracy", r.accuracy}}; }},
+      {"latency ms / batch", true,
+       [](const Row& r) { return fixed(r.batch_ms, 2) + " (batch " + std::to_string(r.batch) + ")"; },
+       [](const Row& r) { return Fields{{"latency_ms_per_batch", r.batch_ms}, {"batch", r.batch}}; }},
+      {"latency ms / sample", true, [](const Row& r) { return fixed(r.sample_ms, 4); },
+       [](const Row& r) { return Fields{{"latency_ms_per_sample", r.sample_ms}}; }},
+      {"peak forward MB", true,
+       [](const Row& r) { return r.peak_forward_mb ? fixed(*r.peak_forward_mb, 1) : std::string("n/a"); },
+       [](const Row& r) {
+         return Fields{{"peak_forward_mb", r.peak_forward_mb ? nlohmann::ordered_json(*r.peak_forward_mb) : nullptr}};
+       }},
+      {"threads", true, [](const Row& r) { return std::to_string(r.threads); },
+       [](const Row& r) { return Fields{{"threads", r.threads}}; }},
+      {"amp", false, [](const Row& r) { return r.amp; }, [](const Row& r) { return Fields{{"amp", r.amp}}; }},
+  };
+  if (teacher) add_teacher_columns(columns, *teacher);
+  return columns;
+}
+
+std::string markdown(const std::vector<Row>& rows) {
+  const auto columns = table_columns(teacher_of(rows));
   std::ostringstream s;
-  s << "| run | role | model | parameters | weights MB | test accuracy | latency ms / batch | latency ms / sample "
-       "| peak forward MB | threads | amp |"
-    << (teacher ? " size vs teacher | speed vs teacher |" : "") << "\n";
-  s << "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|" << (teacher ? "---:|---:|" : "") << "\n";
+  s << "|";
+  for (const auto& c : columns) s << " " << c.header << " |";
+  s << "\n|";
+  for (const auto& c : columns) s << (c.numeric ? "---:|" : "---|");
+  s << "\n";
   for (const auto& r : rows) {
-    s << "| " << r.run << " (step " << r.step << ") | " << (r.role.empty() ? "-" : r.role) << " | " << r.model
-      << " | " << r.parameters << " | " << fixed(r.weights_mb, 2) << " | " << fixed(100 * r.accuracy, 2) << " % | "
-      << fixed(r.batch_ms, 2) << " (batch " << r.batch << ") | " << fixed(r.sample_ms, 4) << " | "
-      << (r.peak_forward_mb ? fixed(*r.peak_forward_mb, 1) : std::string("n/a")) << " | " << r.threads << " | "
-      << r.amp << " |";
-    if (teacher)
-      s << " " << fixed(static_cast<double>(r.parameters) / static_cast<double>(teacher->parameters), 3) << "x | "
-        << fixed(teacher->sample_ms / std::max(r.sample_ms, 1e-12), 2) << "x |";
+    s << "|";
+    for (const auto& c : columns) s << " " << c.text(r) << " |";
     s << "\n";
   }
   s << "\nLatency: median of the timed forwards (eval mode, no gradients) on one test batch, every run with the "
        "same threads and batch; speed vs teacher: the teacher's latency per sample over the run's; "
        "peak forward: growth of the peak resident set over the resident weights during those forwards.\n";
   return s.str();
+}
+
+/// Each row's values, column after column: what CSV and JSON carry.
+std::vector<Fields> table_values(const std::vector<Row>& rows) {
+  const auto columns = table_columns(teacher_of(rows));
+  std::vector<Fields> table;
+  for (const auto& r : rows) {
+    Fields row;
+    for (const auto& c : columns) {
+      Fields more = c.fields(r);
+      row.insert(row.end(), more.begin(), more.end());
+    }
+    table.push_back(std::move(row));
+  }
+  return table;
+}
+
+/// A CSV field (RFC 4180): a number as JSON writes it (every digit it needs to read back),
+/// text quoted when it holds a comma, quote or line break, nothing for null.
+std::string csv_field(const nlohmann::ordered_json& value) {
+  if (value.is_null()) return "";
+  if (!value.is_string()) return value.dump();
+  const auto text = value.get<std::string>();
+  if (text.find_first_of(",\"\r\n") == std::string::npos) return text;
+  std::string quoted = "\"";
+  for (char c : text) quoted += c == '"' ? std::string("\"\"") : std::string(1, c);
+  return quoted + "\"";
+}
+
+/// The table as CSV: a header line of the value names, then one line per run.
+std::string csv(const std::vector<Fields>& table) {
+  std::ostringstream s;
+  for (size_t i = 0; i < table.front().size(); ++i) s << (i ? "," : "") << table.front()[i].first;
+  s << "\n";
+  for (const auto& row : table) {
+    for (size_t i = 0; i < row.size(); ++i) s << (i ? "," : "") << csv_field(row[i].second);
+    s << "\n";
+  }
+  return s.str();
+}
+
+/// The table as JSON: an array with one object per run, its values named as in the CSV.
+nlohmann::ordered_json json_rows(const std::vector<Fields>& table) {
+  auto rows = nlohmann::ordered_json::array();
+  for (const auto& row : table) {
+    auto object = nlohmann::ordered_json::object();
+    for (const auto& [name, value] : row) object[name] = value;
+    rows.push_back(std::move(object));
+  }
+  return rows;
 }
 
 nlohmann::json to_json(const std::vector<Row>& rows, const ReportArgs& a) {
@@ -247,75 +319,73 @@ nlohmann::json to_json(const std::vector<Row>& rows, const ReportArgs& a) {
           {"runs", runs}};
 }
 
-}  // namespace
+using TestSets = std::map<std::string, std::shared_ptr<data::Dataset>>;  // by name|root|subset
 
-int report(launch::World& world, const std::vector<std::string>& args) {
-  const ReportArgs a = parse_report_args(args);
-  if (world.size() > 1) throw UsageError("report: measures in one process; run it without mpirun");
-  ensure_writable_dir(a.out);
-  const torch::Device device = world.pick_device();
-  launch::LocalCommunicator comm;
-  std::map<std::string, std::shared_ptr<data::Dataset>> test_sets;  // by name|root|subset
-
-  std::vector<Row> rows;
-  for (const auto& run : a.runs) {
-    Row r;
-    r.run = run;
-    const auto ckpt = trainer::Checkpointer::load(trainer::Checkpointer::resolve(run));
-    RunConfig rc = config_of(ckpt, a.overrides);
-    rc.data.validate();
-    r.checkpoint = ckpt.dir.string();
-    r.step = ckpt.step;
-    r.model = describe_model(rc.model);
-    r.run_canonical = canonical_path(ckpt.dir.parent_path().parent_path());  // <run>/checkpoints/step-N
-    const YAML::Node& tree = rc.tree;  // const: operator[] must not insert keys
-    r.model_yaml = config::emit(tree["model"]);
-    r.amp = rc.amp.mode == amp::AmpMode::kOff
-                ? "off"
-                : config::enum_name(rc.amp.mode) + " " + config::enum_name(rc.amp.dtype);
-    const YAML::Node teacher = tree["distill"] ? tree["distill"]["teacher"] : YAML::Node();
-    if (teacher && teacher["checkpoint"] && !teacher["checkpoint"].as<std::string>().empty()) {
-      r.role = "distilled";
-      try {
-        const auto dir = trainer::Checkpointer::resolve(teacher["checkpoint"].as<std::string>());
-        r.distill_teacher = canonical_path(dir.parent_path().parent_path());
-      } catch (const Error&) {
-        // The teacher moved or was deleted: the run is still reported, unmatched.
-      }
-    } else if (teacher && teacher["weights"] && !teacher["weights"].as<std::string>().empty()) {
-      r.role = "distilled";
+/// What the run is: its checkpoint, model, amp, and whether it was distilled (and from
+/// which teacher run, for the roles).
+void describe_run(Row& r, const trainer::Checkpoint& ckpt, const RunConfig& rc) {
+  r.checkpoint = ckpt.dir.string();
+  r.step = ckpt.step;
+  r.model = describe_model(rc.model);
+  r.run_canonical = canonical_path(ckpt.dir.parent_path().parent_path());  // <run>/checkpoints/step-N
+  const YAML::Node& tree = rc.tree;  // const: operator[] must not insert keys
+  r.model_yaml = config::emit(tree["model"]);
+  r.amp = rc.amp.mode == amp::AmpMode::kOff
+              ? "off"
+              : config::enum_name(rc.amp.mode) + " " + config::enum_name(rc.amp.dtype);
+  const YAML::Node teacher = tree["distill"] ? tree["distill"]["teacher"] : YAML::Node();
+  if (teacher && teacher["checkpoint"] && !teacher["checkpoint"].as<std::string>().empty()) {
+    r.role = "distilled";
+    try {
+      const auto dir = trainer::Checkpointer::resolve(teacher["checkpoint"].as<std::string>());
+      r.distill_teacher = canonical_path(dir.parent_path().parent_path());
+    } catch (const Error&) {
+      // The teacher moved or was deleted: the run is still reported, unmatched.
     }
-
-    auto model = models::make_model(rc.model);
-    models::load_weights(*model, ckpt.model, (ckpt.dir / "model.safetensors").string());
-    model->to(device);
-    r.parameters = models::count_parameters(*model);
-    int64_t bytes = 0;
-    for (const auto& kv : models::named_state(*model)) bytes += kv.second.numel() * kv.second.element_size();
-    r.weights_mb = static_cast<double>(bytes) / (1024.0 * 1024.0);
-    r.threads = trainer::set_threads(a.threads);
-
-    const std::string key = rc.data.name + "|" + rc.data.root + "|" + std::to_string(rc.data.subset);
-    auto& test_set = test_sets[key];
-    if (!test_set) test_set = std::make_shared<data::Dataset>(data::load_dataset(rc.data, "test"));
-    const auto eval = trainer::evaluate(*model, *test_set, rc.data, device, comm, rc.amp);
-    r.accuracy = eval.accuracy;
-    r.test_loss = eval.loss;
-    r.test_samples = eval.samples;
-
-    r.batch = std::min<int64_t>(a.batch, test_set->size());
-    const auto stats = data::make_loader_options(rc.data, device, 0);
-    auto x = data::normalize(test_set->images.slice(0, 0, r.batch), stats.mean, stats.stddev).to(device);
-    const Timing t = time_forward(*model, x, rc.amp, a.warmup, a.repeats);
-    r.batch_ms = t.median_ms;
-    r.batch_ms_min = t.min_ms;
-    r.sample_ms = t.median_ms / static_cast<double>(std::max<int64_t>(1, r.batch));
-    r.peak_forward_mb = t.peak_mb;
-    rows.push_back(std::move(r));
+  } else if (teacher && teacher["weights"] && !teacher["weights"].as<std::string>().empty()) {
+    r.role = "distilled";
   }
+}
 
-  // Roles: the teacher a distilled run names, and the baseline trained alone with the
-  // distilled student's architecture.
+/// One run read, sized, evaluated on its test split and timed.
+Row measure_run(const std::string& run, const Args& overrides, const ReportArgs& a, const torch::Device& device,
+                TestSets& test_sets) {
+  Row r;
+  r.run = run;
+  const auto loaded = trainer::load_checkpoint_model(run);
+  const RunConfig rc = checkpoint_run_config(loaded.checkpoint, overrides);
+  rc.data.validate();
+  describe_run(r, loaded.checkpoint, rc);
+  models::Model& model = *loaded.model;
+  model.to(device);
+  r.parameters = models::count_parameters(model);
+  int64_t bytes = 0;
+  for (const auto& kv : models::named_state(model)) bytes += kv.second.numel() * kv.second.element_size();
+  r.weights_mb = static_cast<double>(bytes) / (1024.0 * 1024.0);
+  r.threads = trainer::set_threads(a.threads);
+
+  auto& test_set = test_sets[rc.data.name + "|" + rc.data.root + "|" + std::to_string(rc.data.subset)];
+  if (!test_set) test_set = std::make_shared<data::Dataset>(data::load_dataset(rc.data, "test"));
+  launch::LocalCommunicator comm;
+  const auto eval = trainer::evaluate(model, *test_set, rc.data, device, comm, rc.amp);
+  r.accuracy = eval.accuracy;
+  r.test_loss = eval.loss;
+  r.test_samples = eval.samples;
+
+  r.batch = std::min<int64_t>(a.batch, test_set->size());
+  const auto stats = data::make_loader_options(rc.data, device, 0);
+  auto x = data::normalize(test_set->images.slice(0, 0, r.batch), stats.mean, stats.stddev).to(device);
+  const Timing t = time_forward(model, x, rc.amp, a.warmup, a.repeats);
+  r.batch_ms = t.median_ms;
+  r.batch_ms_min = t.min_ms;
+  r.sample_ms = t.median_ms / static_cast<double>(std::max<int64_t>(1, r.batch));
+  r.peak_forward_mb = t.peak_mb;
+  return r;
+}
+
+/// Roles: the teacher a distilled run names, and the baseline trained alone with the
+/// distilled student's architecture.
+void assign_roles(std::vector<Row>& rows) {
   for (auto& r : rows) {
     if (!r.role.empty()) continue;
     for (const auto& d : rows) {
@@ -324,13 +394,77 @@ int report(launch::World& world, const std::vector<std::string>& args) {
       else if (d.model_yaml == r.model_yaml && r.role.empty()) r.role = "baseline";
     }
   }
+}
 
+/// A file --csv or --json names: refused now, before minutes of measuring, when it is a
+/// directory or its directory cannot be written.
+void check_output_file(const std::string& flag, const std::string& file) {
+  if (file.empty()) return;
+  const fs::path path(file);
+  std::error_code ec;
+  if (fs::is_directory(path, ec))
+    throw UsageError("report: " + flag + " '" + file + "' is a directory; expected a file");
+  try {
+    ensure_writable_dir(path.has_parent_path() ? path.parent_path() : fs::path("."));
+  } catch (const Error& e) {
+    throw Error("report: " + flag + ": " + e.what());
+  }
+}
+
+/// Prints the table and writes <out>/report.md, <out>/report.json and the --csv / --json files.
+void write_report(const std::vector<Row>& rows, const ReportArgs& a) {
   const std::string table = markdown(rows);
   std::cout << table;
-  write_file_atomic(a.out / "report.md", "# retort report\n\n" + table);
-  write_file_atomic(a.out / "report.json", to_json(rows, a).dump(1) + "\n");
-  std::cout << "wrote " << (a.out / "report.md").string() << " and " << (a.out / "report.json").string() << "\n";
+  const fs::path out = a.out;
+  std::vector<std::string> written = {(out / "report.md").string(), (out / "report.json").string()};
+  write_file_atomic(out / "report.md", "# retort report\n\n" + table);
+  write_file_atomic(out / "report.json", to_json(rows, a).dump(1) + "\n");
+  const auto values = table_values(rows);
+  if (!a.csv.empty()) {
+    write_file_atomic(a.csv, csv(values));
+    written.push_back(a.csv);
+  }
+  if (!a.json.empty()) {
+    write_file_atomic(a.json, json_rows(values).dump(1) + "\n");
+    written.push_back(a.json);
+  }
+  std::cout << "wrote";
+  for (size_t i = 0; i < written.size(); ++i)
+    std::cout << (i == 0 ? " " : i + 1 == written.size() ? " and " : ", ") << written[i];
+  std::cout << "\n";
+}
+
+int report(launch::World& world, const ReportArgs& a) {
+  const Positionals p = split_positionals(a.positionals, "report", "run (a run or checkpoint directory)", 1, SIZE_MAX);
+  if (world.size() > 1) throw UsageError("report: measures in one process; run it without mpirun");
+  ensure_writable_dir(a.out);
+  check_output_file("--csv", a.csv);
+  check_output_file("--json", a.json);
+  const torch::Device device = world.pick_device();
+  TestSets test_sets;
+  std::vector<Row> rows;
+  for (const auto& run : p.inputs) rows.push_back(measure_run(run, p.overrides, a, device, test_sets));
+  assign_roles(rows);
+  write_report(rows, a);
   return kExitOk;
+}
+
+}  // namespace
+
+CommandRun define_report(CLI::App& app) {
+  auto a = std::make_shared<ReportArgs>();
+  app.add_option("args", a->positionals,
+                 "run or checkpoint directories, then overrides applied to every run's config (data.root=...)");
+  app.add_option("--out", a->out, "directory for report.md and report.json")->type_name("DIR")->capture_default_str();
+  app.add_option("--csv", a->csv, "also write the table as CSV: a header of value names, a line per run")
+      ->type_name("FILE");
+  app.add_option("--json", a->json, "also write the table as JSON: an array of one object per run")
+      ->type_name("FILE");
+  add_integer_flag(app, "--warmup", a->warmup, 0, "untimed forwards before the timed ones");
+  add_integer_flag(app, "--repeats", a->repeats, 1, "timed forwards, the median reported");
+  add_integer_flag(app, "--threads", a->threads, 0, "intra-op threads every run is timed with, 0: the cores available");
+  add_integer_flag(app, "--batch", a->batch, 1, "test images per timed forward, at most the test split");
+  return [a](launch::World& world) { return report(world, *a); };
 }
 
 }  // namespace retort::cli

@@ -1,5 +1,7 @@
 #include "cli/run_config.h"
 
+#include "core/error.h"
+
 namespace retort::cli {
 
 RunConfig read_run_config(const YAML::Node& tree) {
@@ -65,6 +67,14 @@ config::Composed compose_stored(const std::string& config_yaml, const std::files
   request.overrides = overrides;
   request.schema_yaml = run_config_schema_yaml();
   return config::compose(request);
+}
+
+RunConfig checkpoint_run_config(const trainer::Checkpoint& ckpt, const std::vector<std::string>& overrides) {
+  try {
+    return read_run_config(compose_stored(ckpt.config_yaml, ckpt.dir / "config.yaml", overrides).config);
+  } catch (const ConfigError& e) {
+    throw ConfigError("the config of " + ckpt.dir.string() + ": " + e.what());
+  }
 }
 
 }  // namespace retort::cli

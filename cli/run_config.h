@@ -12,6 +12,7 @@
 #include "distill/options.h"
 #include "models/model.h"
 #include "prune/options.h"
+#include "trainer/checkpoint.h"
 #include "trainer/options.h"
 #include "trainer/trainer.h"
 
@@ -44,5 +45,9 @@ std::string run_config_schema_yaml();
 /// the usual grammar (`data.root=...` to evaluate on data kept elsewhere).
 config::Composed compose_stored(const std::string& config_yaml, const std::filesystem::path& origin,
                                 const std::vector<std::string>& overrides);
+
+/// The typed config `ckpt` was trained with, command-line overrides applied (compose_stored);
+/// ConfigError naming the checkpoint directory and the key.
+RunConfig checkpoint_run_config(const trainer::Checkpoint& ckpt, const std::vector<std::string>& overrides);
 
 }  // namespace retort::cli

@@ -1,4 +1,6 @@
 // `retort train <recipe> [overrides...] [--cfg] [--help] [-m]`
+#include <CLI/CLI.hpp>
+
 #include <ctime>
 #include <iomanip>
 #include <iostream>
@@ -25,33 +27,12 @@ namespace retort::cli {
 namespace {
 
 struct TrainArgs {
+  Args positionals;  ///< the recipe and the overrides, as given
   std::string recipe;
-  std::vector<std::string> overrides;
+  Args overrides;
   bool print_cfg = false;
-  bool help = false;
   bool multirun = false;
 };
-
-TrainArgs parse_train_args(const Args& args) {
-  TrainArgs a;
-  for (const auto& arg : args) {
-    if (arg == "--cfg") {
-      a.print_cfg = true;
-    } else if (arg == "--help" || arg == "-h") {
-      a.help = true;
-    } else if (arg == "-m" || arg == "--multirun") {
-      a.multirun = true;
-    } else if (arg.size() > 1 && arg[0] == '-' && arg[1] == '-') {
-      throw UsageError("unknown option '" + arg + "' for train (options: --cfg, --help, -m)");
-    } else if (a.recipe.empty() && arg.find('=') == std::string::npos && arg[0] != '~' && arg[0] != '+') {
-      a.recipe = arg;
-    } else {
-      a.overrides.push_back(arg);
-    }
-  }
-  if (a.recipe.empty()) throw UsageError("train: missing recipe (usage: retort train <recipe.yaml> [key=value ...])");
-  return a;
-}
 
 /// Why `run_dir` cannot take a fresh run (empty when it can): a directory that already
 /// holds a run's metrics or checkpoints is continued with trainer.resume, never written
@@ -247,22 +228,28 @@ RunSummary run_one(const config::Composed& composed_in, launch::World& world) {
   return summary;
 }
 
-void print_help(const TrainArgs& a) {
-  std::cout << "usage: retort train " << a.recipe << " [key=value | +key=value | ++key=value | ~key | group=option ...]\n"
-            << "       [--cfg] print the resolved config and exit; [-m] sweep comma-separated values\n\n";
-  std::cout << "config groups:\n";
-  for (const auto& [group, options] : config::list_groups(a.recipe)) {
-    std::cout << "  " << group << ":";
-    for (const auto& o : options) std::cout << " " << o;
-    std::cout << "\n";
+/// What `retort train [<recipe>] --help` lists under the flags: the recipe's config groups
+/// and every key with its type, default and help.
+std::string config_reference(const TrainArgs& a) {
+  std::ostringstream out;
+  const Args recipes = split_positionals(a.positionals, "train", "recipe", 0, SIZE_MAX).inputs;
+  if (!recipes.empty()) {
+    out << "config groups:\n";
+    for (const auto& [group, options] : config::list_groups(recipes.front())) {
+      out << "  " << group << ":";
+      for (const auto& o : options) out << " " << o;
+      out << "\n";
+    }
+    out << "\n";
   }
-  std::cout << "\nkeys:\n";
+  out << "keys:\n";
   for (const auto& k : describe_run_config()) {
-    std::cout << "  " << std::left << std::setw(26) << k.path << " " << std::setw(13) << k.type << " default "
-              << std::setw(10) << k.default_value;
-    if (!k.constraint.empty()) std::cout << " [" << k.constraint << "]";
-    std::cout << "  " << k.help << "\n";
+    out << "  " << std::left << std::setw(26) << k.path << " " << std::setw(13) << k.type << " default "
+        << std::setw(10) << k.default_value;
+    if (!k.constraint.empty()) out << " [" << k.constraint << "]";
+    out << "  " << k.help << "\n";
   }
+  return out.str();
 }
 
 std::string now_string(const char* format) {
@@ -292,7 +279,9 @@ int multirun(const TrainArgs& a, launch::World& world) {
       auto overrides = runs[i];
       overrides.push_back("++run.dir=" + base + "/" + std::to_string(i));
       launch::LocalCommunicator local;
-      auto composed = compose_everywhere({a.recipe, overrides, false, false, false}, local);
+      TrainArgs one = a;
+      one.overrides = overrides;
+      auto composed = compose_everywhere(one, local);
       composed.overrides = runs[i];
       auto summary = run_one(composed, world);
       row.status = "ok";
@@ -320,14 +309,10 @@ int multirun(const TrainArgs& a, launch::World& world) {
   return kExitOk;
 }
 
-}  // namespace
-
-int train(launch::World& world, const Args& args) {
-  TrainArgs a = parse_train_args(args);
-  if (a.help) {
-    print_help(a);
-    return kExitOk;
-  }
+int train(launch::World& world, TrainArgs a) {
+  const Positionals p = split_positionals(a.positionals, "train", "recipe", 1, 1);
+  a.recipe = p.inputs.front();
+  a.overrides = p.overrides;
   launch::install_stop_handlers();
   if (a.multirun) return multirun(a, world);
   // Config travels over the CPU (MPI) communicator, whatever the training device.
@@ -339,6 +324,19 @@ int train(launch::World& world, const Args& args) {
   }
   run_one(composed, world);
   return kExitOk;
+}
+
+}  // namespace
+
+CommandRun define_train(CLI::App& app) {
+  auto a = std::make_shared<TrainArgs>();
+  app.add_option("args", a->positionals,
+                 "the recipe, then overrides: key=value, +key=value, ++key=value, ~key, group=option");
+  app.add_flag("--cfg", a->print_cfg, "print the resolved config and exit");
+  app.add_flag("-m,--multirun", a->multirun,
+               "sweep: key=a,b runs one run per value (cartesian product), one after another");
+  app.footer([a] { return config_reference(*a); });
+  return [a](launch::World& world) { return train(world, *a); };
 }
 
 }  // namespace retort::cli

@@ -2,7 +2,6 @@
 
 #include <vector>
 
-#include "config/config.h"
 #include "core/error.h"
 #include "models/weights.h"
 
@@ -59,31 +58,6 @@ models::Output TeacherEnsemble::forward(const torch::Tensor& x) {
   for (size_t i = 1; i < members_.size(); ++i) sum = sum + members_[i]->forward(x).logits.to(torch::kFloat32);
   out.logits = (sum / static_cast<double>(members_.size())).to(out.logits.scalar_type());
   return out;
-}
-
-models::ModelOptions read_model_options(const YAML::Node& node, const std::string& key) {
-  if (!node.IsDefined() || node.IsNull() || !node.IsMap())
-    throw ConfigError(key + ": expected a map of model keys (name, channels, ...), got " +
-                      (node.IsDefined() && !node.IsNull() ? "a " + std::string(node.IsSequence() ? "list" : "scalar")
-                                                          : std::string("nothing")));
-  // Re-rooted under `key` so every message the reader gives names the full path.
-  std::vector<std::string> parts;
-  for (size_t start = 0;;) {
-    const size_t dot = key.find('.', start);
-    parts.push_back(key.substr(start, dot == std::string::npos ? std::string::npos : dot - start));
-    if (dot == std::string::npos) break;
-    start = dot + 1;
-  }
-  YAML::Node tree = YAML::Clone(node);
-  for (auto it = parts.rbegin(); it != parts.rend(); ++it) {
-    YAML::Node parent(YAML::NodeType::Map);
-    parent[*it] = tree;
-    tree = parent;
-  }
-  config::Reader reader(tree);
-  auto options = reader.section<models::ModelOptions>(key);
-  reader.finish();
-  return options;
 }
 
 }  // namespace retort::distill

@@ -46,9 +46,4 @@ class TeacherEnsemble : public models::Model {
   std::vector<std::shared_ptr<models::Model>> members_;
 };
 
-/// The teacher's model options from a `model:`-shaped YAML map (distill.teacher.model or
-/// the `model:` section of the teacher's checkpoint config). ConfigError naming `key`
-/// and every unknown or ill-typed key.
-models::ModelOptions read_model_options(const YAML::Node& node, const std::string& key);
-
 }  // namespace retort::distill

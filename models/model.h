@@ -81,6 +81,12 @@ std::vector<std::string> model_names();
 /// Builds `options.name`; ConfigError naming `model.name` and the known names otherwise.
 std::shared_ptr<Model> make_model(const ModelOptions& options);
 
+/// Model options from a `model:`-shaped YAML map found at `key` (`model` in a checkpoint's
+/// config, `distill.teacher.model` in a recipe). ConfigError naming the full key
+/// (`<key>.<name>`) of every unknown or ill-typed entry, or `key` itself when `node` is
+/// not a map.
+ModelOptions read_model_options(const YAML::Node& node, const std::string& key);
+
 /// Number of parameters (trainable or all).
 int64_t count_parameters(const torch::nn::Module& module, bool trainable_only = false);
 

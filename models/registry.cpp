@@ -75,6 +75,31 @@ std::shared_ptr<Model> make_model(const ModelOptions& options) {
   return factory(options);
 }
 
+ModelOptions read_model_options(const YAML::Node& node, const std::string& key) {
+  if (!node.IsDefined() || node.IsNull() || !node.IsMap())
+    throw ConfigError(key + ": expected a map of model keys (name, channels, ...), got " +
+                      (node.IsDefined() && !node.IsNull() ? "a " + std::string(node.IsSequence() ? "list" : "scalar")
+                                                          : std::string("nothing")));
+  // Re-rooted under `key` so every message the reader gives names the full path.
+  std::vector<std::string> parts;
+  for (size_t start = 0;;) {
+    const size_t dot = key.find('.', start);
+    parts.push_back(key.substr(start, dot == std::string::npos ? std::string::npos : dot - start));
+    if (dot == std::string::npos) break;
+    start = dot + 1;
+  }
+  YAML::Node tree = YAML::Clone(node);
+  for (auto it = parts.rbegin(); it != parts.rend(); ++it) {
+    YAML::Node parent(YAML::NodeType::Map);
+    parent[*it] = tree;
+    tree = parent;
+  }
+  config::Reader reader(tree);
+  auto options = reader.section<ModelOptions>(key);
+  reader.finish();
+  return options;
+}
+
 int64_t count_parameters(const torch::nn::Module& module, bool trainable_only) {
   int64_t n = 0;
   for (const auto& p : module.parameters())

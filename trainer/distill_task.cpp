@@ -1,9 +1,8 @@
 #include "trainer/distill_task.h"
 
-#include "config/config.h"
 #include "core/error.h"
 #include "models/safetensors.h"
-#include "trainer/checkpoint.h"
+#include "trainer/checkpoint_model.h"
 
 namespace retort::trainer {
 
@@ -19,21 +18,17 @@ Losses DistillTask::loss(const torch::Tensor& x, const data::Labels& labels) {
 
 namespace {
 
-/// A frozen model from a run or checkpoint directory: weights from model.safetensors, model
-/// options from the `model:` section of its config.yaml. Errors name `key`.
+/// A frozen model from a run or checkpoint directory. Errors name `key` and the file.
 std::shared_ptr<models::Model> load_checkpoint_teacher(const std::string& path, const std::string& key) {
-  const auto dir = Checkpointer::resolve(path);
-  const Checkpoint ckpt = Checkpointer::load(dir);
-  const YAML::Node config = config::parse(ckpt.config_yaml, (dir / "config.yaml").string());
-  if (!config["model"])
-    throw CheckpointError(key + ": " + (dir / "config.yaml").string() + " has no model: section to build the teacher from");
-  models::ModelOptions model;
   try {
-    model = distill::read_model_options(config["model"], "model");
+    auto teacher = load_checkpoint_model(path).model;
+    distill::freeze(*teacher);
+    return teacher;
+  } catch (const CheckpointError& e) {
+    throw CheckpointError(key + ": " + e.what());
   } catch (const ConfigError& e) {
-    throw ConfigError(key + ": the teacher's config " + (dir / "config.yaml").string() + ": " + e.what());
+    throw ConfigError(key + ": " + e.what());
   }
-  return distill::load_teacher_weights(model, ckpt.model, (dir / "model.safetensors").string());
 }
 
 }  // namespace
@@ -42,7 +37,7 @@ std::shared_ptr<models::Model> load_teacher(const distill::DistillOptions& optio
   options.validate_teacher_source();
   std::shared_ptr<models::Model> teacher;
   if (!options.teacher_weights.empty()) {
-    const auto model = distill::read_model_options(options.teacher_model, "distill.teacher.model");
+    const auto model = models::read_model_options(options.teacher_model, "distill.teacher.model");
     const auto file = models::load_safetensors(options.teacher_weights);
     teacher = distill::load_teacher_weights(model, file.tensors, options.teacher_weights);
   } else {

@@ -9,7 +9,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "cli/report.h"
+#include "cli/commands.h"
 #include "cli/run_config.h"
 #include "core/error.h"
 #include "core/fs.h"
@@ -133,10 +133,14 @@ TEST(Report, TeacherBaselineAndDistilledSideBySide) {
   run("distilled", sm, distill, std::make_shared<trainer::DistillTask>(d, trainer::sample_batch(*train)));
 
   launch::World world(launch::LaunchInfo{});
+  auto report = [&](std::vector<std::string> args) {
+    args.insert(args.begin(), "report");
+    return cli::run_command_line(world, args);
+  };
   const auto out = root / "out";
-  ASSERT_EQ(cli::report(world, {(root / "teacher").string(), (root / "baseline").string(),
-                                (root / "distilled").string(), "--out", out.string(), "--warmup", "1", "--repeats",
-                                "3", "--threads", "1", "--batch", "32", "data.subset=50"}),
+  ASSERT_EQ(report({(root / "teacher").string(), (root / "baseline").string(), (root / "distilled").string(), "--out",
+                    out.string(), "--warmup", "1", "--repeats", "3", "--threads", "1", "--batch", "32",
+                    "data.subset=50", "--json", (out / "table.json").string()}),
             0);
   std::ifstream in(out / "report.json");
   auto j = nlohmann::json::parse(in);
@@ -169,11 +173,25 @@ TEST(Report, TeacherBaselineAndDistilledSideBySide) {
   const auto distilled_row = text.substr(text.find((root / "distilled").string()));
   EXPECT_NE(distilled_row.substr(0, distilled_row.find('\n')).find(ratio.str()), std::string::npos) << text;
 
-  expect_error<UsageError>([&] { cli::report(world, {}); }, {"report: no run given"});
-  expect_error<UsageError>([&] { cli::report(world, {"x", "--repeats", "0"}); }, {"--repeats expects an integer >= 1"});
-  expect_error<UsageError>([&] { cli::report(world, {"x", "--fast"}); }, {"unknown option '--fast'", "--threads"});
-  expect_error<UsageError>([&] { cli::report(world, {"x", "--batch", "0"}); }, {"--batch expects an integer >= 1"});
-  expect_error<CheckpointError>([&] { cli::report(world, {(root / "nothing").string(), "--out", out.string()}); },
-                                {"nothing"});
+  // The table as JSON: the ratios to the teacher too, as numbers.
+  std::ifstream table_in(out / "table.json");
+  const auto table = nlohmann::json::parse(table_in);
+  ASSERT_EQ(table.size(), 3u);
+  EXPECT_DOUBLE_EQ(table[0]["size_vs_teacher"].get<double>(), 1.0);
+  EXPECT_NEAR(table[2]["size_vs_teacher"].get<double>(),
+              static_cast<double>(models::count_parameters(*models::make_model(s_opts))) /
+                  static_cast<double>(models::count_parameters(*teacher)),
+              1e-12);
+  EXPECT_NEAR(table[2]["speed_vs_teacher"].get<double>(),
+              j["runs"][0]["latency_ms_per_sample"].get<double>() / j["runs"][2]["latency_ms_per_sample"].get<double>(),
+              1e-12);
+
+  expect_error<UsageError>([&] { report({}); }, {"report: missing run"});
+  expect_error<UsageError>([&] { report({"x", "--repeats", "0"}); },
+                           {"report: --repeats: expects an integer >= 1, got '0'"});
+  expect_error<UsageError>([&] { report({"x", "--fast"}); }, {"report: unknown option '--fast'", "--threads"});
+  expect_error<UsageError>([&] { report({"x", "--batch", "0"}); }, {"--batch: expects an integer >= 1"});
+  expect_error<UsageError>([&] { report({"x", "--csv", out.string()}); }, {"--csv", out.string(), "is a directory"});
+  expect_error<CheckpointError>([&] { report({(root / "nothing").string(), "--out", out.string()}); }, {"nothing"});
   retort::remove_tree(root);
 }

@@ -357,13 +357,3 @@ TEST(Distiller, LoadTeacherWeightsNamesMissingAndExtraTensors) {
   for (const auto& p : t->parameters()) EXPECT_FALSE(p.requires_grad());
 }
 
-TEST(Distiller, ReadModelOptionsNamesTheFullKey) {
-  auto o = distill::read_model_options(YAML::Load("{name: cnn, channels: [8, 16], hidden: [32]}"),
-                                       "distill.teacher.model");
-  EXPECT_EQ(o.channels, (std::vector<int64_t>{8, 16}));
-  expect_error<ConfigError>(
-      [] { distill::read_model_options(YAML::Load("{name: cnn, chanels: [8]}"), "distill.teacher.model"); },
-      {"distill.teacher.model.chanels"});
-  expect_error<ConfigError>([] { distill::read_model_options(YAML::Load("[1, 2]"), "distill.teacher.model"); },
-                            {"distill.teacher.model: expected a map of model keys", "list"});
-}

@@ -7,6 +7,11 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <iomanip>
+#include <sstream>
+#include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include "core/fs.h"
 
@@ -42,6 +47,26 @@ const std::string kSmall = " data.subset=600 data.batch_size=64 trainer.max_step
 
 bool has_dataset() { return fs::exists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"); }
 
+/// The fields of one CSV line (RFC 4180: a quoted field may hold commas and doubled quotes).
+std::vector<std::string> csv_fields(const std::string& line) {
+  std::vector<std::string> fields(1);
+  bool quoted = false;
+  for (size_t i = 0; i < line.size(); ++i) {
+    const char c = line[i];
+    if (quoted && c == '"' && i + 1 < line.size() && line[i + 1] == '"') {
+      fields.back() += '"';
+      ++i;
+    } else if (c == '"') {
+      quoted = !quoted;
+    } else if (c == ',' && !quoted) {
+      fields.emplace_back();
+    } else {
+      fields.back() += c;
+    }
+  }
+  return fields;
+}
+
 }  // namespace
 
 TEST(Cli, VersionAndHelp) {
@@ -54,6 +79,39 @@ TEST(Cli, VersionAndHelp) {
   auto bad = run("frobnicate");
   EXPECT_EQ(bad.code, 2);
   EXPECT_NE(bad.out.find("unknown command 'frobnicate'"), std::string::npos) << bad.out;
+}
+
+TEST(Cli, EveryCommandHasItsUsageAndUsageErrorsNameTheCommandAndTheFlag) {
+  // Usage errors: exit 2, before any file is read, one line naming the command and what is wrong.
+  std::vector<std::pair<std::string, std::string>> usage_errors = {
+      {"--frobnicate", "unknown option '--frobnicate'"},
+      {"report /nonexistent/run --threads many", "report: --threads: expects an integer >= 0, got 'many'"},
+      {"export /nonexistent/run", "export: out is required"},
+      {"prune /nonexistent/a /nonexistent/b prune.sparsity=0.5", "prune: unexpected argument '/nonexistent/b'"}};
+  // Each command with one thing its --help must list.
+  const std::vector<std::pair<std::string, std::string>> commands = {
+      {"train", "--multirun"}, {"eval", "ensemble"}, {"export", "out.safetensors"}, {"report", "--csv FILE"},
+      {"prune", "--scan"}};
+  for (const auto& [command, listed] : commands) {
+    auto help = run(command + " --help");
+    EXPECT_EQ(help.code, 0) << help.out;
+    EXPECT_NE(help.out.find("usage: retort " + command + " "), std::string::npos) << help.out;
+    EXPECT_NE(help.out.find(listed), std::string::npos) << help.out;
+    if (command == "report") {
+      EXPECT_EQ(run("help " + command).out, help.out);  // `help <command>` is `<command> --help`
+    }
+    usage_errors.push_back({command + " /nonexistent/a /nonexistent/b --frobnicate=3",
+                            command + ": unknown option '--frobnicate=3'"});
+  }
+  for (const auto& [args, message] : usage_errors) {
+    auto r = run(args);
+    EXPECT_EQ(r.code, 2) << args << ": " << r.out;
+    EXPECT_NE(r.out.find(message), std::string::npos) << r.out;
+    EXPECT_EQ(r.out.find('\n'), r.out.size() - 1) << "one line: " << r.out;
+  }
+  auto none = run("");
+  EXPECT_EQ(none.code, 2) << none.out;
+  EXPECT_NE(none.out.find("usage: retort <command>"), std::string::npos) << none.out;
 }
 
 TEST(Cli, TrainEvalExportRoundTrip) {
@@ -265,6 +323,62 @@ TEST(Cli, CfgPrintsTheResolvedConfigAndHelpListsGroupsAndKeys) {
   EXPECT_NE(h.out.find("model: cnn_large cnn_small"), std::string::npos) << h.out;
   EXPECT_NE(h.out.find("trainer.max_epochs"), std::string::npos) << h.out;
   EXPECT_NE(h.out.find("epochs to train"), std::string::npos) << h.out;
+  // Flags anywhere; overrides reach the config as given and in order: the last setting wins.
+  auto order = run("train --cfg ++optim.lr=0.5 " + kRecipe + " optim.lr=0.25");
+  ASSERT_EQ(order.code, 0) << order.out;
+  EXPECT_NE(order.out.find("lr: 0.25"), std::string::npos) << order.out;
+}
+
+TEST(Cli, ReportWritesItsTableAsCsvAndJson) {
+  if (!has_dataset()) GTEST_SKIP() << "dataset-fashion-mnist not installed";
+  auto dir = temp_dir("report");
+  const auto trained = dir / "run";
+  ASSERT_EQ(run("train " + kRecipe + kSmall + "trainer.eval=false run.dir=" + trained.string()).code, 0);
+  const auto csv = dir / "plots" / "table.csv", json = dir / "plots" / "table.json";
+  auto r = run("report " + trained.string() + " data.subset=100 --out " + (dir / "out").string() + " --csv " +
+               csv.string() + " --json " + json.string() + " --warmup 0 --repeats 1 --threads 1 --batch 16");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find(csv.string()), std::string::npos) << r.out;
+  EXPECT_TRUE(fs::exists(dir / "out" / "report.md"));
+
+  // JSON: one object per run holding every column of the printed table, numbers as numbers.
+  const auto rows = nlohmann::json::parse(retort::read_file(json));
+  ASSERT_EQ(rows.size(), 1u);
+  const auto& row = rows[0];
+  const std::vector<std::string> names = {"run", "step", "role", "model", "parameters", "weights_mb", "test_accuracy",
+                                          "latency_ms_per_batch", "batch", "latency_ms_per_sample", "peak_forward_mb",
+                                          "threads", "amp"};
+  EXPECT_EQ(row.size(), names.size()) << row.dump();
+  EXPECT_EQ(row["run"], trained.string());
+  EXPECT_EQ(row["step"], 6);
+  EXPECT_EQ(row["batch"], 16);
+  EXPECT_EQ(row["threads"], 1);
+  EXPECT_EQ(row["amp"], "off");
+  EXPECT_TRUE(row["parameters"].is_number_integer()) << row.dump();
+  for (const char* n : {"weights_mb", "test_accuracy", "latency_ms_per_batch", "latency_ms_per_sample"})
+    EXPECT_TRUE(row[n].is_number()) << n << " in " << row.dump();
+  EXPECT_TRUE(row["peak_forward_mb"].is_number() || row["peak_forward_mb"].is_null()) << row.dump();
+  // The printed table shows the same values, rounded.
+  std::ostringstream accuracy;
+  accuracy << std::fixed << std::setprecision(2) << 100 * row["test_accuracy"].get<double>() << " %";
+  EXPECT_NE(r.out.find("| " + accuracy.str() + " |"), std::string::npos) << r.out;
+
+  // CSV: a header of the same names in the printed order, then the same values.
+  const std::string text = retort::read_file(csv);
+  const auto eol = text.find('\n');
+  ASSERT_NE(eol, std::string::npos) << text;
+  EXPECT_EQ(csv_fields(text.substr(0, eol)), names) << text;
+  EXPECT_EQ(text.find('\n', eol + 1), text.size() - 1) << "one line per run: " << text;
+  const auto values = csv_fields(text.substr(eol + 1, text.size() - eol - 2));
+  ASSERT_EQ(values.size(), names.size()) << text;  // the model's commas stay inside its quoted field
+  for (size_t i = 0; i < names.size(); ++i) {
+    const auto& v = row[names[i]];
+    if (v.is_string()) EXPECT_EQ(values[i], v.get<std::string>()) << names[i];
+    else if (v.is_null()) EXPECT_EQ(values[i], "") << names[i];
+    else EXPECT_EQ(std::stod(values[i]), v.get<double>()) << names[i];
+  }
+  EXPECT_NE(row["model"].get<std::string>().find(','), std::string::npos) << row.dump();
+  retort::remove_tree(dir);
 }
 
 TEST(Cli, SweepRunsTheProductAndAFailedRunDoesNotStopIt) {

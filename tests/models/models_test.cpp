@@ -6,10 +6,12 @@
 #include "core/error.h"
 #include "core/fs.h"
 #include "models/models.h"
+#include "tests/common/expect.h"
 
 namespace fs = std::filesystem;
 using namespace retort;
 using namespace retort::models;
+using test::expect_error;
 
 namespace {
 
@@ -102,6 +104,16 @@ TEST(Registry, UnknownNameListsKnownOnes) {
     EXPECT_NE(msg.find("cnn"), std::string::npos);
     EXPECT_NE(msg.find("mlp"), std::string::npos);
   }
+}
+
+TEST(Registry, ReadModelOptionsNamesTheFullKey) {
+  auto o = read_model_options(YAML::Load("{name: cnn, channels: [8, 16], hidden: [32]}"), "distill.teacher.model");
+  EXPECT_EQ(o.channels, (std::vector<int64_t>{8, 16}));
+  expect_error<ConfigError>(
+      [] { read_model_options(YAML::Load("{name: cnn, chanels: [8]}"), "distill.teacher.model"); },
+      {"distill.teacher.model.chanels"});
+  expect_error<ConfigError>([] { read_model_options(YAML::Load("[1, 2]"), "distill.teacher.model"); },
+                            {"distill.teacher.model: expected a map of model keys", "list"});
 }
 
 TEST(Mlp, Shapes) {

@@ -4,6 +4,7 @@
 
 #include <fstream>
 
+#include "cli/commands.h"
 #include "cli/prune.h"
 #include "cli/run_config.h"
 #include "core/error.h"
@@ -48,9 +49,11 @@ fs::path make_run(const fs::path& root) {
   return run;
 }
 
+/// `retort prune <args...>`, errors thrown.
 int run_prune(std::vector<std::string> args) {
   static launch::World world(launch::LaunchInfo{});
-  return cli::prune(world, args);
+  args.insert(args.begin(), "prune");
+  return cli::run_command_line(world, args);
 }
 
 std::shared_ptr<models::Model> load_model(const fs::path& run) {

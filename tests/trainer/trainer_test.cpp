@@ -17,6 +17,7 @@
 #include "models/models.h"
 #include "launch/world.h"
 #include "trainer/checkpoint.h"
+#include "trainer/checkpoint_model.h"
 #include "trainer/optim.h"
 #include "trainer/schedule.h"
 #include "trainer/trainer.h"
@@ -233,6 +234,43 @@ TEST(Checkpointer, TruncatedOrAlteredFilesAreRefusedByName) {
   write_file_atomic(dir / "manifest.json", "{ not json");
   EXPECT_THROW(Checkpointer::load(dir), CheckpointError);
   EXPECT_THROW(Checkpointer::resolve(d / "nope"), CheckpointError);
+  retort::remove_tree(d);
+}
+
+TEST(CheckpointModel, BuildsTheConfiguredModelWithItsWeightsAndNamesTheFileOtherwise) {
+  auto d = temp_dir("ckpt-model");
+  auto model = models::make_model(tiny_model());
+  auto save = [&](const std::string& run, const std::string& config_yaml, std::map<std::string, torch::Tensor> w) {
+    Checkpoint k;
+    k.step = 3;
+    k.model = std::move(w);
+    k.config_yaml = config_yaml;
+    return Checkpointer(d / run / "checkpoints", 1).save(k);
+  };
+  const std::string model_yaml = "model: {channels: [4, 8], convs_per_stage: 1, hidden: [16], dropout: 0.1}\n";
+  save("good", "run: {dir: x}\n" + model_yaml, models::weights_of(*model));
+  auto loaded = load_checkpoint_model(d / "good");  // a run directory: its newest checkpoint
+  EXPECT_EQ(loaded.checkpoint.step, 3);
+  EXPECT_FALSE(loaded.model->is_training());
+  EXPECT_EQ(loaded.model->options().hidden, (std::vector<int64_t>{16}));
+  for (const auto& [name, w] : models::weights_of(*model))
+    EXPECT_TRUE(torch::equal(w, models::weights_of(*loaded.model).at(name))) << name;
+
+  const auto no_model = save("no-model", "run: {dir: x}\n", models::weights_of(*model));
+  test::expect_error<CheckpointError>([&] { load_checkpoint_model(no_model); },
+                                      {(no_model / "config.yaml").string(), "no `model:` section"});
+  const auto typo = save("typo", "model: {chanels: [4, 8]}\n", models::weights_of(*model));
+  test::expect_error<ConfigError>([&] { load_checkpoint_model(typo); },
+                                  {(typo / "config.yaml").string(), "model.chanels"});
+  const auto unknown = save("unknown", "model: {name: resnet}\n", models::weights_of(*model));
+  test::expect_error<ConfigError>([&] { load_checkpoint_model(unknown); },
+                                  {(unknown / "config.yaml").string(), "model.name", "resnet"});
+  auto weights = models::weights_of(*model);
+  weights.erase("head.bias");
+  const auto missing = save("missing", model_yaml, weights);
+  test::expect_error<CheckpointError>([&] { load_checkpoint_model(missing); },
+                                      {(missing / "model.safetensors").string(), "head.bias"});
+  test::expect_error<CheckpointError>([&] { load_checkpoint_model(d / "nothing"); }, {(d / "nothing").string()});
   retort::remove_tree(d);
 }
 
