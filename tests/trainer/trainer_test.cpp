@@ -643,8 +643,8 @@ TEST(Trainer, TensorBoardScalarsAreTheRowsOfMetricsJsonl) {
   setup.trainer.log_every = 3;
   setup.trainer.eval = true;
   setup.test_set = test::band_dataset(64, 4);
-  setup.amp.mode = "autocast";  // loss scale, a skipped step, its overflow string, two terms
-  setup.amp.loss_scaling = "on";
+  setup.amp.mode = amp::AmpMode::kAutocast;  // loss scale, a skipped step, its overflow string, two terms
+  setup.amp.loss_scaling = amp::LossScaling::kOn;
   torch::manual_seed(7);
   setup.task = std::make_shared<OverflowingTask>(models::make_model(tiny_model()), 4);
   Trainer(std::move(setup)).fit();
