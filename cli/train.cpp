@@ -129,6 +129,50 @@ struct RunSummary {
   std::filesystem::path dir;
 };
 
+/// The task the run trains: supervised, distillation when any distill key is set (teacher
+/// frozen, projections made, every mapped pair checked by a dry forward on one batch),
+/// wrapped in pruning masks when started from a pruned checkpoint; all before the run
+/// directory exists.
+std::shared_ptr<trainer::Task> make_task(const RunConfig& rc, std::shared_ptr<models::Model> model,
+                                         const std::optional<PrunedStart>& pruned, const data::Dataset& train_set,
+                                         const torch::Device& device, std::shared_ptr<launch::Communicator> comm) {
+  std::shared_ptr<trainer::Task> task = std::make_shared<trainer::SupervisedTask>(model);
+  // The schema gives every run a distill section at its defaults.
+  if (!config::is_default(rc.distill)) {
+    rc.distill.validate();
+    rc.distill.validate_teacher_source();
+    const double dkd = rc.distill.loss_weights().dkd;
+    if (rc.data.mixup > 0 && dkd > 0)
+      throw ConfigError("distill.weights.dkd=" + std::to_string(dkd) +
+                        " needs one true class per sample, which data.mixup=" + std::to_string(rc.data.mixup) +
+                        " mixes away: set one of them to 0");
+    auto teacher = trainer::load_teacher(rc.distill);
+    teacher->to(device);
+    model->to(device);
+    distill::Distiller distiller(teacher, model, rc.distill);
+    task = std::make_shared<trainer::DistillTask>(distiller, trainer::sample_batch(train_set, 2, rc.data));
+  }
+  // Masks keep pruned weights at exactly zero through fine-tuning (gradients masked,
+  // weights re-masked after every step).
+  if (pruned) task = std::make_shared<trainer::PrunedTask>(task, pruned->masks, std::move(comm));
+  return task;
+}
+
+/// Rank 0 writes the run directory (one run, one directory): the recipe as written, the
+/// overrides, the resolved config, and train.log from now on.
+void write_run_directory(const std::filesystem::path& run_dir, const config::Composed& composed,
+                         const std::string& config_text) {
+  try {
+    ensure_writable_dir(run_dir / "config");
+  } catch (const Error& e) {
+    throw Error(std::string("run.dir: ") + e.what());
+  }
+  write_file_atomic(run_dir / "config" / "recipe.yaml", composed.recipe_text);
+  write_file_atomic(run_dir / "config" / "overrides.yaml", yaml_list(composed.overrides));
+  write_file_atomic(run_dir / "config" / "config.yaml", config_text);
+  trainer::attach_log_file(run_dir / "train.log");
+}
+
 RunSummary run_one(const config::Composed& composed_in, launch::World& world) {
   // --- CONFIG: every problem reported before anything is created -------------------------
   // prune.from: start from a pruned checkpoint; its model section (compacted widths
@@ -153,45 +197,12 @@ RunSummary run_one(const config::Composed& composed_in, launch::World& world) {
   torch::manual_seed(static_cast<uint64_t>(rc.trainer.seed));
   auto model = models::make_model(rc.model);
   if (pruned) models::load_weights(*model, pruned->weights, (pruned->checkpoint / "model.safetensors").string());
-  std::shared_ptr<trainer::Task> task = std::make_shared<trainer::SupervisedTask>(model);
-  // Distillation is on when the recipe names a teacher (the schema gives every run a
-  // distill section with empty teacher keys).
-  const YAML::Node distill_node = composed.config["distill"];
-  if (distill_node && (!rc.distill.teacher_checkpoint.empty() || !rc.distill.teacher_weights.empty() ||
-                       (composed.recipe_text.find("distill:") != std::string::npos))) {
-    // Teacher frozen, projections created and every mapped pair checked by a dry
-    // forward on one batch, all before the run directory exists.
-    rc.distill.validate();
-    rc.distill.validate_teacher_source();
-    const double dkd = rc.distill.loss_weights().dkd;
-    if (rc.data.mixup > 0 && dkd > 0)
-      throw ConfigError("distill.weights.dkd=" + std::to_string(dkd) +
-                        " needs one true class per sample, which data.mixup=" + std::to_string(rc.data.mixup) +
-                        " mixes away: set one of them to 0");
-    auto teacher = trainer::load_teacher(rc.distill);
-    teacher->to(device);
-    model->to(device);
-    distill::Distiller distiller(teacher, model, rc.distill);
-    task = std::make_shared<trainer::DistillTask>(distiller, trainer::sample_batch(*train_set, 2, rc.data));
-  }
-  // Masks keep pruned weights at exactly zero through fine-tuning (gradients masked,
-  // weights re-masked after every step).
-  if (pruned) task = std::make_shared<trainer::PrunedTask>(task, pruned->masks, comm);
+  auto task = make_task(rc, model, pruned, *train_set, device, comm);
 
-  // --- RUN DIRECTORY (rank 0 writes; one run, one directory) ------------------------------
+  // --- RUN DIRECTORY -------------------------------------------------------------------
   const std::filesystem::path run_dir = rc.run.dir;
   const std::string config_text = config::emit(composed.config);
-  if (comm->rank() == 0) {
-    try {
-      ensure_writable_dir(run_dir / "config");
-    } catch (const Error& e) {
-      throw Error(std::string("run.dir: ") + e.what());
-    }
-    write_file_atomic(run_dir / "config" / "recipe.yaml", composed.recipe_text);
-    write_file_atomic(run_dir / "config" / "overrides.yaml", yaml_list(composed.overrides));
-    write_file_atomic(run_dir / "config" / "config.yaml", config_text);
-    trainer::attach_log_file(run_dir / "train.log");
-  }
+  if (comm->rank() == 0) write_run_directory(run_dir, composed, config_text);
   auto log = trainer::logger();
   if (comm->rank() == 0) {
     log->info("retort {} | run dir {} | {} rank(s), backend {}, device {}, {} thread(s)", RETORT_VERSION,

@@ -162,6 +162,24 @@ class FieldBase {
 template <class E>
 struct EnumNames;
 
+/// A member type read from a YAML value by its own parser (a layer map, a nested model's
+/// options). Specialise it next to the type:
+///   template <> struct config::Codec<LayerMap> {
+///     static std::string type_name() { return "layer map"; }
+///     static LayerMap decode(const YAML::Node& node);    // ConfigError whose message omits the key
+///     static YAML::Node encode(const LayerMap& value);   // for --help, and is_default
+///   };
+template <class T>
+struct Codec;
+
+/// Every declared key of `options` as YAML (each field as `--help` renders it).
+template <class T>
+YAML::Node encode_options(const T& options);
+/// Whether every declared key of `options` has its default value: a section the recipe
+/// and the command line leave alone.
+template <class T>
+bool is_default(const T& options);
+
 /// The value `name` stands for (ConfigError naming `key` and the names otherwise), and a
 /// value's name: for enums outside a Reader (benchmarks' flags, messages).
 template <class E>
@@ -170,8 +188,8 @@ template <class E>
 std::string enum_name(E value);
 
 /// Supported member types: bool, int, int64_t, uint64_t, float, double, std::string,
-/// enums with EnumNames, std::vector<T> and std::optional<T> of those scalars, YAML::Node
-/// (free-form subtree, not validated). Keys may be dotted ("teacher.checkpoint") to reach
+/// enums with EnumNames, types with a Codec, std::vector<T> and std::optional<T> of those
+/// scalars, YAML::Node (free-form subtree, not validated). Keys may be dotted ("teacher.checkpoint") to reach
 /// nested maps.
 template <class T>
 class Fields {

@@ -41,6 +41,21 @@ std::string render(const YAML::Node& v);
 inline std::string render(int v) { return render(static_cast<int64_t>(v)); }
 inline std::string render(float v) { return render(static_cast<double>(v)); }
 
+template <class T, class = void>
+struct HasCodec : std::false_type {};
+template <class T>
+struct HasCodec<T, std::void_t<decltype(Codec<T>::decode(std::declval<const YAML::Node&>()))>> : std::true_type {};
+
+template <class E, std::enable_if_t<std::is_enum_v<E>, int> = 0>
+std::string render(E v) {
+  return render(enum_name(v));
+}
+
+template <class T, std::enable_if_t<HasCodec<T>::value, int> = 0>
+std::string render(const T& v) {
+  return render(Codec<T>::encode(v));
+}
+
 template <class V>
 std::string render(const std::optional<V>& v) {
   return v ? render(*v) : std::string("null");
@@ -86,6 +101,11 @@ struct TypeTraits<E, std::enable_if_t<std::is_enum_v<E>>> {
   static std::string name() { return "string"; }
   static constexpr bool numeric = false, scalar = true;
 };
+template <class T>
+struct TypeTraits<T, std::enable_if_t<HasCodec<T>::value>> {
+  static std::string name() { return Codec<T>::type_name(); }
+  static constexpr bool numeric = false, scalar = true;
+};
 template <class V>
 struct TypeTraits<std::optional<V>> {
   static_assert(TypeTraits<V>::scalar, "config: std::optional<T> needs a scalar T");
@@ -112,9 +132,17 @@ bool decode(const Value& v, E& out, std::string& err) {
   return true;
 }
 
-template <class E, std::enable_if_t<std::is_enum_v<E>, int> = 0>
-std::string render(E v) {
-  return render(enum_name(v));
+template <class T, std::enable_if_t<HasCodec<T>::value, int> = 0>
+bool decode(const Value& v, T& out, std::string& err) {
+  YAML::Node node;
+  if (!decode(v, node, err)) return false;
+  try {
+    out = Codec<T>::decode(node);
+  } catch (const ConfigError& e) {
+    err = e.what();
+    return false;
+  }
+  return true;
 }
 
 template <class E>
@@ -224,6 +252,25 @@ void Fields<T>::add_section(const std::string& prefix, S T::*member) {
     };
     fields_.push_back(std::move(field));
   }
+}
+
+template <class T>
+YAML::Node encode_options(const T& options) {
+  Fields<T> fields;
+  T::declare(fields);
+  YAML::Node out(YAML::NodeType::Map);
+  for (const auto& f : fields.fields()) out[f->impl->key] = YAML::Load(f->impl->render(&options));
+  return out;
+}
+
+template <class T>
+bool is_default(const T& options) {
+  Fields<T> fields;
+  T::declare(fields);
+  const T defaults{};
+  for (const auto& f : fields.fields())
+    if (f->impl->render(&options) != f->impl->render(&defaults)) return false;
+  return true;
 }
 
 template <class E>

@@ -136,7 +136,7 @@ void DistillerImpl::check_hidden_pair(MappedPair& p, const torch::Tensor& hs, co
                            std::to_string(ht.size(1)) + "); enable distill.project=true to add a 1x1-convolution projection");
     }
     if (hs.size(2) != ht.size(2) || hs.size(3) != ht.size(3)) {
-      if (options_.spatial == "pool")
+      if (options_.spatial == DistillOptions::Spatial::kPool)
         p.pooled = true;
       else
         problems.push_back(what + ": spatial sizes differ; set distill.spatial=pool to average-pool the larger map to "

@@ -41,8 +41,7 @@ void DistillOptions::declare(config::Fields<DistillOptions>& f) {
         "hidden-state map: last, uniform, [[student, teacher], ...] (indices or names) or {student: teacher}");
   f.add("attention_layers", &DistillOptions::attention_layers, "attention-map map, same forms as distill.layers");
   f.add("project", &DistillOptions::project, "learned projection (linear / 1x1 conv) where widths differ");
-  f.add("spatial", &DistillOptions::spatial, "feature maps of different size: pool the larger to the smaller, or error")
-      .one_of({"pool", "error"});
+  f.add("spatial", &DistillOptions::spatial, "feature maps of different size: pool the larger to the smaller, or error");
   f.add("teacher.checkpoint", &DistillOptions::teacher_checkpoint, "teacher: a run directory or checkpoint directory");
   f.add("teacher.weights", &DistillOptions::teacher_weights, "teacher: a .safetensors file (needs distill.teacher.model)");
   f.add("teacher.model", &DistillOptions::teacher_model, "teacher's model options with teacher.weights (keys of model:)");
@@ -62,8 +61,6 @@ void DistillOptions::validate() const {
   check_weight(weight_mse, "mse");
   check_weight(weight_cosine, "cosine");
   check_weight(weight_attention, "attention");
-  if (spatial != "pool" && spatial != "error")
-    throw ConfigError("distill.spatial: expected pool or error, got '" + spatial + "'");
   const auto w = loss_weights();
   if (w.ce == 0 && w.kl == 0 && w.dkd == 0 && w.mse == 0 && w.cosine == 0 && w.attention == 0)
     throw ConfigError("distill.weights: every loss weight is 0 (ce, kl, dkd, mse, cosine, attention); give at least one a "
@@ -72,7 +69,7 @@ void DistillOptions::validate() const {
 
 void DistillOptions::validate_teacher_source() const {
   const bool ckpt = !teacher_checkpoint.empty(), weights = !teacher_weights.empty();
-  const bool model = teacher_model.IsDefined() && !teacher_model.IsNull();
+  const bool model = teacher_model.has_value();
   if (ckpt == weights)
     throw ConfigError(std::string("distill.teacher: ") + (ckpt ? "both checkpoint and weights are set" : "no teacher given") +
                       "; set exactly one of distill.teacher.checkpoint=<run or checkpoint dir> or "

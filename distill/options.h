@@ -18,6 +18,8 @@
 #include <vector>
 
 #include "config/config.h"
+#include "distill/layer_map.h"
+#include "models/model.h"
 
 namespace retort::distill {
 
@@ -48,21 +50,22 @@ struct DistillOptions {
   /// Hidden-state layer map for the mse and cosine terms: "last" (last to last),
   /// "uniform" (student i -> teacher round((i+1)*Lt/Ls)-1), a list of [student, teacher]
   /// pairs (indices, negative from the end, or hidden names), or a map {student: teacher}.
-  YAML::Node layers = YAML::Node("last");
+  LayerMap layers = LayerMap::last();
   /// The same, over the attention maps of Transformer layers (attention term).
-  YAML::Node attention_layers = YAML::Node("uniform");
+  LayerMap attention_layers = LayerMap::uniform();
   /// Add a learned projection (linear for vectors, 1x1 convolution for feature maps) from
   /// the student's width to the teacher's where they differ; false: a width mismatch is an
   /// error.
   bool project = true;
-  /// Feature maps of different height/width: "pool" adaptive-average-pools the larger to
-  /// the smaller (per side); "error" refuses.
-  std::string spatial = "pool";
+  /// Feature maps of different height/width: pool adaptive-average-pools the larger to
+  /// the smaller (per side); error refuses.
+  enum class Spatial { kPool, kError };
+  Spatial spatial = Spatial::kPool;
   /// Where the teacher comes from (read by the CLI): a run or checkpoint directory, or a
   /// safetensors file plus the teacher's model options (same keys as `model:`).
   std::string teacher_checkpoint;
   std::string teacher_weights;
-  YAML::Node teacher_model;
+  std::optional<models::ModelOptions> teacher_model;
   /// More teachers (run or checkpoint directories) averaged with the first into one
   /// (distill::TeacherEnsemble): their mean logits feed the kl and dkd terms; the hidden
   /// states and attention maps stay the first teacher's.
@@ -70,7 +73,7 @@ struct DistillOptions {
 
   static void declare(config::Fields<DistillOptions>& f);
   /// ConfigError naming the key: alpha outside [0, 1], a negative or non-finite weight,
-  /// all weights zero, temperature <= 0, spatial not pool/error.
+  /// all weights zero, temperature <= 0.
   void validate() const;
   /// ConfigError unless exactly one of teacher.checkpoint / teacher.weights is set, and
   /// teacher.model accompanies teacher.weights.
@@ -80,3 +83,14 @@ struct DistillOptions {
 };
 
 }  // namespace retort::distill
+
+namespace retort::config {
+
+template <>
+struct EnumNames<distill::DistillOptions::Spatial> {
+  static std::vector<std::pair<std::string, distill::DistillOptions::Spatial>> list() {
+    return {{"pool", distill::DistillOptions::Spatial::kPool}, {"error", distill::DistillOptions::Spatial::kError}};
+  }
+};
+
+}  // namespace retort::config

@@ -94,3 +94,15 @@ int64_t count_parameters(const torch::nn::Module& module, bool trainable_only = 
 std::vector<std::pair<std::string, torch::Tensor>> named_state(const torch::nn::Module& module);
 
 }  // namespace retort::models
+
+namespace retort::config {
+
+/// A model's options as a config value (distill.teacher.model): the keys of `model:`.
+template <>
+struct Codec<models::ModelOptions> {
+  static std::string type_name() { return "model options"; }
+  static models::ModelOptions decode(const YAML::Node& node) { return models::read_model_options(node, ""); }
+  static YAML::Node encode(const models::ModelOptions& options) { return encode_options(options); }
+};
+
+}  // namespace retort::config

@@ -80,6 +80,12 @@ ModelOptions read_model_options(const YAML::Node& node, const std::string& key) 
     throw ConfigError(key + ": expected a map of model keys (name, channels, ...), got " +
                       (node.IsDefined() && !node.IsNull() ? "a " + std::string(node.IsSequence() ? "list" : "scalar")
                                                           : std::string("nothing")));
+  if (key.empty()) {  // read at the root: messages name the model's own keys
+    config::Reader reader(node);
+    auto options = reader.section<ModelOptions>("");
+    reader.finish();
+    return options;
+  }
   // Re-rooted under `key` so every message the reader gives names the full path.
   std::vector<std::string> parts;
   for (size_t start = 0;;) {

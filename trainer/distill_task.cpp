@@ -37,7 +37,7 @@ std::shared_ptr<models::Model> load_teacher(const distill::DistillOptions& optio
   options.validate_teacher_source();
   std::shared_ptr<models::Model> teacher;
   if (!options.teacher_weights.empty()) {
-    const auto model = models::read_model_options(options.teacher_model, "distill.teacher.model");
+    const auto& model = *options.teacher_model;
     const auto file = models::load_safetensors(options.teacher_weights);
     teacher = distill::load_teacher_weights(model, file.tensors, options.teacher_weights);
   } else {

@@ -99,7 +99,7 @@ TEST(DistillTask, ShortDistillationImprovesTheStudentAndFreezesTheTeacher) {
   opts.teacher_checkpoint = teacher_dir.string();
   opts.weight_kl = 0.5;
   opts.temperature = 2.0;
-  opts.layers = YAML::Node("uniform");
+  opts.layers = distill::parse_layer_map(YAML::Node("uniform"));
   auto teacher = trainer::load_teacher(opts);
   EXPECT_FALSE(teacher->is_training());
   EXPECT_EQ(teacher->options().channels, (std::vector<int64_t>{8, 16}));
@@ -170,15 +170,15 @@ TEST(DistillTask, LoadTeacherFromASafetensorsFile) {
   models::save_safetensors(dir / "t.safetensors", models::weights_of(*model));
   distill::DistillOptions o;
   o.teacher_weights = (dir / "t.safetensors").string();
-  o.teacher_model = YAML::Load("{name: cnn, channels: [8, 16], convs_per_stage: 1, hidden: [32]}");
+  o.teacher_model = models::read_model_options(YAML::Load("{name: cnn, channels: [8, 16], convs_per_stage: 1, hidden: [32]}"), "distill.teacher.model");
   auto t = trainer::load_teacher(o);
   for (const auto& [name, w] : models::weights_of(*model))
     EXPECT_TRUE(torch::equal(w, models::weights_of(*t).at(name))) << name;
   for (const auto& p : t->parameters()) EXPECT_FALSE(p.requires_grad());
   // The wrong architecture: every mis-fitting tensor named, with the file.
-  o.teacher_model = YAML::Load("{name: cnn, channels: [8, 32], convs_per_stage: 1, hidden: [32]}");
+  o.teacher_model = models::read_model_options(YAML::Load("{name: cnn, channels: [8, 32], convs_per_stage: 1, hidden: [32]}"), "distill.teacher.model");
   expect_error<CheckpointError>([&] { trainer::load_teacher(o); }, {"t.safetensors", "mis-shaped", "stage1.conv0.weight"});
-  o.teacher_model = YAML::Node();
+  o.teacher_model.reset();
   expect_error<ConfigError>([&] { trainer::load_teacher(o); }, {"distill.teacher.model: required"});
   retort::remove_tree(dir);
 }

@@ -185,7 +185,7 @@ TEST(Distiller, VitWithAttentionMatchesPyTorch) {
   o.temperature = 2.0;
   o.weight_mse = 0.3;
   o.weight_attention = 2.0;
-  o.layers = YAML::Node("uniform");
+  o.layers = distill::parse_layer_map(YAML::Node("uniform"));
   distill::Distiller d(teacher, student, o);
   d->prepare(golden("vit.x"));
   ASSERT_EQ(d->hidden_pairs().size(), 1u);
@@ -203,7 +203,7 @@ TEST(Distiller, VitWithAttentionMatchesPyTorch) {
 TEST(Distiller, ProjectionShapesForWidthAndChannelMismatch) {
   torch::manual_seed(0);
   distill::DistillOptions o;
-  o.layers = YAML::Node("uniform");
+  o.layers = distill::parse_layer_map(YAML::Node("uniform"));
   auto d = make(cnn({32, 64}, {512}), cnn({16, 32}, {64}), o);
   d->prepare(torch::randn({3, 1, 28, 28}));
   const auto params = d->named_parameters();
@@ -231,14 +231,14 @@ TEST(Distiller, ProjectionShapesForWidthAndChannelMismatch) {
 
 TEST(Distiller, SpatialMismatchIsPooledOrRefused) {
   distill::DistillOptions o;
-  o.layers = YAML::Load("{stage2: stage1}");  // student 3x3 map -> teacher 7x7 map
+  o.layers = distill::parse_layer_map(YAML::Load("{stage2: stage1}"));  // student 3x3 map -> teacher 7x7 map
   auto d = make(cnn({8, 16}, {32}), cnn({8, 8, 16}, {32}), o);
   d->prepare(torch::randn({2, 1, 28, 28}));
   EXPECT_TRUE(d->hidden_pairs()[0].pooled);
   EXPECT_TRUE(d->hidden_pairs()[0].projection.empty());
   auto l = d->forward(torch::randn({2, 1, 28, 28}), torch::randint(0, 10, {2}));
   EXPECT_TRUE(std::isfinite(l.total.item<double>()));
-  o.spatial = "error";
+  o.spatial = distill::DistillOptions::Spatial::kError;
   auto strict = make(cnn({8, 16}, {32}), cnn({8, 8, 16}, {32}), o);
   expect_error<ConfigError>([&] { strict->prepare(torch::randn({2, 1, 28, 28})); },
                             {"student stage2 [2, 16, 3, 3] -> teacher stage1 [2, 16, 7, 7]", "spatial sizes differ",
@@ -248,7 +248,7 @@ TEST(Distiller, SpatialMismatchIsPooledOrRefused) {
 TEST(Distiller, DryRunNamesEveryMismatchedPairAndTheFix) {
   distill::DistillOptions o;
   o.project = false;
-  o.layers = YAML::Node("uniform");
+  o.layers = distill::parse_layer_map(YAML::Node("uniform"));
   auto d = make(cnn({32, 64}, {512}), cnn({16, 64}, {64}), o);
   expect_error<ConfigError>([&] { d->prepare(torch::randn({5, 1, 28, 28})); },
                             {"dry run on one batch found 2 mismatched layer pair(s)",
@@ -261,7 +261,7 @@ TEST(Distiller, DryRunNamesEveryMismatchedPairAndTheFix) {
 
   // A feature map paired with a vector.
   distill::DistillOptions kinds;
-  kinds.layers = YAML::Load("[[stage1, fc0]]");
+  kinds.layers = distill::parse_layer_map(YAML::Load("[[stage1, fc0]]"));
   auto k = make(cnn({8, 16}, {32}), cnn({8, 16}, {32}), kinds);
   expect_error<ConfigError>([&] { k->prepare(torch::randn({2, 1, 28, 28})); },
                             {"student stage1 [2, 16, 7, 7] -> teacher fc0 [2, 32]",

@@ -62,9 +62,6 @@ TEST(DistillOptions, BadValuesNameTheKey) {
   o.weight_dkd = 1;  // DKD alone is a loss
   EXPECT_NO_THROW(o.validate());
   EXPECT_EQ(o.loss_weights().dkd, 1.0);
-  o = DistillOptions();
-  o.spatial = "crop";
-  expect_error<ConfigError>([&] { o.validate(); }, {"distill.spatial", "pool or error", "crop"});
 }
 
 TEST(DistillOptions, TeacherSourceMustBeExactlyOne) {
@@ -77,7 +74,7 @@ TEST(DistillOptions, TeacherSourceMustBeExactlyOne) {
   expect_error<ConfigError>([&] { o.validate_teacher_source(); }, {"both checkpoint and weights are set"});
   o.teacher_checkpoint.clear();
   expect_error<ConfigError>([&] { o.validate_teacher_source(); }, {"distill.teacher.model: required", "t.safetensors"});
-  o.teacher_model = YAML::Load("{name: mlp}");
+  o.teacher_model = models::read_model_options(YAML::Load("{name: mlp}"), "distill.teacher.model");
   o.validate_teacher_source();
   o.teacher_weights.clear();
   o.teacher_checkpoint = "runs/t";
@@ -108,16 +105,18 @@ distill:
   EXPECT_EQ(o.dkd_alpha, 0.5);
   EXPECT_EQ(o.dkd_beta, 6.0);
   EXPECT_FALSE(o.weight_ce.has_value());
-  ASSERT_TRUE(o.layers.IsSequence());
-  EXPECT_EQ(o.layers[1][0].as<std::string>(), "stage1");
+  ASSERT_EQ(o.layers.form, distill::LayerMap::Form::kPairs);
+  ASSERT_EQ(o.layers.pairs.size(), 2u);
+  EXPECT_EQ(o.layers.pairs[1], (std::pair<std::string, std::string>{"stage1", "stage2"}));
   EXPECT_FALSE(o.project);
-  EXPECT_EQ(o.spatial, "error");
+  EXPECT_EQ(o.spatial, DistillOptions::Spatial::kError);
   EXPECT_EQ(o.teacher_checkpoint, "outputs/teacher");
   // Defaults when the section is absent.
   config::Reader empty(YAML::Load("{}"));
   auto d = empty.section<DistillOptions>("distill");
-  EXPECT_EQ(d.layers.as<std::string>(), "last");
-  EXPECT_EQ(d.attention_layers.as<std::string>(), "uniform");
+  EXPECT_EQ(d.layers.form, distill::LayerMap::Form::kLast);
+  EXPECT_EQ(d.attention_layers.form, distill::LayerMap::Form::kUniform);
+  EXPECT_FALSE(d.teacher_model.has_value());
   EXPECT_EQ(d.dkd_alpha, 1.0);  // the DKD paper's defaults
   EXPECT_EQ(d.dkd_beta, 8.0);
   EXPECT_EQ(d.loss_weights().dkd, 0.0);
@@ -128,4 +127,23 @@ TEST(DistillOptions, UnknownAndOutOfRangeKeysAreReported) {
   reader.section<DistillOptions>("distill");
   test::expect_error<ConfigError>([&] { reader.finish(); },
                                   {"distill.alpah", "distill.temperature", "distill.weights.kl"});
+}
+
+// The free-form values are typed when the config is read: a bad layer map, spatial mode or
+// teacher model is reported with the others, naming its key.
+TEST(DistillOptions, LayerMapsSpatialAndTeacherModelAreTypedWhenRead) {
+  config::Reader reader(YAML::Load(
+      "distill: {layers: every, attention_layers: [], spatial: crop, teacher: {model: {name: mlp, hiden: [8]}}}"));
+  reader.section<DistillOptions>("distill");
+  test::expect_error<ConfigError>([&] { reader.finish(); },
+                                  {"distill.layers: unknown layer map 'every'", "distill.attention_layers: the list of layer pairs is empty",
+                                   "distill.spatial: must be one of: pool, error; got 'crop'", "distill.teacher.model", "hiden"});
+  config::Reader good(YAML::Load("distill: {teacher: {model: {name: mlp, hidden: [8]}}}"));
+  const auto o = good.section<DistillOptions>("distill");
+  good.finish();
+  ASSERT_TRUE(o.teacher_model.has_value());
+  EXPECT_EQ(o.teacher_model->name, "mlp");
+  EXPECT_EQ(o.teacher_model->hidden, (std::vector<int64_t>{8}));
+  EXPECT_FALSE(config::is_default(o));
+  EXPECT_TRUE(config::is_default(DistillOptions()));
 }
