@@ -6,16 +6,11 @@
 #include <tuple>
 
 #include "core/error.h"
+#include "core/text.h"
 #include "launch/communicator.h"
 
 namespace retort::amp {
 namespace {
-
-std::string num(double v) {
-  std::ostringstream os;
-  os << v;
-  return os.str();
-}
 
 // Inf/NaN anywhere in `grads` (all on the CPU), as a [1] float flag, without a host sync.
 // aminmax reads each gradient once and allocates nothing of its size; NaN propagates into
@@ -49,7 +44,7 @@ std::vector<bool> non_finite_flags(const std::vector<torch::Tensor>& grads) {
 
 void check_positive(const char* key, double v) {
   if (!(v > 0.0) || !std::isfinite(v)) {
-    throw ConfigError(std::string("amp.scaler.") + key + ": expected a positive finite number, got " + num(v));
+    throw ConfigError(std::string("amp.scaler.") + key + ": expected a positive finite number, got " + format_number(v));
   }
 }
 
@@ -60,10 +55,10 @@ void GradScalerOptions::validate() const {
   check_positive("min_scale", min_scale());
   check_positive("max_scale", max_scale());
   if (!(growth_factor() > 1.0) || !std::isfinite(growth_factor())) {
-    throw ConfigError("amp.scaler.growth_factor: expected a finite number > 1, got " + num(growth_factor()));
+    throw ConfigError("amp.scaler.growth_factor: expected a finite number > 1, got " + format_number(growth_factor()));
   }
   if (!(backoff_factor() > 0.0 && backoff_factor() < 1.0)) {
-    throw ConfigError("amp.scaler.backoff_factor: expected a number in (0, 1), got " + num(backoff_factor()));
+    throw ConfigError("amp.scaler.backoff_factor: expected a number in (0, 1), got " + format_number(backoff_factor()));
   }
   if (growth_interval() < 1) {
     throw ConfigError("amp.scaler.growth_interval: expected >= 1, got " + std::to_string(growth_interval()));
@@ -72,12 +67,12 @@ void GradScalerOptions::validate() const {
     throw ConfigError("amp.scaler.hysteresis: expected >= 1, got " + std::to_string(hysteresis()));
   }
   if (min_scale() > max_scale()) {
-    throw ConfigError("amp.scaler.min_scale: " + num(min_scale()) + " is above amp.scaler.max_scale " +
-                      num(max_scale()));
+    throw ConfigError("amp.scaler.min_scale: " + format_number(min_scale()) + " is above amp.scaler.max_scale " +
+                      format_number(max_scale()));
   }
   if (init_scale() < min_scale() || init_scale() > max_scale()) {
-    throw ConfigError("amp.scaler.init_scale: " + num(init_scale()) + " is outside [min_scale, max_scale] = [" +
-                      num(min_scale()) + ", " + num(max_scale()) + "]");
+    throw ConfigError("amp.scaler.init_scale: " + format_number(init_scale()) + " is outside [min_scale, max_scale] = [" +
+                      format_number(min_scale()) + ", " + format_number(max_scale()) + "]");
   }
   if (max_consecutive_skips() < 0) {
     throw ConfigError("amp.scaler.max_consecutive_skips: expected >= 0 (0 = no limit), got " +
@@ -223,9 +218,8 @@ void GradScaler::diagnose(const std::vector<torch::Tensor>& params, const std::v
                           std::to_string(comm_->rank()) + " (another rank overflowed)";
     return;
   }
-  std::string list;
   const std::size_t shown = std::min<std::size_t>(names.size(), 5);
-  for (std::size_t i = 0; i < shown; ++i) list += (i ? ", " : "") + names[i];
+  std::string list = join(std::vector<std::string>(names.begin(), names.begin() + static_cast<std::ptrdiff_t>(shown)));
   if (names.size() > shown) list += ", ...";
   first_skip_report_ += "first non-finite gradients: " + list + " (" + std::to_string(names.size()) + " of " +
                         std::to_string(grads.size()) + " on rank " + std::to_string(comm_->rank()) + ")";
@@ -306,8 +300,8 @@ void GradScaler::update() {
   if (limit > 0 && consecutive_skips_ >= limit) {
     throw Error("amp::GradScaler: " + std::to_string(consecutive_skips_) +
                 " optimizer steps in a row skipped for inf/NaN gradients (amp.scaler.max_consecutive_skips=" +
-                std::to_string(limit) + "); loss scale now " + num(scale_) + " (min_scale " +
-                num(options_.min_scale()) + "), so training is diverging rather than overflowing. At the first "
+                std::to_string(limit) + "); loss scale now " + format_number(scale_) + " (min_scale " +
+                format_number(options_.min_scale()) + "), so training is diverging rather than overflowing. At the first "
                 "skipped step (update " + std::to_string(first_skip_update_) + "): " + first_skip_report_);
   }
 }
@@ -345,7 +339,7 @@ void GradScaler::load_state_dict(const std::map<std::string, torch::Tensor>& sta
   };
   const double scale = get("scale", torch::kDouble).item<double>();
   if (!(scale > 0.0) || !std::isfinite(scale)) {
-    throw CheckpointError("GradScaler state: key 'scale' must be positive and finite, got " + num(scale));
+    throw CheckpointError("GradScaler state: key 'scale' must be positive and finite, got " + format_number(scale));
   }
   auto count = [&](const std::string& key) {
     const int64_t v = get(key, torch::kLong).item<int64_t>();

@@ -8,6 +8,7 @@
 #include <map>
 
 #include "core/error.h"
+#include "core/text.h"
 
 namespace retort::cli {
 
@@ -43,16 +44,14 @@ class UsageFormatter : public CLI::Formatter {
 };
 
 std::string command_names() {
-  std::string names;
-  for (const auto& c : commands()) names += (names.empty() ? "" : ", ") + std::string(c.name);
-  return names;
+  return join(commands(), [](const auto& c) { return std::string(c.name); });
 }
 
 std::string flag_names(const CLI::App& app) {
-  std::string names;
+  std::vector<std::string> names;
   for (const CLI::Option* option : app.get_options())
-    if (option->nonpositional()) names += (names.empty() ? "" : ", ") + option->get_name();
-  return names;
+    if (option->nonpositional()) names.push_back(option->get_name());
+  return join(names);
 }
 
 /// The program's options and one subcommand per command; `runs` receives what runs each.

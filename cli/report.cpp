@@ -36,6 +36,7 @@
 #include "cli/commands.h"
 #include "cli/run_config.h"
 #include "core/error.h"
+#include "core/text.h"
 #include "core/fs.h"
 #include "data/data.h"
 #include "launch/communicator.h"
@@ -60,11 +61,7 @@ struct ReportArgs {
   int64_t batch = 256;   // ... on a batch of this many test images (at most the test split)
 };
 
-std::string list(const std::vector<int64_t>& v) {
-  std::string s = "[";
-  for (size_t i = 0; i < v.size(); ++i) s += (i ? ", " : "") + std::to_string(v[i]);
-  return s + "]";
-}
+std::string list(const std::vector<int64_t>& v) { return "[" + join(v, [](int64_t d) { return std::to_string(d); }) + "]"; }
 
 std::string describe_model(const models::ModelOptions& m) {
   std::ostringstream s;

@@ -9,6 +9,7 @@
 #include "cli/commands.h"
 #include "cli/run_config.h"
 #include "core/error.h"
+#include "core/text.h"
 #include "core/fs.h"
 #include "data/data.h"
 #include "launch/communicator.h"
@@ -46,9 +47,7 @@ std::string existing_run_problem(const std::filesystem::path& run_dir, const std
   if (std::filesystem::is_directory(checkpoints, ec) && !std::filesystem::is_empty(checkpoints, ec))
     found.push_back("checkpoints/");
   if (found.empty()) return "";
-  std::string what;
-  for (const auto& f : found) what += (what.empty() ? "" : ", ") + f;
-  return "run.dir: '" + run_dir.string() + "' already holds a run (" + what +
+  return "run.dir: '" + run_dir.string() + "' already holds a run (" + join(found) +
          "); continue it with trainer.resume=auto, or choose another run.dir (by default every run gets a new "
          "timestamped one)";
 }

@@ -4,6 +4,7 @@
 #include <ctime>
 #include <set>
 
+#include "core/text.h"
 #include "config/config.h"
 #include "config/interpolate.h"
 #include "config/override.h"
@@ -54,9 +55,7 @@ std::string dotted(const std::string& group) {
 }
 
 std::string join_names(const std::vector<std::string>& names) {
-  std::string out;
-  for (size_t i = 0; i < names.size(); ++i) out += (i ? ", " : "") + names[i];
-  return out.empty() ? "(none)" : out;
+  return names.empty() ? "(none)" : retort::join(names);
 }
 
 // `# @package foo.bar` in the leading comment lines of a group file.

@@ -45,6 +45,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "core/text.h"
 
 namespace retort::config {
 

@@ -62,9 +62,7 @@ std::string render(const std::optional<V>& v) {
 }
 template <class V>
 std::string render(const std::vector<V>& v) {
-  std::string out = "[";
-  for (size_t i = 0; i < v.size(); ++i) out += (i ? ", " : "") + render(v[i]);
-  return out + "]";
+  return "[" + retort::join(v, [](const V& x) { return render(x); }) + "]";
 }
 
 /// What a member type is, for messages, --help and which constraints apply.
@@ -277,9 +275,7 @@ template <class E>
 E enum_value(const std::string& name, const std::string& key) {
   for (const auto& [n, value] : EnumNames<E>::list())
     if (n == name) return value;
-  std::string names;
-  for (const auto& n : detail::enum_choices<E>()) names += (names.empty() ? "" : ", ") + n;
-  throw ConfigError(key + ": expected one of " + names + ", got '" + name + "'");
+  throw ConfigError(key + ": expected one of " + retort::join(detail::enum_choices<E>()) + ", got '" + name + "'");
 }
 
 template <class E>

@@ -6,6 +6,7 @@
 #include <limits>
 #include <set>
 
+#include "core/text.h"
 #include "config/config.h"
 #include "config/value.h"
 
@@ -122,14 +123,8 @@ std::string constraint_text(const FieldBase::Impl& f) {
   if (f.greater) parts.push_back("> " + number_text(*f.greater));
   if (f.max) parts.push_back("<= " + number_text(*f.max));
   if (f.less) parts.push_back("< " + number_text(*f.less));
-  if (!f.choices.empty()) {
-    std::string choices = "one of: ";
-    for (size_t i = 0; i < f.choices.size(); ++i) choices += (i ? ", " : "") + f.choices[i];
-    parts.push_back(choices);
-  }
-  std::string out;
-  for (size_t i = 0; i < parts.size(); ++i) out += (i ? " and " : "") + parts[i];
-  return out;
+  if (!f.choices.empty()) parts.push_back("one of: " + retort::join(f.choices));
+  return retort::join(parts, " and ");
 }
 
 // Checks one scalar against the field's bounds and choices; "" when fine.
@@ -151,7 +146,7 @@ std::string check_scalar(const FieldBase::Impl& f, const Value& v) {
   if (!f.choices.empty() && v.is_scalar() &&
       std::find(f.choices.begin(), f.choices.end(), v.text) == f.choices.end()) {
     std::string msg = "must be one of: ";
-    for (size_t i = 0; i < f.choices.size(); ++i) msg += (i ? ", " : "") + f.choices[i];
+    msg += retort::join(f.choices);
     msg += "; got '" + v.text + "'";
     std::string near = suggest(v.text, f.choices);
     if (!near.empty()) msg += " (did you mean '" + near + "'?)";

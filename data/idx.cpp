@@ -11,6 +11,7 @@
 #include <limits>
 
 #include "core/error.h"
+#include "core/text.h"
 #include "core/fs.h"
 
 namespace retort::data {
@@ -100,11 +101,7 @@ uint32_t big_endian32(const uint8_t* p) {
   return (uint32_t{p[0]} << 24) | (uint32_t{p[1]} << 16) | (uint32_t{p[2]} << 8) | uint32_t{p[3]};
 }
 
-std::string dims_text(const std::vector<int64_t>& dims) {
-  std::string s;
-  for (size_t i = 0; i < dims.size(); ++i) s += (i ? "x" : "") + std::to_string(dims[i]);
-  return s;
-}
+std::string dims_text(const std::vector<int64_t>& dims) { return join(dims, [](int64_t d) { return std::to_string(d); }, "x"); }
 
 /// Parses header and payload from `read`. `max_total` bounds the bytes the source can
 /// yield, so a corrupt header fails before a huge allocation.

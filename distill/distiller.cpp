@@ -8,6 +8,7 @@
 #include "amp/master_weights.h"
 #include "amp/ops.h"
 #include "core/error.h"
+#include "core/text.h"
 #include "distill/losses.h"
 
 namespace retort::distill {
@@ -23,12 +24,6 @@ std::vector<int64_t> shape_of(const torch::Tensor& t) { return t.sizes().vec(); 
 
 std::string kind_of(const torch::Tensor& h) {
   return h.dim() == 4 ? "feature map" : h.dim() == 3 ? "token sequence" : "vector";
-}
-
-std::string join(const std::vector<std::string>& v) {
-  std::string out;
-  for (const auto& s : v) out += (out.empty() ? "" : ", ") + s;
-  return out;
 }
 
 std::string model_desc(const models::Model& m) { return m.options().name; }

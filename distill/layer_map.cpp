@@ -6,6 +6,7 @@
 #include <set>
 
 #include "core/error.h"
+#include "core/text.h"
 
 namespace retort::distill {
 namespace {
@@ -14,12 +15,6 @@ struct Ref {
   std::string text;  // as written, for messages
   std::optional<int64_t> index;
 };
-
-std::string join(const std::vector<std::string>& names) {
-  std::string out;
-  for (const auto& n : names) out += (out.empty() ? "" : ", ") + n;
-  return out;
-}
 
 std::string flow(const YAML::Node& node) {
   YAML::Emitter e;

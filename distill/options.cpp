@@ -4,19 +4,14 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "core/text.h"
 
 namespace retort::distill {
 namespace {
 
-std::string num(double v) {
-  std::ostringstream s;
-  s << v;
-  return s.str();
-}
-
 void check_weight(const std::optional<double>& w, const char* term) {
   if (w && (!std::isfinite(*w) || *w < 0))
-    throw ConfigError(std::string("distill.weights.") + term + ": expected a finite weight >= 0, got " + num(*w));
+    throw ConfigError(std::string("distill.weights.") + term + ": expected a finite weight >= 0, got " + format_number(*w));
 }
 
 }  // namespace
@@ -50,14 +45,14 @@ void DistillOptions::declare(config::Fields<DistillOptions>& f) {
 }
 
 void DistillOptions::validate() const {
-  if (!(alpha >= 0 && alpha <= 1)) throw ConfigError("distill.alpha: expected a value in [0, 1], got " + num(alpha));
+  if (!(alpha >= 0 && alpha <= 1)) throw ConfigError("distill.alpha: expected a value in [0, 1], got " + format_number(alpha));
   if (!(temperature > 0) || !std::isfinite(temperature))
-    throw ConfigError("distill.temperature: expected a finite value > 0, got " + num(temperature));
+    throw ConfigError("distill.temperature: expected a finite value > 0, got " + format_number(temperature));
   check_weight(weight_ce, "ce");
   check_weight(weight_kl, "kl");
   check_weight(weight_dkd, "dkd");
   for (const auto& [v, key] : {std::pair<double, const char*>{dkd_alpha, "distill.dkd.alpha"}, {dkd_beta, "distill.dkd.beta"}})
-    if (!std::isfinite(v) || v < 0) throw ConfigError(std::string(key) + ": expected a finite value >= 0, got " + num(v));
+    if (!std::isfinite(v) || v < 0) throw ConfigError(std::string(key) + ": expected a finite value >= 0, got " + format_number(v));
   check_weight(weight_mse, "mse");
   check_weight(weight_cosine, "cosine");
   check_weight(weight_attention, "attention");

@@ -2,6 +2,7 @@
 #include <mutex>
 
 #include "core/error.h"
+#include "core/text.h"
 #include "models/cnn.h"
 #include "models/model.h"
 #include "models/transformer.h"
@@ -68,9 +69,7 @@ std::shared_ptr<Model> make_model(const ModelOptions& options) {
     if (it != registry().factories.end()) factory = it->second;
   }
   if (!factory) {
-    std::string known;
-    for (const auto& n : model_names()) known += (known.empty() ? "" : ", ") + n;
-    throw ConfigError("model.name: unknown model '" + options.name + "' (known: " + known + ")");
+    throw ConfigError("model.name: unknown model '" + options.name + "' (known: " + join(model_names()) + ")");
   }
   return factory(options);
 }

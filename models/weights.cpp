@@ -3,6 +3,7 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "core/text.h"
 #include "models/model.h"
 
 namespace retort::models {
@@ -36,9 +37,7 @@ void load_weights(torch::nn::Module& module, const std::map<std::string, torch::
     msg << "weights in '" << origin << "' do not fit the model:";
     auto list = [&](const char* what, const std::vector<std::string>& names) {
       if (names.empty()) return;
-      msg << " " << what << " [";
-      for (size_t i = 0; i < names.size(); ++i) msg << (i ? ", " : "") << names[i];
-      msg << "];";
+      msg << " " << what << " [" << join(names) << "];";
     };
     list("missing", missing);
     list("mis-shaped", misshaped);

@@ -3,6 +3,7 @@
 #include <set>
 
 #include "core/error.h"
+#include "core/text.h"
 #include "models/cnn.h"
 
 namespace retort::prune {
@@ -64,9 +65,7 @@ std::vector<Layer> prunable_layers(const models::Model& model) {
 }
 
 std::string layer_list(const std::vector<Layer>& layers) {
-  std::string out;
-  for (const auto& l : layers) out += (out.empty() ? "" : ", ") + l.name;
-  return out;
+  return join(layers, [](const Layer& l) { return l.name; });
 }
 
 }  // namespace retort::prune

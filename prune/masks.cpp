@@ -4,15 +4,12 @@
 
 #include "config/config.h"
 #include "core/error.h"
+#include "core/text.h"
 
 namespace retort::prune {
 namespace {
 
-std::string shape_text(c10::IntArrayRef s) {
-  std::string out = "[";
-  for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
-  return out + "]";
-}
+std::string shape_text(c10::IntArrayRef s) { return "[" + join(s.vec(), [](int64_t d) { return std::to_string(d); }) + "]"; }
 
 }  // namespace
 

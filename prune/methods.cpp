@@ -7,15 +7,10 @@
 
 #include "config/config.h"
 #include "core/error.h"
+#include "core/text.h"
 
 namespace retort::prune {
 namespace {
-
-std::string number(double v) {
-  std::ostringstream os;
-  os << v;
-  return os.str();
-}
 
 /// Indices of the k smallest entries of a 1-D tensor; equal values in index order, so the
 /// choice never depends on the sort algorithm.
@@ -150,7 +145,7 @@ std::map<std::string, double> layer_plan(const std::vector<Layer>& layers, const
       throw ConfigError("prune.layers." + name + ": the layer is also in prune.skip; keep it in one of them");
     if (method == Method::kSemi24 && s != 0.0 && s != 0.5)
       throw ConfigError("prune.layers." + name + ": 2:4 prunes exactly half of a layer (0.5), or nothing (0); got " +
-                        number(s));
+                        format_number(s));
   }
   std::map<std::string, double> plan;
   for (const auto& l : layers) {

@@ -4,6 +4,7 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "core/text.h"
 
 namespace retort::prune {
 namespace {
@@ -54,9 +55,9 @@ void flatten(const YAML::Node& node, const std::string& prefix, std::map<std::st
 Method parse_method(const std::string& name) {
   for (const auto& [n, m] : methods())
     if (n == name) return m;
-  std::string known;
-  for (const auto& [n, m] : methods()) known += (known.empty() ? "" : ", ") + n;
-  throw ConfigError("prune.method: unknown method '" + name + "' (known: " + known + ")");
+  std::vector<std::string> known;
+  for (const auto& [n, m] : methods()) known.push_back(n);
+  throw ConfigError("prune.method: unknown method '" + name + "' (known: " + join(known) + ")");
 }
 
 std::string method_name(Method m) {

@@ -1,3 +1,4 @@
+#include "core/text.h"
 #include "prune/report.h"
 
 #include <iomanip>
@@ -32,9 +33,7 @@ std::string format_report(const std::vector<LayerSparsity>& rows, const models::
   os << "| layer | shape | weights | pruned | sparsity | channels kept |\n"
      << "|---|---|---:|---:|---:|---:|\n";
   for (const auto& r : rows) {
-    std::string shape;
-    for (size_t i = 0; i < r.shape.size(); ++i) shape += (i ? "x" : "") + std::to_string(r.shape[i]);
-    os << "| " << r.layer << " | " << shape << " | " << r.weights << " | " << r.pruned << " | " << std::fixed
+    os << "| " << r.layer << " | " << join(r.shape, [](int64_t d) { return std::to_string(d); }, "x") << " | " << r.weights << " | " << r.pruned << " | " << std::fixed
        << std::setprecision(1) << 100.0 * r.sparsity() << " % | " << (r.channels - r.channels_removed) << "/"
        << r.channels << " |\n";
   }

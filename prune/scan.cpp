@@ -1,3 +1,4 @@
+#include "core/text.h"
 #include "prune/scan.h"
 
 #include <iomanip>
@@ -121,9 +122,7 @@ std::string suggested_recipe(const ScanResult& r) {
     // 2:4 is all or nothing per layer: the layers that lose too much go into skip.
     std::vector<std::string> skip = r.skip;
     skip.insert(skip.end(), dense.begin(), dense.end());
-    os << "  skip: [";
-    for (size_t i = 0; i < skip.size(); ++i) os << (i ? ", " : "") << skip[i];
-    os << "]\n";
+    os << "  skip: [" << join(skip) << "]\n";
     return os.str();
   }
   os << "  sparsity: 0.0  # layers not listed stay dense\n  layers:\n" << layers.str();

@@ -12,6 +12,7 @@
 #include <set>
 
 #include "core/error.h"
+#include "core/text.h"
 #include "core/fs.h"
 
 namespace retort::trainer {
@@ -407,8 +408,9 @@ void GradReducer::finish() {
     if (!c.ready[k]) unused.push_back(k);
   torch::NoGradGuard no_grad;
   if (!unused.empty() && !c.options.find_unused) {
-    std::string list;
-    for (size_t i = 0; i < unused.size() && i < 20; ++i) list += (i ? ", " : "") + c.names[unused[i]];
+    std::vector<std::string> names;
+    for (size_t i = 0; i < unused.size() && i < 20; ++i) names.push_back(c.names[unused[i]]);
+    std::string list = join(names);
     if (unused.size() > 20) list += ", ... (" + std::to_string(unused.size() - 20) + " more)";
     c.reset(/*after_error=*/true);
     throw Error("GradReducer: " + std::to_string(unused.size()) + " parameter(s) got no gradient in this backward: " +
