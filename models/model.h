@@ -7,6 +7,7 @@
 #include <torch/torch.h>
 
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -17,9 +18,9 @@
 namespace retort::models {
 
 struct Output {
-  torch::Tensor logits;               // [B, num_classes]
+  torch::Tensor logits;               // [B, num_classes]; language models (gpt): [B, T, vocab_size]
   std::vector<torch::Tensor> hidden;  // one per layer/stage, in depth order
-  std::vector<torch::Tensor> attention;  // [B, heads, T, T] per layer (Transformers only)
+  std::vector<torch::Tensor> attention;  // [B, heads, T, T] per layer (Transformers only; see keep_attention)
 };
 
 /// Architecture hyper-parameters, read from the `model:` section of a recipe.
@@ -45,6 +46,10 @@ struct ModelOptions {
   int64_t depth = 4;
   int64_t heads = 4;
   double mlp_ratio = 2.0;
+  // gpt (causal language model; also dim, depth, heads, dropout)
+  int64_t vocab_size = 256;  ///< token ids in [0, vocab_size): 256 for bytes, 50257 for GPT-2's BPE
+  int64_t context = 256;     ///< positions: the longest sequence the model reads
+  int64_t mlp_dim = 0;       ///< MLP width (GPT-2's n_inner); 0: 4 * dim
   static void declare(config::Fields<ModelOptions>& f);
 };
 
@@ -59,6 +64,22 @@ class Model : public torch::nn::Module {
   virtual std::vector<std::string> hidden_kinds() const = 0;
   const ModelOptions& options() const { return options_; }
 
+  /// Incoming weights (a file, a checkpoint) as this model names them, before load_weights
+  /// matches them: a family whose published checkpoints carry more than its state (GPT-2's
+  /// attention-mask buffers and tied lm_head) drops that here. `origin` names the source in
+  /// errors. Default: unchanged.
+  virtual std::map<std::string, torch::Tensor> normalize_weights(std::map<std::string, torch::Tensor> tensors,
+                                                                 const std::string& /*origin*/) const {
+    return tensors;
+  }
+
+  /// Attention maps in Output::attention cost [B, heads, T, T] per layer, held until the
+  /// output goes: gpt returns them only after set_keep_attention(true) (attention
+  /// distillation needs them); vit always returns them. A model made of models (a teacher
+  /// ensemble) overrides it to pass it on.
+  virtual void set_keep_attention(bool keep) { keep_attention_ = keep; }
+  bool keep_attention() const { return keep_attention_; }
+
   /// Batch norm in training computes its statistics over every rank of `comm` (the
   /// trainer sets it for ddp.sync_batchnorm); null: each rank over its own samples.
   void set_batch_norm_sync(std::shared_ptr<launch::Communicator> comm) { batch_norm_sync_ = std::move(comm); }
@@ -70,6 +91,7 @@ class Model : public torch::nn::Module {
 
  private:
   std::shared_ptr<launch::Communicator> batch_norm_sync_;
+  bool keep_attention_ = false;
 };
 
 using ModelFactory = std::function<std::shared_ptr<Model>(const ModelOptions&)>;

@@ -44,9 +44,12 @@ void ModelOptions::declare(config::Fields<ModelOptions>& f) {
   f.add("dropout", &ModelOptions::dropout, "dropout after each fully connected hidden layer").min(0).less_than(1);
   f.add("patch", &ModelOptions::patch, "transformer: patch side in pixels").min(1);
   f.add("dim", &ModelOptions::dim, "transformer: model width").min(1);
-  f.add("depth", &ModelOptions::depth, "transformer: encoder layers").min(1);
+  f.add("depth", &ModelOptions::depth, "transformer: layers").min(1);
   f.add("heads", &ModelOptions::heads, "transformer: attention heads").min(1);
-  f.add("mlp_ratio", &ModelOptions::mlp_ratio, "transformer: MLP width / model width").greater_than(0);
+  f.add("mlp_ratio", &ModelOptions::mlp_ratio, "vit: MLP width / model width").greater_than(0);
+  f.add("vocab_size", &ModelOptions::vocab_size, "gpt: token ids in [0, vocab_size)").min(1);
+  f.add("context", &ModelOptions::context, "gpt: positions, the longest sequence the model reads").min(1);
+  f.add("mlp_dim", &ModelOptions::mlp_dim, "gpt: MLP width (GPT-2's n_inner); 0: 4 * dim").min(0);
 }
 
 void register_model(const std::string& name, ModelFactory factory) {

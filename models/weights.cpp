@@ -48,4 +48,8 @@ void load_weights(torch::nn::Module& module, const std::map<std::string, torch::
   for (auto& [name, t] : own) t.copy_(tensors.at(name));
 }
 
+void load_weights(Model& model, const std::map<std::string, torch::Tensor>& tensors, const std::string& origin) {
+  load_weights(static_cast<torch::nn::Module&>(model), model.normalize_weights(tensors, origin), origin);
+}
+
 }  // namespace retort::models
