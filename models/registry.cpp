@@ -4,6 +4,7 @@
 #include "core/error.h"
 #include "core/text.h"
 #include "models/cnn.h"
+#include "models/gpt.h"
 #include "models/model.h"
 #include "models/transformer.h"
 
@@ -17,6 +18,7 @@ struct Registry {
     factories["cnn"] = [](const ModelOptions& o) { return std::make_shared<Cnn>(o); };
     factories["mlp"] = [](const ModelOptions& o) { return std::make_shared<Mlp>(o); };
     factories["vit"] = [](const ModelOptions& o) { return std::make_shared<VisionTransformer>(o); };
+    factories["gpt"] = [](const ModelOptions& o) { return std::make_shared<Gpt>(o); };
   }
 };
 
