@@ -67,7 +67,10 @@ int export_weights(launch::World& world, const ExportArgs& a) {
   if (world.rank() != 0) return kExitOk;
   const auto ckpt = trainer::Checkpointer::load(trainer::Checkpointer::resolve(a.source));
   const std::filesystem::path out = a.out;
-  ensure_writable_dir(out.has_parent_path() ? out.parent_path() : std::filesystem::path("."));
+  const std::filesystem::path dir = out.has_parent_path() ? out.parent_path() : std::filesystem::path(".");
+  ensure_writable_dir(dir);
+  // A gpt run exports as a Hugging Face GPT-2 folder: GPT-2's config.json beside the weights.
+  const auto options = trainer::checkpoint_model_options(ckpt);
   // Only the model: distillation projections and optimizer state stay in the checkpoint.
   // A structured-pruned model is written compacted (removed channels physically gone).
   auto weights = ckpt.model;
@@ -78,10 +81,12 @@ int export_weights(launch::World& world, const ExportArgs& a) {
     std::cout << "compacted: " << compacted->params_before << " -> " << compacted->params_after << " parameters\n";
   }
   models::save_safetensors(out, weights, meta);
+  if (options.name == "gpt") models::write_gpt2_config(dir / "config.json", options);
   int64_t params = 0;
   for (const auto& kv : weights) params += kv.second.numel();
   std::cout << "wrote " << out.string() << ": " << weights.size() << " tensors, " << params << " values (step "
             << ckpt.step << ")\n";
+  if (options.name == "gpt") std::cout << "wrote " << (dir / "config.json").string() << " (GPT-2 config)\n";
   return kExitOk;
 }
 
@@ -99,7 +104,7 @@ CommandRun define_export(CLI::App& app) {
   auto a = std::make_shared<ExportArgs>();
   app.add_option("checkpoint", a->source, "a run directory (its newest checkpoint) or a checkpoint directory")
       ->required();
-  app.add_option("out", a->out, "the .safetensors file to write")->required();
+  app.add_option("out", a->out, "the .safetensors file to write (a gpt run: config.json beside it)")->required();
   return [a](launch::World& world) { return export_weights(world, *a); };
 }
 
