@@ -21,8 +21,8 @@ struct DataOptions {
   double mixup = 0.0;
   int64_t prefetch = 2;                ///< batches prepared ahead; 0 prepares in next()
   int64_t subset = 0;                  ///< keep the first n samples of each split; 0 = all
-  /// Global batch for evaluation. Larger is slower on CPU: at 1000 a CNN activation
-  /// outgrows the caches and malloc's 32 MiB heap threshold (34 s vs 4 s for 10k images).
+  /// Global batch for evaluation. Larger is slower on CPU: a CNN activation outgrows the
+  /// caches and malloc's heap threshold (core/malloc.h).
   int64_t eval_batch_size = 256;
 
   /// Throws ConfigError naming the key (`data.<field>`) and the value when out of range.

@@ -5,38 +5,19 @@
 #include <unistd.h>
 #include <zlib.h>
 
-#include <atomic>
 #include <filesystem>
 #include <fstream>
 #include <string>
 
 #include "core/fs.h"
 #include "tests/common/expect.h"
+#include "tests/common/temp_dir.h"
 
 namespace retort::data::testing {
 
 namespace fs = std::filesystem;
 
-/// A fresh directory, removed with everything in it at scope exit.
-class TempDir {
- public:
-  TempDir() {
-    static std::atomic<int> counter{0};
-    path_ = fs::temp_directory_path() /
-            ("retort-data-test-" + std::to_string(::getpid()) + "-" + std::to_string(counter++));
-    retort::remove_tree(path_);
-    fs::create_directories(path_);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    retort::remove_tree(path_, ec);
-  }
-  const fs::path& path() const { return path_; }
-  fs::path operator/(const std::string& name) const { return path_ / name; }
-
- private:
-  fs::path path_;
-};
+using retort::test::TempDir;
 
 /// IDX bytes written by hand (not with write_idx), so the reader is checked independently.
 inline std::string idx_bytes(const torch::Tensor& t, uint8_t type = 0x08) {
