@@ -9,7 +9,7 @@ packages=(
   libyaml-cpp-dev libspdlog-dev libfmt-dev libgtest-dev libcli11-dev nlohmann-json3-dev
   zlib1g-dev libxxhash-dev
   libprotobuf-dev protobuf-compiler
-  dataset-fashion-mnist
+  dataset-fashion-mnist fortunes
   python3-torch
   clang libclang-rt-dev
 )

@@ -1,5 +1,6 @@
 #pragma once
-// Shared helpers for the data tests: scratch directories and hand-made IDX files.
+// Shared helpers for the data tests: scratch directories, hand-made IDX files and the
+// fortunes corpus.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 #include <unistd.h>
@@ -74,6 +75,20 @@ inline void write_gz(const fs::path& path, const std::string& bytes, const char*
 inline torch::Tensor random_u8(torch::IntArrayRef sizes, int64_t seed) {
   auto gen = at::detail::createCPUGenerator(static_cast<uint64_t>(seed));
   return torch::randint(0, 256, sizes, gen, torch::kUInt8);
+}
+
+/// What to do when the tests' dependencies from outside the repository are missing.
+inline const char* const kInstallHint =
+    "run scripts/install-deps.sh (it installs Debian's fortunes)";
+
+/// Debian's fortunes (package `fortunes`); "" after failing the test when it is missing.
+inline fs::path fortunes_dir() {
+  const fs::path dir = "/usr/share/games/fortunes";
+  if (!fs::exists(dir / "fortunes")) {
+    ADD_FAILURE() << "the fortunes corpus is not in " << dir << ": " << kInstallHint;
+    return {};
+  }
+  return dir;
 }
 
 using retort::test::error_of;
