@@ -1,4 +1,6 @@
 #include "data/idx.h"
+#include "data/text_windows.h"
+#include "data/token_file.h"
 
 #include <zlib.h>
 
@@ -216,13 +218,16 @@ void write_idx(const fs::path& path, const torch::Tensor& t) {
   write_file_atomic(path, bytes);
 }
 
-int64_t Dataset::size() const { return images.defined() ? images.size(0) : 0; }
+int64_t Dataset::size() const {
+  if (text) return text->size();
+  return images.defined() ? images.size(0) : 0;
+}
 
 namespace {
 
 void check_name(const std::string& name) {
-  if (name != "fashion-mnist" && name != "mnist") {
-    throw ConfigError("data.name: unknown dataset '" + name + "' (expected 'fashion-mnist' or 'mnist')");
+  if (name != "fashion-mnist" && name != "mnist" && name != "text") {
+    throw ConfigError("data.name: unknown dataset '" + name + "' (expected 'fashion-mnist', 'mnist' or 'text')");
   }
 }
 
@@ -287,8 +292,41 @@ Dataset head(const Dataset& d, int64_t n) {
   return out;
 }
 
-Dataset load_dataset(const DataOptions& opts, const std::string& split) {
+namespace {
+
+std::filesystem::path token_file_of(const DataOptions& opts, const std::string& split) {
+  const std::string stem = split == "train" ? "train" : "val";
+  const std::filesystem::path root = opts.root;
+  for (const char* ext : {".tokens", ".bin"})
+    if (std::filesystem::exists(root / (stem + ext))) return root / (stem + ext);
+  throw DataError("data.root: no " + stem + ".tokens (or " + stem + ".bin) in " + root.string() +
+                  "; make them with `retort tokenize <text file or folder> " + root.string() + "`");
+}
+
+Dataset load_text_dataset(const DataOptions& opts, const std::string& split, const WindowShape& shape) {
+  if (split != "train" && split != "test")
+    throw ConfigError("unknown data split '" + split + "' (expected 'train' or 'test')");
+  if (shape.context < 1) throw ConfigError("data.name=text needs a language model (model.name: gpt)");
+  auto file = std::make_shared<const TokenFile>(token_file_of(opts, split), shape.vocab_size);
+  if (!file->tokenizer().empty() && file->tokenizer() != opts.tokenizer.name)
+    throw ConfigError("data.tokenizer.name is " + opts.tokenizer.name + " but " + file->path().string() +
+                      " was made with " + file->tokenizer());
+  Dataset d;
+  if (split == "train") {
+    d.text = std::make_shared<const TextWindows>(file, shape.context, opts.windows, shape.seed, opts.subset);
+  } else {
+    const int64_t windows = opts.eval_tokens > 0 ? std::max<int64_t>(1, opts.eval_tokens / shape.context) : 0;
+    d.text = std::make_shared<const TextWindows>(file, shape.context, WindowSampling::kBlocks, 0, windows);
+  }
+  d.num_classes = shape.vocab_size;
+  return d;
+}
+
+}  // namespace
+
+Dataset load_dataset(const DataOptions& opts, const std::string& split, const WindowShape& shape) {
   opts.validate();
+  if (opts.text()) return load_text_dataset(opts, split, shape);
   const std::string hint = opts.name == "mnist" ? std::string(kMnistHint) : std::string(kFashionHint);
   return head(load_impl(opts.root, split, 10, hint), opts.subset);
 }
@@ -311,6 +349,8 @@ void DataOptions::validate() const {
   }
   if (subset < 0) throw ConfigError("data.subset must be >= 0 (0 = all), got " + std::to_string(subset));
   if (root.empty()) throw ConfigError("data.root must not be empty");
+  if (eval_tokens < 0) throw ConfigError("data.eval_tokens must be >= 0 (0 = all), got " + std::to_string(eval_tokens));
+  if (text()) tokenizer.validate();
 }
 
 }  // namespace retort::data
@@ -318,8 +358,8 @@ void DataOptions::validate() const {
 namespace retort::data {
 
 void DataOptions::declare(config::Fields<DataOptions>& f) {
-  f.add("name", &DataOptions::name, "dataset").one_of({"fashion-mnist", "mnist"});
-  f.add("root", &DataOptions::root, "folder of the IDX files (plain or .gz)");
+  f.add("name", &DataOptions::name, "dataset; text: token files for a language model").one_of({"fashion-mnist", "mnist", "text"});
+  f.add("root", &DataOptions::root, "folder of the IDX files (plain or .gz), or of train.tokens and val.tokens");
   f.add("batch_size", &DataOptions::batch_size, "global batch size, summed over all ranks").min(1);
   f.add("augment", &DataOptions::augment, "random crop (2px padding) and horizontal flip on training batches");
   f.add("mixup", &DataOptions::mixup,
@@ -328,6 +368,9 @@ void DataOptions::declare(config::Fields<DataOptions>& f) {
   f.add("prefetch", &DataOptions::prefetch, "batches prepared ahead on a background thread").min(0);
   f.add("subset", &DataOptions::subset, "keep the first n samples of each split (0: all)").min(0);
   f.add("eval_batch_size", &DataOptions::eval_batch_size, "global batch size for evaluation").min(1);
+  f.add_section("tokenizer", &DataOptions::tokenizer);
+  f.add("windows", &DataOptions::windows, "text: training windows at random offsets or in aligned blocks");
+  f.add("eval_tokens", &DataOptions::eval_tokens, "text: validation tokens evaluated (0: all)").min(0);
 }
 
 }  // namespace retort::data

@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <memory>
 #include <string>
 #include <string_view>
 
@@ -27,10 +28,15 @@ torch::Tensor parse_idx(std::string_view bytes, const std::string& source);
 /// Writes `t` (uint8, 1 to 255 dims) as a plain IDX file, atomically. For tools and tests.
 void write_idx(const std::filesystem::path& path, const torch::Tensor& t);
 
+class TextWindows;
+
+/// The samples a Loader batches: labelled images, or (`text` set) the token windows of a
+/// language model's corpus, whose labels are the next tokens.
 struct Dataset {
   torch::Tensor images;  // [N, 1, H, W] uint8
   torch::Tensor labels;  // [N] int64
   int64_t num_classes = 10;
+  std::shared_ptr<const TextWindows> text;  // data/text_windows.h; images and labels then undefined
   int64_t size() const;
 };
 
@@ -47,9 +53,19 @@ Dataset load_idx_dataset(const std::filesystem::path& root, const std::string& s
 /// Shares storage with `d`.
 Dataset head(const Dataset& d, int64_t n);
 
-/// load_idx_dataset(opts.root, split) for opts.name, then head(opts.subset). The subset
-/// applies to whichever split is loaded, so smoke runs evaluate quickly too.
-Dataset load_dataset(const DataOptions& opts, const std::string& split);
+/// What a language model's token windows take from the model and the run.
+struct WindowShape {
+  int64_t context = 0;     ///< tokens a window feeds the model (model.context)
+  int64_t vocab_size = 0;  ///< every token must be below it (model.vocab_size)
+  uint64_t seed = 0;       ///< random window offsets are drawn from it
+};
+
+/// The split ("train" or "test") that opts describes. Images: load_idx_dataset(opts.root,
+/// split) for opts.name, then head(opts.subset). Text (`text` needs `shape.context`): the
+/// token file of the split under opts.root (train.tokens / val.tokens, else train.bin /
+/// val.bin), memory-mapped; training windows as opts.windows says (at most opts.subset),
+/// the validation split in aligned blocks (at most opts.eval_tokens tokens' worth).
+Dataset load_dataset(const DataOptions& opts, const std::string& split, const WindowShape& shape = {});
 
 /// Per-pixel mean and standard deviation (of x / 255) of a dataset's training split, used
 /// to normalize: {0.2860, 0.3530} for fashion-mnist, {0.1307, 0.3081} for mnist.

@@ -10,15 +10,18 @@
 #include <c10/core/DeviceGuard.h>
 
 #include "core/error.h"
+#include "data/text_windows.h"
 
 namespace retort::data {
 
 LoaderOptions make_loader_options(const DataOptions& opts, torch::Device device, uint64_t seed) {
   opts.validate();
-  const PixelStats stats = pixel_stats(opts.name);
   LoaderOptions o;
-  o.mean = stats.mean;
-  o.stddev = stats.stddev;
+  if (!opts.text()) {
+    const PixelStats stats = pixel_stats(opts.name);
+    o.mean = stats.mean;
+    o.stddev = stats.stddev;
+  }
   o.augment = opts.augment;
   o.mixup = opts.mixup;
   o.prefetch = opts.prefetch;
@@ -132,8 +135,26 @@ MixParams mixup_params(uint64_t seed, int64_t epoch, int64_t first_index, int64_
   return p;
 }
 
+namespace {
+
+// Token windows: inputs and next-token targets, nothing to normalise or augment.
+Batch make_text_batch(const TextWindows& windows, const DistributedSampler::Shard& shard, int64_t epoch,
+                      const LoaderOptions& options) {
+  auto [x, y] = windows.batch(shard.indices, epoch);
+  Batch batch;
+  const bool pinned = options.device.is_cuda();
+  batch.x = pinned ? x.pin_memory() : x;
+  batch.y = pinned ? y.pin_memory() : y;
+  batch.global_batch_size = shard.global_batch_size;
+  batch.step_in_epoch = shard.step_in_epoch;
+  return batch;
+}
+
+}  // namespace
+
 Batch make_batch(const Dataset& dataset, const DistributedSampler::Shard& shard, int64_t epoch,
                  const LoaderOptions& options) {
+  if (dataset.text) return make_text_batch(*dataset.text, shard, epoch, options);
   const int64_t n = dataset.size();
   const auto b = static_cast<int64_t>(shard.indices.size());
   for (int64_t i : shard.indices) {
@@ -237,7 +258,9 @@ struct Loader::Impl {
   std::exception_ptr error;
 };
 
-Loader::Loader(const Dataset& dataset, DistributedSampler& sampler, LoaderOptions options) {
+namespace {
+
+void check_images(const Dataset& dataset) {
   if (!dataset.images.defined() || dataset.images.dim() != 4 || dataset.images.scalar_type() != torch::kUInt8) {
     throw DataError("loader: dataset images must be a [N, C, H, W] uint8 tensor");
   }
@@ -247,6 +270,17 @@ Loader::Loader(const Dataset& dataset, DistributedSampler& sampler, LoaderOption
   }
   if (!dataset.images.device().is_cpu() || !dataset.labels.device().is_cpu()) {
     throw DataError("loader: dataset tensors must be on the CPU (batches are moved to options.device)");
+  }
+}
+
+}  // namespace
+
+Loader::Loader(const Dataset& dataset, DistributedSampler& sampler, LoaderOptions options) {
+  if (dataset.text) {
+    if (options.augment || options.mixup > 0)
+      throw ConfigError("data.augment and data.mixup apply to images, not to a language model's token windows");
+  } else {
+    check_images(dataset);
   }
   if (sampler.dataset_size() != dataset.size()) {
     throw DataError("loader: the sampler covers " + std::to_string(sampler.dataset_size()) +

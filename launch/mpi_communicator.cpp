@@ -192,10 +192,10 @@ bool MpiCommunicator::Impl::poll(PendingOp& op) {
 
 void MpiCommunicator::Impl::wait(PendingOp& op) {
   // The caller has nothing else to do until the op completes, so poll without sleeping
-  // for a while first: a non-blocking collective advances only inside MPI_Test, and every
-  // sleep costs ~50 us of timer slack, which made a 0.4 MB all-reduce 4.3x slower than a
-  // blocking MPI_Allreduce (bench/reducer_bench.sh), which busy-polls the same way. Long
-  // waits (a slow rank) then back off to sleeps so they leave the core to others.
+  // for a while first: a non-blocking collective advances only inside MPI_Test, and each
+  // sleep adds the timer's slack to a collective that takes microseconds (bench/RESULTS.md,
+  // "Data parallel: scaling and the reducer"). Long waits (a slow rank) then back off to
+  // sleeps so they leave the core to others.
   const auto spin_until = Clock::now() + std::chrono::milliseconds(5);
   auto pause = std::chrono::microseconds(1);
   while (!poll(op)) {

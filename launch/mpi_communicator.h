@@ -56,9 +56,9 @@ class MpiCommunicator final : public Communicator {
   std::string backend() const override { return "mpi"; }
 
   std::shared_ptr<Work> all_reduce_async(torch::Tensor tensor, ReduceOp op) override;
-  /// Blocking MPI_Allreduce in the caller's thread (the watchdog still watches it):
-  /// 1.1-1.5x faster than MPI_Iallreduce + wait for a step's gradients
-  /// (bench/reducer_bench.sh).
+  /// Blocking MPI_Allreduce in the caller's thread (the watchdog still watches it): faster
+  /// than MPI_Iallreduce + wait for a step's gradients (bench/RESULTS.md, "Data parallel:
+  /// scaling and the reducer").
   /// Needs MPI_THREAD_MULTIPLE and the progress thread; else the non-blocking path.
   void all_reduce(torch::Tensor tensor, ReduceOp op) override;
   std::shared_ptr<Work> broadcast_async(torch::Tensor tensor, int root) override;

@@ -71,8 +71,8 @@ void SequenceBoard::publish(int64_t seq) {
     // Unified model: public and private copies are one memory, and "a store access to a
     // window is eventually visible to remote get or accumulate calls without additional
     // RMA calls" (MPI-3.1, 11.4). The board is read only after a timeout, seconds later,
-    // so no MPI_Win_sync: in Open MPI it runs the progress engine, which cost ~30 us per
-    // collective inside a training step (bench/reducer_bench.sh).
+    // so no MPI_Win_sync: in Open MPI it runs the progress engine, a cost paid on every
+    // collective of a training step.
     __atomic_store_n(mine_, seq, __ATOMIC_RELEASE);
   } else {
     MPI_Put(&seq, 1, MPI_INT64_T, rank_, 0, 1, MPI_INT64_T, win_);

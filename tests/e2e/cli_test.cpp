@@ -14,6 +14,9 @@
 #include <nlohmann/json.hpp>
 
 #include "core/fs.h"
+#include "tests/common/temp_dir.h"
+
+using retort::test::TempDir;
 
 namespace fs = std::filesystem;
 
@@ -34,12 +37,6 @@ Result run(const std::string& args) {
   int status = ::pclose(p);
   r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
   return r;
-}
-
-fs::path temp_dir(const std::string& name) {
-  auto d = fs::temp_directory_path() / ("retort-e2e-" + name + "-" + std::to_string(::getpid()));
-  retort::remove_tree(d);
-  return d;
 }
 
 const std::string kRecipe = "recipes/fmnist/default.yaml";
@@ -116,7 +113,7 @@ TEST(Cli, EveryCommandHasItsUsageAndUsageErrorsNameTheCommandAndTheFlag) {
 
 TEST(Cli, TrainEvalExportRoundTrip) {
   if (!has_dataset()) GTEST_SKIP() << "dataset-fashion-mnist not installed";
-  auto dir = temp_dir("run");
+  const TempDir dir("run", false);
   auto r = run("train " + kRecipe + kSmall + "run.dir=" + dir.string());
   ASSERT_EQ(r.code, 0) << r.out;
   for (const char* f : {"config/config.yaml", "config/recipe.yaml", "config/overrides.yaml", "train.log", "metrics.jsonl"})
@@ -149,11 +146,10 @@ TEST(Cli, TrainEvalExportRoundTrip) {
     EXPECT_EQ(::pclose(p), 0) << text;
     EXPECT_NE(text.find("logits (2, 10)"), std::string::npos) << text;
   }
-  retort::remove_tree(dir);
 }
 
 TEST(Cli, MissingDatasetNamesPathAndPackageAndCreatesNothing) {
-  auto dir = temp_dir("nodata");
+  const TempDir dir("nodata", false);
   auto r = run("train " + kRecipe + kSmall + "data.root=/nonexistent/fmnist run.dir=" + dir.string());
   EXPECT_EQ(r.code, 3) << r.out;
   EXPECT_NE(r.out.find("/nonexistent/fmnist"), std::string::npos) << r.out;
@@ -163,23 +159,22 @@ TEST(Cli, MissingDatasetNamesPathAndPackageAndCreatesNothing) {
 
 TEST(Cli, TruncatedIdxIsADataError) {
   if (!has_dataset()) GTEST_SKIP() << "dataset-fashion-mnist not installed";
-  auto data = temp_dir("trunc");
+  const TempDir data("trunc", false);
   fs::create_directories(data);
   for (auto name : {"train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
                     "t10k-labels-idx1-ubyte.gz"})
     fs::copy_file(fs::path("/usr/share/datasets/fashion-mnist") / name, data / name);
   auto bytes = retort::read_file(data / "train-images-idx3-ubyte.gz");
   retort::write_file_atomic(data / "train-images-idx3-ubyte.gz", bytes.substr(0, bytes.size() / 2));
-  auto dir = temp_dir("trunc-run");
+  const TempDir dir("trunc-run", false);
   auto r = run("train " + kRecipe + kSmall + "data.root=" + data.string() + " run.dir=" + dir.string());
   EXPECT_EQ(r.code, 3) << r.out;
   EXPECT_NE(r.out.find("train-images-idx3-ubyte.gz"), std::string::npos) << r.out;
   EXPECT_FALSE(fs::exists(dir));
-  retort::remove_tree(data);
 }
 
 TEST(Cli, UnknownKeyIsSuggestedAndNothingIsCreated) {
-  auto dir = temp_dir("badkey");
+  const TempDir dir("badkey", false);
   auto r = run("train " + kRecipe + " trainer.max_epoch=3 run.dir=" + dir.string());
   EXPECT_EQ(r.code, 2) << r.out;
   EXPECT_NE(r.out.find("trainer.max_epochs"), std::string::npos) << r.out;
@@ -187,7 +182,7 @@ TEST(Cli, UnknownKeyIsSuggestedAndNothingIsCreated) {
 }
 
 TEST(Cli, WrongTypeAndOutOfRangeAreReportedTogether) {
-  auto dir = temp_dir("badval");
+  const TempDir dir("badval", false);
   auto r = run("train " + kRecipe + " trainer.max_epochs=abc optim.lr=-1 run.dir=" + dir.string());
   EXPECT_EQ(r.code, 2) << r.out;
   EXPECT_NE(r.out.find("trainer.max_epochs"), std::string::npos) << r.out;
@@ -196,7 +191,7 @@ TEST(Cli, WrongTypeAndOutOfRangeAreReportedTogether) {
 }
 
 TEST(Cli, DdpBackendAndTrainerDeviceAreKeysAndTheirValuesAreChecked) {
-  auto dir = temp_dir("backend");
+  const TempDir dir("backend", false);
   auto bad = run("train " + kRecipe + " ddp.backend=gloo run.dir=" + dir.string());
   EXPECT_EQ(bad.code, 2) << bad.out;
   for (const char* word : {"ddp.backend", "gloo", "nccl"}) EXPECT_NE(bad.out.find(word), std::string::npos) << bad.out;
@@ -225,7 +220,6 @@ TEST(Cli, DdpBackendAndTrainerDeviceAreKeysAndTheirValuesAreChecked) {
   auto ok = run("train " + kRecipe + kSmall + "trainer.eval=false ddp.backend=local run.dir=" + dir.string());
   EXPECT_EQ(ok.code, 0) << ok.out;
   EXPECT_NE(ok.out.find("backend local"), std::string::npos) << ok.out;
-  retort::remove_tree(dir);
 }
 
 TEST(Cli, MalformedOverride) {
@@ -236,7 +230,7 @@ TEST(Cli, MalformedOverride) {
 
 TEST(Cli, UnwritableRunDirectory) {
   if (!has_dataset()) GTEST_SKIP() << "dataset-fashion-mnist not installed";
-  auto file = temp_dir("notadir");
+  const TempDir file("notadir", false);
   retort::write_file_atomic(file, "x");
   auto r = run("train " + kRecipe + kSmall + "run.dir=" + (file / "run").string());
   EXPECT_EQ(r.code, 1) << r.out;
@@ -246,7 +240,7 @@ TEST(Cli, UnwritableRunDirectory) {
 
 TEST(Cli, EvalOfSeveralRunsReportsEachAndTheirEnsemble) {
   if (!has_dataset()) GTEST_SKIP() << "dataset-fashion-mnist not installed";
-  auto a = temp_dir("ens-a"), b = temp_dir("ens-b");
+  const TempDir a("ens-a", false), b("ens-b", false);
   ASSERT_EQ(run("train " + kRecipe + kSmall + "trainer.eval=false trainer.seed=1 run.dir=" + a.string()).code, 0);
   ASSERT_EQ(run("train " + kRecipe + kSmall + "trainer.eval=false trainer.seed=2 run.dir=" + b.string()).code, 0);
   // The test-loss-and-accuracy line printed after `header`.
@@ -268,13 +262,11 @@ TEST(Cli, EvalOfSeveralRunsReportsEachAndTheirEnsemble) {
   auto missing = run("eval " + a.string() + " /nonexistent/run");
   EXPECT_EQ(missing.code, 4) << missing.out;
   EXPECT_NE(missing.out.find("/nonexistent/run"), std::string::npos) << missing.out;
-  retort::remove_tree(a);
-  retort::remove_tree(b);
 }
 
 TEST(Cli, CorruptCheckpointIsRefused) {
   if (!has_dataset()) GTEST_SKIP() << "dataset-fashion-mnist not installed";
-  auto dir = temp_dir("corrupt");
+  const TempDir dir("corrupt", false);
   ASSERT_EQ(run("train " + kRecipe + kSmall + "trainer.eval=false run.dir=" + dir.string()).code, 0);
   auto model = dir / "checkpoints" / "step-00000006" / "model.safetensors";
   auto bytes = retort::read_file(model);
@@ -287,12 +279,11 @@ TEST(Cli, CorruptCheckpointIsRefused) {
   EXPECT_FALSE(fs::exists(dir / "out.safetensors"));
   auto none = run("eval /nonexistent/run");
   EXPECT_EQ(none.code, 4) << none.out;
-  retort::remove_tree(dir);
 }
 
 TEST(Cli, AFreshRunIntoAnOldRunIsRefusedAndResumeAutoContinuesIt) {
   if (!has_dataset()) GTEST_SKIP() << "dataset-fashion-mnist not installed";
-  auto dir = temp_dir("resume");
+  const TempDir dir("resume", false);
   ASSERT_EQ(run("train " + kRecipe + kSmall + "trainer.eval=false run.dir=" + dir.string()).code, 0);
   // A fresh run into it is refused before anything is written: resume, or another dir.
   const auto metrics = retort::read_file(dir / "metrics.jsonl");
@@ -309,7 +300,6 @@ TEST(Cli, AFreshRunIntoAnOldRunIsRefusedAndResumeAutoContinuesIt) {
   ASSERT_EQ(r.code, 0) << r.out;
   EXPECT_NE(r.out.find("resumed from"), std::string::npos) << r.out;
   EXPECT_TRUE(fs::exists(dir / "checkpoints" / "step-00000012"));
-  retort::remove_tree(dir);
 }
 
 TEST(Cli, CfgPrintsTheResolvedConfigAndHelpListsGroupsAndKeys) {
@@ -331,7 +321,7 @@ TEST(Cli, CfgPrintsTheResolvedConfigAndHelpListsGroupsAndKeys) {
 
 TEST(Cli, ReportWritesItsTableAsCsvAndJson) {
   if (!has_dataset()) GTEST_SKIP() << "dataset-fashion-mnist not installed";
-  auto dir = temp_dir("report");
+  const TempDir dir("report", false);
   const auto trained = dir / "run";
   ASSERT_EQ(run("train " + kRecipe + kSmall + "trainer.eval=false run.dir=" + trained.string()).code, 0);
   const auto csv = dir / "plots" / "table.csv", json = dir / "plots" / "table.json";
@@ -378,12 +368,11 @@ TEST(Cli, ReportWritesItsTableAsCsvAndJson) {
     else EXPECT_EQ(std::stod(values[i]), v.get<double>()) << names[i];
   }
   EXPECT_NE(row["model"].get<std::string>().find(','), std::string::npos) << row.dump();
-  retort::remove_tree(dir);
 }
 
 TEST(Cli, SweepRunsTheProductAndAFailedRunDoesNotStopIt) {
   if (!has_dataset()) GTEST_SKIP() << "dataset-fashion-mnist not installed";
-  auto dir = temp_dir("sweep");
+  const TempDir dir("sweep", false);
   fs::create_directories(dir);
   const std::string cmd = std::string("cd ") + dir.string() + " && " + RETORT_BIN + " train -m " + RETORT_SOURCE_DIR +
                           "/" + kRecipe + kSmall + "trainer.eval=false optim.lr=1e-3,3e-4 model.hidden=[32],[-1] 2>&1";
@@ -400,5 +389,4 @@ TEST(Cli, SweepRunsTheProductAndAFailedRunDoesNotStopIt) {
   int ok = 0;
   for (size_t at = out.find("| ok |"); at != std::string::npos; at = out.find("| ok |", at + 1)) ++ok;
   EXPECT_EQ(ok, 2) << out;
-  retort::remove_tree(dir);
 }

@@ -18,6 +18,9 @@
 #include <thread>
 
 #include "core/fs.h"
+#include "tests/common/temp_dir.h"
+
+using retort::test::TempDir;
 
 namespace fs = std::filesystem;
 
@@ -43,12 +46,6 @@ const std::string kMpirun = std::string(RETORT_MPIEXEC) + " --allow-run-as-root 
 const std::string kIn = std::string("cd ") + RETORT_SOURCE_DIR + " && ";
 
 std::string train(const std::string& args) { return std::string(RETORT_BIN) + " train recipes/fmnist/default.yaml " + args; }
-
-fs::path temp_dir(const std::string& name) {
-  auto d = fs::temp_directory_path() / ("retort-mpi-e2e-" + name + "-" + std::to_string(::getpid()));
-  retort::remove_tree(d);
-  return d;
-}
 
 bool has_dataset() { return fs::exists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"); }
 
@@ -113,7 +110,7 @@ double logged_eval_loss(const fs::path& run_dir) {
 // (bench/RESULTS.md, "Data parallel equals one process").
 TEST(MpiTrain, TwoRanksTrainTheStudentOneProcessTrains) {
   if (!has_dataset()) GTEST_SKIP() << "dataset-fashion-mnist not installed";
-  const auto one = temp_dir("one"), two = temp_dir("two"), local = temp_dir("local-bn");
+  const TempDir one("one", false), two("two", false), local("local-bn", false);
   const std::string student = std::string(RETORT_BIN) + " train recipes/fmnist/student.yaml trainer.max_steps=20 "
                               "trainer.device=cpu data.subset=4000 ";
   auto r1 = shell(kIn + student + "trainer.eval=false run.dir=" + one.string());
@@ -140,14 +137,13 @@ TEST(MpiTrain, TwoRanksTrainTheStudentOneProcessTrains) {
   const auto at = eval.out.find("test loss ");
   ASSERT_NE(at, std::string::npos) << eval.out;
   EXPECT_NEAR(std::stod(eval.out.substr(at + 10)), logged, 1e-6) << eval.out;
-  for (const auto& d : {one, two, local}) retort::remove_tree(d);
 }
 
 // Ranks started with different command lines: the job stops before creating anything,
 // naming the key and both values.
 TEST(MpiTrain, ConfigMismatchNamesTheKeyAndCreatesNothing) {
   if (!has_dataset()) GTEST_SKIP() << "dataset-fashion-mnist not installed";
-  const auto dir = temp_dir("mismatch");
+  const TempDir dir("mismatch", false);
   const std::string common = kSmall + "trainer.max_steps=2 run.dir=" + dir.string();
   auto r = shell(kIn + kMpirun + " -np 1 " + train(common + " trainer.seed=1") + " : -np 1 " +
                  train(common + " trainer.seed=2"));
@@ -163,7 +159,7 @@ TEST(MpiTrain, ConfigMismatchNamesTheKeyAndCreatesNothing) {
 // trainer.resume=auto continues from it.
 TEST(MpiTrain, SigtermOnOneRankCheckpointsAndResumeContinues) {
   if (!has_dataset()) GTEST_SKIP() << "dataset-fashion-mnist not installed";
-  const auto dir = temp_dir("sigterm");
+  const TempDir dir("sigterm", false);
   // Checkpoints only when stopped (and at the end), so the stop's is the only one.
   const std::string ckpt = "trainer.checkpoint_every=100000 ";
   const std::string args = kSmall + ckpt + "trainer.max_epochs=1000 trainer.log_every=1 run.dir=" + dir.string();
@@ -210,5 +206,4 @@ TEST(MpiTrain, SigtermOnOneRankCheckpointsAndResumeContinues) {
   char name[32];
   std::snprintf(name, sizeof name, "step-%08ld", step + 3);
   EXPECT_TRUE(fs::exists(dir / "checkpoints" / name)) << resumed.out;
-  retort::remove_tree(dir);
 }

@@ -3,7 +3,9 @@
 
 #include "core/error.h"
 #include "launch/communicator.h"
-#include "tests/launch/helpers.h"
+#include "tests/common/expect.h"
+
+using retort::test::expect_error;
 
 using namespace retort;
 using launch::LocalCommunicator;

@@ -6,7 +6,9 @@
 #include "core/error.h"
 #include "launch/nccl_communicator.h"
 #include "launch/world.h"
-#include "tests/launch/helpers.h"
+#include "tests/common/expect.h"
+
+using retort::test::expect_error;
 #include "trainer/grad_reducer.h"
 
 #if RETORT_HAVE_CUDA

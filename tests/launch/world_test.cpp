@@ -7,7 +7,9 @@
 #include "core/error.h"
 #include "launch/communicator.h"
 #include "launch/world.h"
-#include "tests/launch/helpers.h"
+#include "tests/common/expect.h"
+
+using retort::test::expect_error;
 
 using namespace retort;
 using namespace retort::launch;

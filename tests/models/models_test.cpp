@@ -7,6 +7,9 @@
 #include "core/fs.h"
 #include "models/models.h"
 #include "tests/common/expect.h"
+#include "tests/common/temp_dir.h"
+
+using retort::test::TempDir;
 
 namespace fs = std::filesystem;
 using namespace retort;
@@ -29,10 +32,6 @@ ModelOptions student() {
   o.convs_per_stage = 1;
   o.hidden = {64};
   return o;
-}
-
-fs::path temp_file(const std::string& name) {
-  return fs::temp_directory_path() / ("retort-models-" + std::to_string(::getpid()) + "-" + name);
 }
 
 }  // namespace
@@ -205,7 +204,8 @@ TEST(Weights, LoadNamesEveryMissingExtraAndMisshapedTensor) {
 TEST(Weights, SaveLoadRoundTripThroughAFile) {
   auto a = make_model(student());
   auto b = make_model(student());
-  auto path = temp_file("w.safetensors");
+  const TempDir dir("models");
+  const auto path = dir / "w.safetensors";
   save_safetensors(path, weights_of(*a));
   load_weights(*b, load_safetensors(path).tensors, path.string());
   a->eval();

@@ -11,7 +11,9 @@
 #include "core/error.h"
 #include "launch/mpi_communicator.h"
 #include "launch/world.h"
-#include "tests/launch/helpers.h"
+#include "tests/common/expect.h"
+
+using retort::test::expect_error;
 #include "trainer/grad_reducer.h"
 
 using namespace retort;

@@ -9,18 +9,11 @@
 
 #include "core/fs.h"
 #include "models/models.h"
-#include "tests/common/expect.h"
 #include "prune/prune.h"
+#include "tests/common/expect.h"
+#include "tests/common/temp_dir.h"
 
 namespace retort::test {
-
-
-inline std::filesystem::path temp_dir(const std::string& name) {
-  auto d = std::filesystem::temp_directory_path() / ("retort-prune-" + name + "-" + std::to_string(::getpid()));
-  retort::remove_tree(d);
-  std::filesystem::create_directories(d);
-  return d;
-}
 
 /// A small CNN: two stages of two convs (4 then 8 channels) with batch norm, fc0 of 6.
 inline models::ModelOptions small_cnn(bool batch_norm = true, const std::string& pool = "flatten") {

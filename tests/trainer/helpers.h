@@ -85,12 +85,4 @@ inline std::vector<std::filesystem::path> events_files(const std::filesystem::pa
   return files;
 }
 
-/// An empty folder for one test (and this process) under the temporary directory.
-inline std::filesystem::path temp_dir(const std::string& name) {
-  auto d = std::filesystem::temp_directory_path() / ("retort-trainer-" + name + "-" + std::to_string(::getpid()));
-  retort::remove_tree(d);
-  std::filesystem::create_directories(d);
-  return d;
-}
-
 }  // namespace retort::test

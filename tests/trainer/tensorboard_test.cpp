@@ -16,8 +16,11 @@
 #include "core/error.h"
 #include "core/fs.h"
 #include "tests/common/expect.h"
+#include "tests/common/temp_dir.h"
 #include "tests/trainer/helpers.h"
 #include "trainer/metrics.h"
+
+using retort::test::TempDir;
 
 namespace fs = std::filesystem;
 using namespace retort;
@@ -72,7 +75,7 @@ TEST(Crc32c, AgreesWithABitwiseCrcAndContinuesAcrossPieces) {
 }
 
 TEST(EventWriter, FileDecodesWithTensorBoardsMessages) {
-  const auto run_dir = test::temp_dir("tensorboard-decode");
+  const TempDir run_dir("tensorboard-decode");
   const auto dir = run_dir / "a" / "tensorboard";  // open() makes the folders
   const double before = std::floor(unix_seconds());
   struct Written {
@@ -125,11 +128,10 @@ TEST(EventWriter, FileDecodesWithTensorBoardsMessages) {
     EXPECT_EQ(e.step(), w.step) << w.tag;
     EXPECT_EQ(e.wall_time(), w.wall_time) << w.tag;
   }
-  retort::remove_tree(run_dir);
 }
 
 TEST(EventWriter, FlushWritesTheQueuedRecords) {
-  const auto dir = test::temp_dir("tensorboard-flush");
+  const TempDir dir("tensorboard-flush");
   EventWriter writer;
   writer.open(dir);
   const auto header = fs::file_size(writer.path());
@@ -143,13 +145,12 @@ TEST(EventWriter, FlushWritesTheQueuedRecords) {
   writer.close();
   EXPECT_EQ(test::read_events(writer.path()).size(), 4u);
   EXPECT_THROW(writer.add_scalar("x", 4, 4, 4), Error);
-  retort::remove_tree(dir);
 }
 
 // A write that stops part-way (here at the file-size limit) leaves only whole records, the
 // error names the file, and the writer carries on after it.
 TEST(EventWriter, FailedWriteLeavesWholeRecordsOnly) {
-  const auto dir = test::temp_dir("tensorboard-full");
+  const TempDir dir("tensorboard-full");
   EventWriter writer;
   writer.open(dir);
   writer.add_scalar("kept", 1, 1, 1);
@@ -171,11 +172,10 @@ TEST(EventWriter, FailedWriteLeavesWholeRecordsOnly) {
   writer.add_scalar("after", 2, 2, 2);
   writer.close();
   EXPECT_EQ(scalars_of(test::read_events(writer.path())), (std::vector<Scalar>{{"kept", 1, 1.f}, {"after", 2, 2.f}}));
-  retort::remove_tree(dir);
 }
 
 TEST(EventWriter, EachOpenStartsAnotherFileInTheFolder) {
-  const auto dir = test::temp_dir("tensorboard-reopen");
+  const TempDir dir("tensorboard-reopen");
   for (int run = 1; run <= 2; ++run) {  // as a resumed run does, within the same second
     EventWriter writer;
     writer.open(dir);
@@ -188,11 +188,10 @@ TEST(EventWriter, EachOpenStartsAnotherFileInTheFolder) {
     EXPECT_EQ(events.at(0).file_version(), "brain.Event:2");
     EXPECT_EQ(scalars_of(events), (std::vector<Scalar>{{"x", run, static_cast<float>(run)}})) << files[run - 1];
   }
-  retort::remove_tree(dir);
 }
 
 TEST(EventWriter, UnwritableFolderErrorNamesThePath) {
-  const auto dir = test::temp_dir("tensorboard-unwritable");
+  const TempDir dir("tensorboard-unwritable");
   fs::create_directories(dir / "run");
   retort::write_file_synced(dir / "file", "not a folder\n");
   const auto below_a_file = dir / "file" / "tensorboard";
@@ -202,11 +201,10 @@ TEST(EventWriter, UnwritableFolderErrorNamesThePath) {
   // The run directory's tensorboard/ taken by a file: the run stops before training.
   retort::write_file_synced(dir / "run" / "tensorboard", "not a folder\n");
   test::expect_error<Error>([&] { Metrics(dir / "run", "off"); }, {(dir / "run" / "tensorboard").string()});
-  retort::remove_tree(dir);
 }
 
 TEST(Metrics, EveryNumericFieldIsAScalarTaggedByKind) {
-  const auto dir = test::temp_dir("tensorboard-metrics");
+  const TempDir dir("tensorboard-metrics");
   const float inf = std::numeric_limits<float>::infinity();
   Metrics metrics(dir, "off");
   metrics.record({{"kind", "train"}, {"step", 5}, {"epoch", 1}, {"loss", 0.5}, {"loss_spike", inf},
@@ -221,5 +219,4 @@ TEST(Metrics, EveryNumericFieldIsAScalarTaggedByKind) {
       {"train/epoch", 5, 1.f}, {"train/loss", 5, 0.5f}, {"train/loss_spike", 5, inf}, {"train/scale", 5, 65536.f},
       {"train/skipped", 5, 0.f}, {"eval/accuracy", 5, 0.75f}, {"loss", 7, 0.25f}, {"train/loss", 0, 0.125f}};
   EXPECT_EQ(scalars_of(test::read_events(files[0])), expected);
-  retort::remove_tree(dir);
 }

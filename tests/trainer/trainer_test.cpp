@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "tests/common/expect.h"
+#include "tests/common/temp_dir.h"
 #include "tests/common/synthetic.h"
 #include "tests/trainer/helpers.h"
 #include "amp/ops.h"
@@ -21,41 +22,32 @@
 #include "trainer/optim.h"
 #include "trainer/schedule.h"
 #include "trainer/trainer.h"
+#include "tests/trainer/setup.h"
+
+using retort::test::TempDir;
 
 namespace fs = std::filesystem;
 using namespace retort;
 using namespace retort::trainer;
-using retort::test::temp_dir;
 
 namespace {
 
 models::ModelOptions tiny_model() {
-  models::ModelOptions o;
-  o.channels = {4, 8};
-  o.convs_per_stage = 1;
-  o.hidden = {16};
+  auto o = test::tiny_cnn();
   o.dropout = 0.1;  // exercises the RNG state in checkpoints
   return o;
 }
 
 TrainerSetup make_setup(const fs::path& run_dir, std::shared_ptr<data::Dataset> train, int64_t max_steps) {
-  TrainerSetup s;
-  s.trainer.max_epochs = 100;
-  s.trainer.max_steps = max_steps;
-  s.trainer.seed = 7;
+  torch::manual_seed(7);
+  auto task = std::make_shared<SupervisedTask>(models::make_model(tiny_model()));
+  auto s = test::quiet_setup(run_dir, std::move(task), std::move(train), max_steps, 7);
   s.trainer.log_every = 5;
-  s.trainer.progress = "off";
-  s.trainer.eval = false;
   s.optim.lr = 3e-3;
   s.optim.weight_decay = 0.01;
   s.optim.warmup_steps = 3;
-  s.data.batch_size = 32;
   s.data.augment = true;
-  s.run_dir = run_dir;
   s.config_yaml = "test: true\n";
-  s.train_set = std::move(train);
-  torch::manual_seed(7);
-  s.task = std::make_shared<SupervisedTask>(models::make_model(tiny_model()));
   return s;
 }
 
@@ -180,7 +172,7 @@ TEST(Optim, MismatchedStateIsACheckpointError) {
 }
 
 TEST(Checkpointer, SaveKeepsLastKAndLoadsBack) {
-  auto d = temp_dir("keep");
+  const TempDir d("keep");
   Checkpointer c(d, 2);
   for (int64_t step : {10, 20, 30}) {
     Checkpoint k;
@@ -201,11 +193,10 @@ TEST(Checkpointer, SaveKeepsLastKAndLoadsBack) {
   // a crashed save's temporary directory never counts as a checkpoint
   fs::create_directories(d / ".tmp-step-00000040-1");
   EXPECT_EQ(Checkpointer::latest(d)->filename(), "step-00000030");
-  retort::remove_tree(d);
 }
 
 TEST(Checkpointer, TruncatedOrAlteredFilesAreRefusedByName) {
-  auto d = temp_dir("corrupt");
+  const TempDir d("corrupt");
   Checkpointer c(d, 3);
   Checkpoint k;
   k.step = 5;
@@ -234,11 +225,10 @@ TEST(Checkpointer, TruncatedOrAlteredFilesAreRefusedByName) {
   write_file_atomic(dir / "manifest.json", "{ not json");
   EXPECT_THROW(Checkpointer::load(dir), CheckpointError);
   EXPECT_THROW(Checkpointer::resolve(d / "nope"), CheckpointError);
-  retort::remove_tree(d);
 }
 
 TEST(CheckpointModel, BuildsTheConfiguredModelWithItsWeightsAndNamesTheFileOtherwise) {
-  auto d = temp_dir("ckpt-model");
+  const TempDir d("ckpt-model");
   auto model = models::make_model(tiny_model());
   auto save = [&](const std::string& run, const std::string& config_yaml, std::map<std::string, torch::Tensor> w) {
     Checkpoint k;
@@ -271,11 +261,10 @@ TEST(CheckpointModel, BuildsTheConfiguredModelWithItsWeightsAndNamesTheFileOther
   test::expect_error<CheckpointError>([&] { load_checkpoint_model(missing); },
                                       {(missing / "model.safetensors").string(), "head.bias"});
   test::expect_error<CheckpointError>([&] { load_checkpoint_model(d / "nothing"); }, {(d / "nothing").string()});
-  retort::remove_tree(d);
 }
 
 TEST(Trainer, LearnsTheSyntheticTask) {
-  auto d = temp_dir("learn");
+  const TempDir d("learn");
   auto train = test::band_dataset(512, 3);
   auto setup = make_setup(d, train, 60);
   setup.test_set = test::band_dataset(256, 4);
@@ -302,7 +291,6 @@ TEST(Trainer, LearnsTheSyntheticTask) {
   }
   EXPECT_GE(lines, 3);
   EXPECT_NE(last.find("accuracy"), std::string::npos);
-  retort::remove_tree(d);
 }
 
 TEST(Trainer, ResumeIsBitIdentical) {
@@ -310,8 +298,8 @@ TEST(Trainer, ResumeIsBitIdentical) {
   // 500 samples / 32 = 16 batches per epoch: the cut is mid-epoch.
   auto train = test::band_dataset(500, 5);
   const int64_t n = 12;
-  auto a_dir = temp_dir("resume-a");
-  auto b_dir = temp_dir("resume-b");
+  const TempDir a_dir("resume-a");
+  const TempDir b_dir("resume-b");
   auto straight = make_setup(a_dir, train, 2 * n);
   straight.trainer.checkpoint_every = 1000;
   auto straight_task = straight.task;
@@ -321,14 +309,12 @@ TEST(Trainer, ResumeIsBitIdentical) {
   auto wb = models::weights_of(resumed_task->model());
   ASSERT_EQ(wa.size(), wb.size());
   for (auto& [name, t] : wa) EXPECT_TRUE(torch::equal(t, wb.at(name))) << name;
-  retort::remove_tree(a_dir);
-  retort::remove_tree(b_dir);
 }
 
 TEST(Trainer, ResumeAcrossAnEpochBoundaryIsBitIdentical) {
   auto train = test::band_dataset(256, 6);  // 8 batches per epoch: preempted at the end of epoch 1
-  auto a_dir = temp_dir("epoch-a");
-  auto b_dir = temp_dir("epoch-b");
+  const TempDir a_dir("epoch-a");
+  const TempDir b_dir("epoch-b");
   auto straight = make_setup(a_dir, train, 20);
   auto straight_task = straight.task;
   Trainer(std::move(straight)).fit();
@@ -336,15 +322,13 @@ TEST(Trainer, ResumeAcrossAnEpochBoundaryIsBitIdentical) {
   auto wa = models::weights_of(straight_task->model());
   auto wb = models::weights_of(resumed_task->model());
   for (auto& [name, t] : wa) EXPECT_TRUE(torch::equal(t, wb.at(name))) << name;
-  retort::remove_tree(a_dir);
-  retort::remove_tree(b_dir);
 }
 
 // amp.mode=master: model.safetensors holds the fp32 masters (not their bf16 roundings, which
 // the model computes with), and resume from it continues bit for bit.
 TEST(Trainer, MasterModeCheckpointsHoldTheFp32MastersAndResumeIsBitIdentical) {
   auto train = test::band_dataset(500, 5);
-  auto a_dir = temp_dir("master-a"), b_dir = temp_dir("master-b");
+  const TempDir a_dir("master-a"), b_dir("master-b");
   auto straight = make_setup(a_dir, train, 16);
   straight.amp.mode = amp::AmpMode::kMaster;
   straight.trainer.checkpoint_every = 1000;
@@ -362,8 +346,6 @@ TEST(Trainer, MasterModeCheckpointsHoldTheFp32MastersAndResumeIsBitIdentical) {
   run_preempted_then_resumed(b_dir, train, 7, 16, amp::AmpMode::kMaster);
   const auto resumed = Checkpointer::load(*Checkpointer::latest(b_dir / "checkpoints"));
   for (const auto& [name, t] : saved.model) EXPECT_TRUE(torch::equal(t, resumed.model.at(name))) << name;
-  retort::remove_tree(a_dir);
-  retort::remove_tree(b_dir);
 }
 
 // data.name=mnist: training and evaluation batches are normalised with MNIST's pixel
@@ -378,7 +360,7 @@ TEST(Trainer, MnistInputsAreNormalisedWithMnistStatistics) {
     }
     std::vector<double> seen;
   };
-  auto d = temp_dir("mnist");
+  const TempDir d("mnist");
   auto black = std::make_shared<data::Dataset>();
   black->images = torch::zeros({40, 1, 28, 28}, torch::kUInt8);
   black->labels = torch::arange(40, torch::kInt64) % 10;
@@ -394,7 +376,6 @@ TEST(Trainer, MnistInputsAreNormalisedWithMnistStatistics) {
   Trainer(std::move(setup)).fit();
   ASSERT_GE(probe->seen.size(), 3u);  // 2 training batches, then evaluation
   for (double v : probe->seen) EXPECT_NEAR(v, -0.1307 / 0.3081, 1e-5);
-  retort::remove_tree(d);
 }
 
 // The trainer's metrics all-reduce has one layout, from Task::loss_terms(): a task whose
@@ -405,19 +386,18 @@ TEST(Trainer, LossTermsOtherThanTheDeclaredOnesAreAnError) {
     using SupervisedTask::SupervisedTask;
     std::vector<std::string> loss_terms() const override { return {"nll"}; }
   };
-  auto d = temp_dir("terms");
+  const TempDir d("terms");
   auto setup = make_setup(d, test::band_dataset(64, 5), 2);
   torch::manual_seed(7);
   setup.task = std::make_shared<Undeclared>(models::make_model(tiny_model()));
   test::expect_error<Error>([&] { Trainer(std::move(setup)).fit(); }, {"'ce'", "'nll'"});
-  retort::remove_tree(d);
 }
 
 TEST(Trainer, GradAccumulationMatchesOneBigBatch) {
   // 2 micro-batches of 32 == 1 batch of 64 (no dropout, no augmentation, SGD).
   auto train = test::band_dataset(256, 8);
   auto run = [&](int64_t batch, int64_t accum) {
-    auto d = temp_dir("accum" + std::to_string(accum));
+    const TempDir d("accum" + std::to_string(accum));
     auto s = make_setup(d, train, 4);
     s.data.batch_size = batch;
     s.data.augment = false;
@@ -482,7 +462,7 @@ class MixRecordingTask : public SupervisedTask {
 };
 
 TEST(Trainer, MixupReachesTheTaskAndResumeReproducesItsDraws) {
-  auto d = temp_dir("mixup");
+  const TempDir d("mixup");
   auto train = test::band_dataset(256, 5);
   auto run = [&](double mixup, int64_t stop_after, const std::string& resume) {
     auto setup = make_setup(d, train, 12);
@@ -514,7 +494,6 @@ TEST(Trainer, MixupReachesTheTaskAndResumeReproducesItsDraws) {
   retort::remove_tree(d);
   fs::create_directories(d);
   for (double lam : run(0.0, 0, "")) EXPECT_EQ(lam, -1.0);  // off: plain labels
-  retort::remove_tree(d);
 }
 
 // Records the label smoothing of every batch it trains on.
@@ -529,7 +508,7 @@ class SmoothingRecordingTask : public SupervisedTask {
 };
 
 TEST(Trainer, LabelSmoothingReachesTheTaskAndItsLoss) {
-  auto d = temp_dir("smoothing");
+  const TempDir d("smoothing");
   for (double eps : {0.0, 0.25}) {
     auto setup = make_setup(d, test::band_dataset(256, 5), 4);
     setup.trainer.label_smoothing = eps;
@@ -552,11 +531,10 @@ TEST(Trainer, LabelSmoothingReachesTheTaskAndItsLoss) {
   const double smooth = task.loss(x, data::Labels(y).smoothed(0.25)).total.item<double>();
   EXPECT_NEAR(smooth, amp::cross_entropy(logits, y, 0.25).item<double>(), 1e-6);
   EXPECT_GT(std::abs(smooth - task.loss(x, y).total.item<double>()), 1e-4);
-  retort::remove_tree(d);
 }
 
 TEST(Trainer, SkippedStepIsInTheMetricsWithTheOverflowingTerm) {
-  auto d = temp_dir("overflow");
+  const TempDir d("overflow");
   auto setup = make_setup(d, test::band_dataset(256, 5), 10);
   setup.trainer.log_every = 1;
   setup.data.augment = false;
@@ -582,7 +560,6 @@ TEST(Trainer, SkippedStepIsInTheMetricsWithTheOverflowingTerm) {
     }
   }
   EXPECT_EQ(with_overflow, 1);
-  retort::remove_tree(d);
 }
 
 namespace {
@@ -638,7 +615,7 @@ std::set<std::string> expect_scalars_are_the_rows(const fs::path& run_dir, size_
 }  // namespace
 
 TEST(Trainer, TensorBoardScalarsAreTheRowsOfMetricsJsonl) {
-  auto d = temp_dir("tensorboard");
+  const TempDir d("tensorboard");
   auto setup = make_setup(d, test::band_dataset(256, 5), 10);  // 8 steps an epoch: two evals
   setup.trainer.log_every = 3;
   setup.trainer.eval = true;
@@ -652,12 +629,10 @@ TEST(Trainer, TensorBoardScalarsAreTheRowsOfMetricsJsonl) {
   for (const char* tag : {"train/loss", "train/loss_ce", "train/loss_spike", "train/lr", "train/scale", "train/skipped",
                           "train/samples_per_s", "train/epoch", "eval/loss", "eval/accuracy", "eval/epoch"})
     EXPECT_EQ(tags.count(tag), 1u) << tag;
-  retort::remove_tree(d);
 }
 
 TEST(Trainer, ResumedRunAddsAnEventsFile) {
-  auto d = temp_dir("tensorboard-resume");
+  const TempDir d("tensorboard-resume");
   run_preempted_then_resumed(d, test::band_dataset(256, 5), 6, 12);
   expect_scalars_are_the_rows(d, 2);
-  retort::remove_tree(d);
 }

@@ -7,6 +7,8 @@
 #include "data/data.h"
 #include "tests/data/helpers.h"
 
+using retort::test::TempDir;
+
 namespace retort::data {
 namespace {
 

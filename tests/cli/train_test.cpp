@@ -18,6 +18,9 @@
 #include "tests/distill/helpers.h"
 #include "trainer/distill_task.h"
 #include "trainer/trainer.h"
+#include "tests/common/temp_dir.h"
+
+using retort::test::TempDir;
 
 namespace fs = std::filesystem;
 using namespace retort;
@@ -31,13 +34,6 @@ cli::RunConfig recipe(const std::string& name, std::vector<std::string> override
   request.overrides = std::move(overrides);
   auto composed = config::compose(request);
   return cli::read_run_config(composed.config);
-}
-
-fs::path temp_dir(const std::string& name) {
-  auto d = fs::temp_directory_path() / ("retort-distill-cli-" + name + "-" + std::to_string(::getpid()));
-  retort::remove_tree(d);
-  fs::create_directories(d);
-  return d;
 }
 
 /// The dry run of the recipe's distillation on freshly built models.
@@ -101,7 +97,7 @@ TEST(Recipes, TransformerDistillationComposesAndPassesTheDryRun) {
 }
 
 TEST(Report, TeacherBaselineAndDistilledSideBySide) {
-  const auto root = temp_dir("report");
+  const TempDir root("report");
   const std::string data = "data:\n  subset: 64\n  eval_batch_size: 32\n  batch_size: 32\n";
   auto train = std::make_shared<data::Dataset>();
   torch::manual_seed(0);
@@ -193,5 +189,4 @@ TEST(Report, TeacherBaselineAndDistilledSideBySide) {
   expect_error<UsageError>([&] { report({"x", "--batch", "0"}); }, {"--batch: expects an integer >= 1"});
   expect_error<UsageError>([&] { report({"x", "--csv", out.string()}); }, {"--csv", out.string(), "is a directory"});
   expect_error<CheckpointError>([&] { report({(root / "nothing").string(), "--out", out.string()}); }, {"nothing"});
-  retort::remove_tree(root);
 }

@@ -11,6 +11,9 @@
 #include "trainer/distill_task.h"
 #include "trainer/pruned_task.h"
 #include "trainer/trainer.h"
+#include "tests/trainer/setup.h"
+
+using retort::test::TempDir;
 
 namespace fs = std::filesystem;
 using namespace retort;
@@ -19,31 +22,13 @@ using test::expect_error;
 
 namespace {
 
-
-models::ModelOptions tiny() {
-  models::ModelOptions o;
-  o.channels = {4, 8};
-  o.convs_per_stage = 1;
-  o.hidden = {16};
-  return o;
-}
-
 TrainerSetup setup(const fs::path& run_dir, std::shared_ptr<Task> task, int64_t steps) {
-  TrainerSetup s;
-  s.trainer.max_epochs = 100;
-  s.trainer.max_steps = steps;
-  s.trainer.seed = 3;
-  s.trainer.progress = "off";
-  s.trainer.eval = false;
+  auto s = test::quiet_setup(run_dir, std::move(task), test::band_dataset(256, 1), steps, 3);
   s.trainer.checkpoint_every = 100;
   s.optim.name = "adamw";
   s.optim.lr = 1e-2;
   s.optim.weight_decay = 0.1;
-  s.data.batch_size = 32;
-  s.run_dir = run_dir;
   s.config_yaml = "test: true\n";
-  s.train_set = test::band_dataset(256, 1);
-  s.task = std::move(task);
   return s;
 }
 
@@ -89,9 +74,9 @@ class FineTune : public ::testing::TestWithParam<Mode> {};
 
 TEST_P(FineTune, PrunedWeightsStayZeroThroughAdamWAndWeightDecay) {
   const Mode mode = GetParam();
-  auto dir = test::temp_dir("finetune-" + mode.name);
+  const TempDir dir("finetune-" + mode.name);
   torch::manual_seed(5);
-  auto model = models::make_model(tiny());
+  auto model = models::make_model(test::tiny_cnn());
   const auto masks = masks_for(*model);
   ASSERT_GT(masks.pruned(), 1000);
   auto task = std::make_shared<PrunedTask>(std::make_shared<SupervisedTask>(model), masks);
@@ -115,7 +100,6 @@ TEST_P(FineTune, PrunedWeightsStayZeroThroughAdamWAndWeightDecay) {
     EXPECT_EQ(saved.scalar_type(), torch::kFloat) << name;
     EXPECT_EQ(saved.masked_select(m.logical_not()).ne(0).sum().item<int64_t>(), 0) << name;
   }
-  retort::remove_tree(dir);
 }
 
 INSTANTIATE_TEST_SUITE_P(Modes, FineTune,
@@ -125,20 +109,19 @@ INSTANTIATE_TEST_SUITE_P(Modes, FineTune,
 
 TEST(FineTune, WithoutThePrunedTaskTheWeightsRegrow) {
   // The control: the same masked start trained as a plain task loses its zeros.
-  auto dir = test::temp_dir("regrow");
+  const TempDir dir("regrow");
   torch::manual_seed(5);
-  auto model = models::make_model(tiny());
+  auto model = models::make_model(test::tiny_cnn());
   const auto masks = masks_for(*model);
   masks.apply(*model);
   Trainer(setup(dir, std::make_shared<SupervisedTask>(model), 5)).fit();
   // (Whole pruned channels get no gradient, so mostly the unstructured zeros regrow.)
   EXPECT_GT(regrown(*model, masks), masks.pruned() / 10);
-  retort::remove_tree(dir);
 }
 
 TEST(FineTune, GradientsOfPrunedWeightsAreZeroAsTheyArrive) {
   torch::manual_seed(6);
-  auto model = models::make_model(tiny());
+  auto model = models::make_model(test::tiny_cnn());
   const auto masks = masks_for(*model);
   PrunedTask task(std::make_shared<SupervisedTask>(model), masks);
   auto l = task.loss(torch::randn({4, 1, 28, 28}), torch::tensor({1, 2, 3, 4}));
@@ -153,9 +136,9 @@ TEST(FineTune, GradientsOfPrunedWeightsAreZeroAsTheyArrive) {
 }
 
 TEST(FineTune, MasksSurviveCheckpointAndResume) {
-  auto dir = test::temp_dir("resume");
+  const TempDir dir("resume");
   torch::manual_seed(7);
-  auto model = models::make_model(tiny());
+  auto model = models::make_model(test::tiny_cnn());
   const auto masks = masks_for(*model);
   {
     auto s = setup(dir, std::make_shared<PrunedTask>(std::make_shared<SupervisedTask>(model), masks), 6);
@@ -164,7 +147,7 @@ TEST(FineTune, MasksSurviveCheckpointAndResume) {
   }
   // A fresh model and a task that knows no masks: resume brings them back.
   torch::manual_seed(8);
-  auto fresh = models::make_model(tiny());
+  auto fresh = models::make_model(test::tiny_cnn());
   auto task = std::make_shared<PrunedTask>(std::make_shared<SupervisedTask>(fresh), prune::Masks());
   auto s = setup(dir, task, 12);
   s.trainer.resume = "auto";
@@ -175,21 +158,20 @@ TEST(FineTune, MasksSurviveCheckpointAndResume) {
   EXPECT_EQ(Checkpointer::load(*Checkpointer::latest(dir / "checkpoints")).step, 12);
 
   // A checkpoint without masks cannot resume a pruned fine-tuning.
-  PrunedTask other(std::make_shared<SupervisedTask>(models::make_model(tiny())), prune::Masks());
+  PrunedTask other(std::make_shared<SupervisedTask>(models::make_model(test::tiny_cnn())), prune::Masks());
   expect_error<CheckpointError>([&] { other.load_state_dict({}); }, {"no pruning masks", "task.mask"});
   // Masks of another model are named.
   auto wrong = masks.state_dict();
   wrong["mask.fc9.weight"] = torch::ones({2, 2}, torch::kBool);
   expect_error<CheckpointError>([&] { other.load_state_dict(wrong); }, {"unknown parameter 'fc9.weight'"});
-  retort::remove_tree(dir);
 }
 
 TEST(FineTune, ComposesWithDistillationFromTheDenseTeacher) {
-  auto dir = test::temp_dir("distill");
+  const TempDir dir("distill");
   torch::manual_seed(9);
-  auto teacher = models::make_model(tiny());
+  auto teacher = models::make_model(test::tiny_cnn());
   distill::freeze(*teacher);
-  auto student = models::make_model(tiny());
+  auto student = models::make_model(test::tiny_cnn());
   {
     torch::NoGradGuard g;
     auto t = teacher->named_parameters();
@@ -208,5 +190,4 @@ TEST(FineTune, ComposesWithDistillationFromTheDenseTeacher) {
   EXPECT_GT(regrown(*teacher, masks), masks.pruned() / 2);  // the student's masks never touch the teacher
   auto ckpt = Checkpointer::load(Checkpointer::resolve(dir));
   EXPECT_TRUE(ckpt.state.count("task.mask.fc0.weight"));
-  retort::remove_tree(dir);
 }

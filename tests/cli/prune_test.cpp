@@ -14,6 +14,8 @@
 #include "tests/prune/helpers.h"
 #include "trainer/checkpoint.h"
 
+using retort::test::TempDir;
+
 namespace fs = std::filesystem;
 using namespace retort;
 using test::expect_error;
@@ -67,7 +69,7 @@ std::shared_ptr<models::Model> load_model(const fs::path& run) {
 }  // namespace
 
 TEST(PruneCommand, StructuredWritesARunWithMasksAndATable) {
-  const auto root = test::temp_dir("cli-structured");
+  const TempDir root("cli-structured");
   const auto src = make_run(root);
   const auto out = root / "pruned";
   testing::internal::CaptureStdout();
@@ -127,11 +129,10 @@ TEST(PruneCommand, StructuredWritesARunWithMasksAndATable) {
   EXPECT_EQ(cli::resolve_prune_from(from_masked)->masks.size(), masks.size());
   YAML::Node none = YAML::Load("prune: {from: ''}\n");
   EXPECT_FALSE(cli::resolve_prune_from(none).has_value());
-  retort::remove_tree(root);
 }
 
 TEST(PruneCommand, DefaultRunDirAndUnstructured) {
-  const auto root = test::temp_dir("cli-default");
+  const TempDir root("cli-default");
   const auto src = make_run(root);
   const auto cwd = fs::current_path();
   fs::current_path(root);
@@ -148,11 +149,10 @@ TEST(PruneCommand, DefaultRunDirAndUnstructured) {
     }
   EXPECT_EQ(runs, 1);
   EXPECT_NE(printed.find("global_magnitude, sparsity 0.8"), std::string::npos) << printed;
-  retort::remove_tree(root);
 }
 
 TEST(PruneCommand, ScanPrintsATableAndPastableRecipeLines) {
-  const auto root = test::temp_dir("cli-scan");
+  const TempDir root("cli-scan");
   const auto src = make_run(root);
   testing::internal::CaptureStdout();
   ASSERT_EQ(run_prune({src.string(), "prune.method=l2_structured", "prune.scan_samples=60", "prune.max_drop=100",
@@ -179,11 +179,10 @@ TEST(PruneCommand, ScanPrintsATableAndPastableRecipeLines) {
   const std::string semi = testing::internal::GetCapturedStdout();
   EXPECT_NE(semi.find("| stage0.conv0 | - | n/a: has 1 input channels, not a multiple of 4 |"), std::string::npos) << semi;
   EXPECT_NE(semi.find("skip: [head, stage0.conv0]"), std::string::npos) << semi;
-  retort::remove_tree(root);
 }
 
 TEST(PruneCommand, BadInputIsNamedAndNothingIsWritten) {
-  const auto root = test::temp_dir("cli-bad");
+  const TempDir root("cli-bad");
   const auto src = make_run(root);
   const auto out = root / "never";
   const std::string dir = "run.dir=" + out.string();
@@ -199,11 +198,10 @@ TEST(PruneCommand, BadInputIsNamedAndNothingIsWritten) {
   expect_error<UsageError>([&] { run_prune({src.string(), "--fast"}); }, {"unknown option '--fast'"});
   expect_error<CheckpointError>([&] { run_prune({(root / "nothing").string(), dir}); }, {"nothing"});
   EXPECT_FALSE(fs::exists(out));
-  retort::remove_tree(root);
 }
 
 TEST(PruneCommand, FineTuneRecipeNamesThePrunedRunAndTheDenseTeacher) {
-  const auto root = test::temp_dir("cli-recipe");
+  const TempDir root("cli-recipe");
   const auto src = make_run(root);
   const auto pruned = root / "pruned";
   testing::internal::CaptureStdout();
@@ -235,5 +233,4 @@ TEST(PruneCommand, FineTuneRecipeNamesThePrunedRunAndTheDenseTeacher) {
                          cli::run_config_schema_yaml()});
       },
       {"RETORT_PRUNED", "prune.from"});
-  retort::remove_tree(root);
 }

@@ -305,7 +305,7 @@ namespace {
 // file, its path only names it in messages and roots the group search.
 TEST_F(ConfigCompose, RecipeTextComposesLikeAFile) {
   ComposeRequest r;
-  r.recipe = t.root() / "recipes/fmnist/stored.yaml";  // does not exist
+  r.recipe = t.path() / "recipes/fmnist/stored.yaml";  // does not exist
   r.recipe_text = "defaults:\n  - optim: sgd\ntrainer:\n  seed: 3\n";
   r.overrides = {"trainer.seed=4", "optim.lr=0.5"};
   auto c = compose(r);

@@ -14,20 +14,16 @@
 #include "trainer/checkpoint.h"
 #include "trainer/distill_task.h"
 #include "trainer/trainer.h"
+#include "tests/common/temp_dir.h"
+#include "tests/trainer/setup.h"
+
+using retort::test::TempDir;
 
 namespace fs = std::filesystem;
 using namespace retort;
 using test::expect_error;
 
 namespace {
-
-fs::path temp_dir(const std::string& name) {
-  auto d = fs::temp_directory_path() / ("retort-distill-" + name + "-" + std::to_string(::getpid()));
-  retort::remove_tree(d);
-  fs::create_directories(d);
-  return d;
-}
-
 
 models::ModelOptions teacher_options() {
   models::ModelOptions o;
@@ -37,32 +33,17 @@ models::ModelOptions teacher_options() {
   return o;
 }
 
-models::ModelOptions student_options() {
-  models::ModelOptions o;
-  o.channels = {4, 8};
-  o.convs_per_stage = 1;
-  o.hidden = {12};
-  return o;
-}
+models::ModelOptions student_options() { return test::tiny_cnn(12); }
 
 const char* kTeacherConfig =
     "model:\n  name: cnn\n  channels: [8, 16]\n  convs_per_stage: 1\n  hidden: [32]\ntrainer:\n  max_steps: 30\n";
 
 trainer::TrainerSetup setup_for(std::shared_ptr<trainer::Task> task, std::shared_ptr<data::Dataset> train,
                                 const fs::path& run_dir, int64_t steps) {
-  trainer::TrainerSetup s;
-  s.trainer.max_epochs = 100;
-  s.trainer.max_steps = steps;
-  s.trainer.seed = 5;
+  auto s = test::quiet_setup(run_dir, std::move(task), std::move(train), steps, 5);
   s.trainer.log_every = 10;
-  s.trainer.progress = "off";
-  s.trainer.eval = false;
   s.optim.lr = 5e-3;
   s.optim.warmup_steps = 2;
-  s.data.batch_size = 32;
-  s.run_dir = run_dir;
-  s.train_set = std::move(train);
-  s.task = std::move(task);
   return s;
 }
 
@@ -91,7 +72,7 @@ double eval_loss(distill::Distiller& d, const torch::Tensor& x, const torch::Ten
 
 TEST(DistillTask, ShortDistillationImprovesTheStudentAndFreezesTheTeacher) {
   auto train = test::band_dataset(384, 21);
-  const auto teacher_dir = temp_dir("teacher");
+  const TempDir teacher_dir("teacher");
   train_teacher(teacher_dir, train);
 
   // The teacher as the CLI loads it: from the run directory (weights + config.yaml model:).
@@ -126,7 +107,7 @@ TEST(DistillTask, ShortDistillationImprovesTheStudentAndFreezesTheTeacher) {
   const double ce_before = eval_loss(distiller, px, py, "ce");
   const double kl_before = eval_loss(distiller, px, py, "kl");
 
-  const auto run_dir = temp_dir("student");
+  const TempDir run_dir("student");
   auto s = setup_for(task, train, run_dir, 36);
   s.config_yaml = "distill: {}\n";
   trainer::Trainer(std::move(s)).fit();
@@ -159,12 +140,10 @@ TEST(DistillTask, ShortDistillationImprovesTheStudentAndFreezesTheTeacher) {
       torch::equal(ckpt.state.at("extra.distill.proj.fc0.weight"), distiller->named_parameters()["proj.fc0.weight"]));
   for (const auto& kv : models::weights_of(task->model())) EXPECT_NE(kv.first.rfind("proj.", 0), 0u) << kv.first;
 
-  retort::remove_tree(teacher_dir);
-  retort::remove_tree(run_dir);
 }
 
 TEST(DistillTask, LoadTeacherFromASafetensorsFile) {
-  const auto dir = temp_dir("weights");
+  const TempDir dir("weights");
   torch::manual_seed(3);
   auto model = models::make_model(teacher_options());
   models::save_safetensors(dir / "t.safetensors", models::weights_of(*model));
@@ -180,12 +159,11 @@ TEST(DistillTask, LoadTeacherFromASafetensorsFile) {
   expect_error<CheckpointError>([&] { trainer::load_teacher(o); }, {"t.safetensors", "mis-shaped", "stage1.conv0.weight"});
   o.teacher_model.reset();
   expect_error<ConfigError>([&] { trainer::load_teacher(o); }, {"distill.teacher.model: required"});
-  retort::remove_tree(dir);
 }
 
 TEST(DistillTask, TeacherEnsembleFromRunDirectoriesAveragesTheLogits) {
   auto train = test::band_dataset(192, 23);
-  const auto a = temp_dir("ens-a"), b = temp_dir("ens-b");
+  const TempDir a("ens-a"), b("ens-b");
   train_teacher(a, train);
   torch::manual_seed(99);  // a second teacher, other weights
   {
@@ -222,8 +200,6 @@ TEST(DistillTask, TeacherEnsembleFromRunDirectoriesAveragesTheLogits) {
   expect_error<CheckpointError>([&] { trainer::load_teacher(o); }, {"/nonexistent/third-teacher"});
   o.teacher_ensemble = {""};
   expect_error<ConfigError>([&] { trainer::load_teacher(o); }, {"distill.teacher.ensemble[0]", "empty path"});
-  retort::remove_tree(a);
-  retort::remove_tree(b);
 }
 
 TEST(DistillTask, TeacherEnsembleMembersMustAgreeOnClassesAndInput) {
