@@ -1,7 +1,6 @@
 // The gpt family (models/gpt.h), its generation (models/generate.h) and GPT-2 interop
 // (models/hf_gpt2.h), checked against the PyTorch twin in bench/reference/gpt2.py.
 #include <gtest/gtest.h>
-#include <unistd.h>
 
 #include <array>
 #include <cmath>
@@ -15,17 +14,19 @@
 #include "amp/autocast.h"
 #include "amp/ops.h"
 #include "core/error.h"
-#include "core/fs.h"
 #include "models/generate.h"
 #include "models/gpt.h"
 #include "models/hf_gpt2.h"
 #include "models/models.h"
 #include "tests/common/expect.h"
+#include "tests/common/paths.h"
+#include "tests/common/temp_dir.h"
 
 namespace fs = std::filesystem;
 using namespace retort;
 using namespace retort::models;
 using test::expect_error;
+using test::TempDir;
 
 namespace {
 
@@ -49,24 +50,12 @@ std::shared_ptr<Gpt> make_gpt(const ModelOptions& o, uint64_t seed = 1) {
   return m;
 }
 
-fs::path temp_dir(const std::string& name) {
-  auto dir = fs::temp_directory_path() / ("retort-gpt-" + std::to_string(::getpid()) + "-" + name);
-  retort::remove_tree(dir);
-  fs::create_directories(dir);
-  return dir;
-}
-
-fs::path source_dir() {
-  if (const char* env = std::getenv("RETORT_SOURCE_DIR")) return env;
-  return RETORT_SOURCE_DIR;
-}
-
 bool have_python_torch() { return std::system("/usr/bin/python3 -c 'import torch' >/dev/null 2>&1") == 0; }
 
 // Runs bench/reference/gpt2.py with `args`; its output on failure.
 void run_twin(const std::string& args) {
   const std::string cmd =
-      "cd " + (source_dir() / "bench" / "reference").string() + " && /usr/bin/python3 gpt2.py " + args + " 2>&1";
+      "cd " + (test::source_dir() / "bench" / "reference").string() + " && /usr/bin/python3 gpt2.py " + args + " 2>&1";
   FILE* p = ::popen(cmd.c_str(), "r");
   ASSERT_NE(p, nullptr) << cmd;
   std::array<char, 4096> buf{};
@@ -361,10 +350,9 @@ TEST(GptHfConfig, WritesWhatGpt2ConfigReadsAndReadsItBack) {
   EXPECT_EQ(gpt2.at("eos_token_id"), 50256);
   EXPECT_EQ(gpt2.at("n_inner"), 3072);
 
-  const auto dir = temp_dir("config");
+  const TempDir dir("gpt-config");
   write_gpt2_config(dir / "config.json", o);
   EXPECT_EQ(read_gpt2_config(dir).mlp_dim, 40) << "a folder reads its config.json";
-  retort::remove_tree(dir);
   ModelOptions cnn;
   expect_error<ConfigError>([&] { gpt2_config_json(cnn); }, {"model.name", "'cnn'"});
 }
@@ -398,9 +386,8 @@ TEST(GptHfConfig, ConfigsThisModelCannotComputeAreRefused) {
   EXPECT_EQ(parse_gpt2_config(with("n_inner", nullptr), "c").mlp_dim, 0);
   expect_error<CheckpointError>([] { read_gpt2_config("/nonexistent/gpt2"); },
                                 {"'/nonexistent/gpt2' not found", "a config.json or a folder holding one"});
-  const auto empty = temp_dir("empty");
+  const TempDir empty("gpt-empty");
   expect_error<CheckpointError>([&] { read_gpt2_config(empty); }, {(empty / "config.json").string(), "not found"});
-  retort::remove_tree(empty);
 }
 
 // retort's export (weights + config.json) into the PyTorch twin: the same logits, hidden
@@ -411,7 +398,7 @@ TEST(GptGolden, RetortExportLoadsIntoThePyTorchTwin) {
   jitter(*m, 0.3, 7);
   m->eval();
   m->set_keep_attention(true);
-  const auto dir = temp_dir("export");
+  const TempDir dir("gpt-export");
   save_safetensors(dir / "model.safetensors", weights_of(*m), {{"format", "pt"}});
   write_gpt2_config(dir / "config.json", m->options());
   torch::manual_seed(8);
@@ -426,14 +413,13 @@ TEST(GptGolden, RetortExportLoadsIntoThePyTorchTwin) {
     EXPECT_LT(max_diff(out.hidden[l], twin.at("hidden." + std::to_string(l))), 1e-5) << l;
     EXPECT_LT(max_diff(out.attention[l], twin.at("attention." + std::to_string(l))), 1e-6) << l;
   }
-  retort::remove_tree(dir);
 }
 
 // A PyTorch-initialised GPT-2 saved as Hugging Face does (attn.bias buffers, lm_head.weight,
 // config.json with n_inner null) loads into retort with the same logits.
 TEST(GptGolden, PyTorchCheckpointLoadsIntoRetort) {
   if (!have_python_torch()) GTEST_SKIP() << "/usr/bin/python3 with torch not installed";
-  const auto dir = temp_dir("hf");
+  const TempDir dir("gpt-hf");
   run_twin("init " + dir.string() + " --vocab 67 --context 20 --dim 32 --layers 3 --heads 4 --std 0.3 --jitter 0.1");
   const auto options = read_gpt2_config(dir);
   EXPECT_EQ(options.mlp_dim, 0);
@@ -446,5 +432,4 @@ TEST(GptGolden, PyTorchCheckpointLoadsIntoRetort) {
   const auto golden = load_safetensors(dir / "golden.safetensors").tensors;
   torch::NoGradGuard no_grad;
   EXPECT_LT(max_diff(m->forward(golden.at("ids")).logits, golden.at("logits")), 1e-5);
-  retort::remove_tree(dir);
 }
