@@ -23,6 +23,10 @@ const std::vector<Command>& commands() {
        "parameters, accuracy, latency and memory of runs side by side", define_report},
       {"prune", "<run_dir | checkpoint> prune.method=... [key=value ...] [options]",
        "prune a trained run into a new run directory; --scan: each layer's sensitivity", define_prune},
+      {"tokenize", "<text file or folder> <out_dir> [options]",
+       "a text corpus as token files for language models (train.tokens, val.tokens)", define_tokenize},
+      {"generate", "<run_dir | checkpoint> --prompt TEXT [options]",
+       "a language model's continuation of a prompt (KV cache, seeded sampling)", define_generate},
   };
   return table;
 }

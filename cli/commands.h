@@ -48,6 +48,8 @@ CommandRun define_eval(CLI::App& app);
 CommandRun define_export(CLI::App& app);
 CommandRun define_report(CLI::App& app);
 CommandRun define_prune(CLI::App& app);
+CommandRun define_tokenize(CLI::App& app);
+CommandRun define_generate(CLI::App& app);
 
 /// A command line parsed: the command to run, or none when the line asked for help or the
 /// version (then printed) or named no command (usage printed, exit_code kExitUsage).

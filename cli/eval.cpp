@@ -35,13 +35,16 @@ int eval(launch::World& world, const Args& positionals) {
   trainer::set_threads(rc.trainer.threads);
   const torch::Device device = world.pick_device(rc.trainer.device);
   auto comm = launch::make_communicator(world, device);
-  auto test_set = data::load_dataset(rc.data, "test");
+  auto test_set = data::load_dataset(rc.data, "test", window_shape(rc));
   auto report = [&](models::Model& model, const std::string& what) {
     auto r = trainer::evaluate(model, test_set, rc.data, device, *comm, rc.amp);
-    if (comm->rank() == 0)
-      std::cout << what << "\ntest loss " << std::fixed << std::setprecision(6) << r.loss << "  accuracy "
-                << std::setprecision(2) << 100.0 * r.accuracy << " %  (" << r.samples << " samples)\n"
-                << std::defaultfloat;
+    if (comm->rank() != 0) return;
+    const auto record = trainer::eval_record(r, test_set);
+    std::cout << what << "\ntest loss " << std::fixed << std::setprecision(6) << r.loss << "  accuracy "
+              << std::setprecision(2) << 100.0 * r.accuracy << " %";
+    if (record.contains("ppl")) std::cout << "  perplexity " << std::setprecision(3) << record["ppl"].get<double>();
+    if (record.contains("bpb")) std::cout << "  bits per byte " << std::setprecision(4) << record["bpb"].get<double>();
+    std::cout << "  (" << r.samples << (test_set.text ? " tokens" : " samples") << ")\n" << std::defaultfloat;
   };
   std::vector<std::shared_ptr<models::Model>> models;
   for (auto& run : runs) {

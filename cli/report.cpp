@@ -352,6 +352,9 @@ Row measure_run(const std::string& run, const Args& overrides, const ReportArgs&
   const auto loaded = trainer::load_checkpoint_model(run);
   const RunConfig rc = checkpoint_run_config(loaded.checkpoint, overrides);
   rc.data.validate();
+  if (rc.data.text())
+    throw ConfigError(run + " is a language model; retort report measures image classifiers (retort eval gives a "
+                      "language model's loss, perplexity and bits per byte)");
   describe_run(r, loaded.checkpoint, rc);
   models::Model& model = *loaded.model;
   model.to(device);

@@ -33,6 +33,10 @@ struct RunConfig {
 
 RunConfig read_run_config(const YAML::Node& tree);
 
+/// What a language model's token windows take from the run (context and vocabulary of
+/// model.*, trainer.seed); empty for the image families.
+data::WindowShape window_shape(const RunConfig& rc);
+
 /// Every key the train command understands, for `retort train <recipe> --help`.
 std::vector<config::KeyInfo> describe_run_config();
 

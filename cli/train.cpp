@@ -191,8 +191,8 @@ RunSummary run_one(const config::Composed& composed_in, launch::World& world) {
   if (!dir_problem.empty()) throw ConfigError(dir_problem);
 
   // --- DATA AND MODEL: fail on bad input before the run directory exists -----------------
-  auto train_set = std::make_shared<data::Dataset>(data::load_dataset(rc.data, "train"));
-  auto test_set = std::make_shared<data::Dataset>(data::load_dataset(rc.data, "test"));
+  auto train_set = std::make_shared<data::Dataset>(data::load_dataset(rc.data, "train", window_shape(rc)));
+  auto test_set = std::make_shared<data::Dataset>(data::load_dataset(rc.data, "test", window_shape(rc)));
   torch::manual_seed(static_cast<uint64_t>(rc.trainer.seed));
   auto model = models::make_model(rc.model);
   if (pruned) models::load_weights(*model, pruned->weights, (pruned->checkpoint / "model.safetensors").string());

@@ -82,10 +82,12 @@ EvalResult evaluate(models::Model& model, const data::Dataset& dataset, const da
   while (auto batch = loader.next()) {
     if (batch->y.numel() == 0) continue;
     auto logits = model.forward(batch->x).logits;
-    sums[0] += torch::nn::functional::cross_entropy(logits.to(torch::kFloat32), batch->y,
+    if (logits.dim() == 3) logits = logits.flatten(0, 1);  // a language model: every position predicts
+    const auto y = batch->y.flatten();
+    sums[0] += torch::nn::functional::cross_entropy(logits.to(torch::kFloat32), y,
                                                     torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum));
-    sums[1] += logits.argmax(1).eq(batch->y).sum();
-    sums[2] += batch->y.size(0);
+    sums[1] += logits.argmax(1).eq(y).sum();
+    sums[2] += y.size(0);
   }
   comm.all_reduce_staged(sums, launch::ReduceOp::kSum);
   sums = sums.cpu();
@@ -95,6 +97,16 @@ EvalResult evaluate(models::Model& model, const data::Dataset& dataset, const da
   r.loss = sums[0].item<double>() / std::max(1.0, sums[2].item<double>());
   r.accuracy = sums[1].item<double>() / std::max(1.0, sums[2].item<double>());
   return r;
+}
+
+nlohmann::json eval_record(const EvalResult& result, const data::Dataset& dataset) {
+  nlohmann::json row = {{"loss", result.loss}, {"accuracy", result.accuracy}};
+  if (!dataset.text) return row;
+  row["ppl"] = std::exp(result.loss);
+  const auto& file = dataset.text->tokens();
+  if (file.text_bytes() > 0)
+    row["bpb"] = result.loss / std::log(2.0) * static_cast<double>(file.size()) / static_cast<double>(file.text_bytes());
+  return row;
 }
 
 // ------------------------------------------------------------------------------------
@@ -456,6 +468,7 @@ void Trainer::log_metrics(int64_t epoch) {
   const double loss = v[0] / steps;
   nlohmann::json row = {{"kind", "train"}, {"step", s.step}, {"epoch", epoch + 1},
                         {"loss", loss},    {"lr", s.lr},     {"samples_per_s", sps}};
+  if (s.setup.train_set->text) row["tokens_per_s"] = sps * static_cast<double>(s.setup.train_set->text->context());
   std::string extra;
   for (size_t i = 0; i < s.terms.size(); ++i) {
     const double term = v[2 + i] / steps;
@@ -491,13 +504,14 @@ void Trainer::end_epoch(int64_t epoch, bool done, TrainResult& result) {
   s.metrics->break_line();
   if (to.eval && su.test_set) {
     result.last_eval = run_eval();
-    s.metrics->record({{"kind", "eval"},
-                       {"step", s.step},
-                       {"epoch", epoch + 1},
-                       {"loss", result.last_eval.loss},
-                       {"accuracy", result.last_eval.accuracy}});
-    logger()->info("epoch {} step {}: test loss {:.4f}, accuracy {:.2f} %", epoch + 1, s.step, result.last_eval.loss,
-                   100.0 * result.last_eval.accuracy);
+    auto row = eval_record(result.last_eval, *su.test_set);
+    row.update({{"kind", "eval"}, {"step", s.step}, {"epoch", epoch + 1}});
+    s.metrics->record(row);
+    std::string more;
+    if (row.contains("ppl")) more += fmt::format(", perplexity {:.3f}", row["ppl"].get<double>());
+    if (row.contains("bpb")) more += fmt::format(", {:.4f} bits per byte", row["bpb"].get<double>());
+    logger()->info("epoch {} step {}: test loss {:.4f}, accuracy {:.2f} %{}", epoch + 1, s.step, result.last_eval.loss,
+                   100.0 * result.last_eval.accuracy, more);
   }
   if (to.checkpoint_every == 0 || (done && s.step % to.checkpoint_every != 0)) save_checkpoint();
   result.epochs = s.consumed >= s.sampler->batches_per_epoch() ? epoch + 1 : epoch;

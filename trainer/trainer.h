@@ -3,6 +3,7 @@
 /// all-reduce -> unscale / clip / step-or-skip -> schedule, metrics, checkpoints.
 ///   Trainer trainer(std::move(setup));
 ///   TrainResult r = trainer.fit();     // runs to trainer.max_epochs / trainer.max_steps
+#include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
 #include <filesystem>
@@ -47,10 +48,15 @@ struct TrainerSetup {
 };
 
 struct EvalResult {
-  double loss = 0;
-  double accuracy = 0;  ///< in [0, 1]
-  int64_t samples = 0;
+  double loss = 0;      ///< mean cross-entropy per prediction (nats)
+  double accuracy = 0;  ///< in [0, 1]; a language model's: of its next-token guesses
+  int64_t samples = 0;  ///< predictions: images, or a language model's tokens
 };
+
+/// The eval record of metrics.jsonl: loss and accuracy; for token windows also perplexity
+/// (exp loss) and bits per byte (loss / ln 2 over the text bytes per token of the split's
+/// file, exact for the bytes tokenizer).
+nlohmann::json eval_record(const EvalResult& result, const data::Dataset& dataset);
 
 struct TrainResult {
   int64_t steps = 0;

@@ -106,6 +106,12 @@ TEST(Cli, EveryCommandHasItsUsageAndUsageErrorsNameTheCommandAndTheFlag) {
     EXPECT_NE(r.out.find(message), std::string::npos) << r.out;
     EXPECT_EQ(r.out.find('\n'), r.out.size() - 1) << "one line: " << r.out;
   }
+  for (const auto& [command, listed] : {std::pair<std::string, std::string>{"tokenize", "--tokenizer"},
+                                        {"generate", "--top-k"}}) {
+    auto help = run(command + " --help");
+    EXPECT_EQ(help.code, 0) << help.out;
+    EXPECT_NE(help.out.find(listed), std::string::npos) << help.out;
+  }
   auto none = run("");
   EXPECT_EQ(none.code, 2) << none.out;
   EXPECT_NE(none.out.find("usage: retort <command>"), std::string::npos) << none.out;
@@ -389,4 +395,70 @@ TEST(Cli, SweepRunsTheProductAndAFailedRunDoesNotStopIt) {
   int ok = 0;
   for (size_t at = out.find("| ok |"); at != std::string::npos; at = out.find("| ok |", at + 1)) ++ok;
   EXPECT_EQ(ok, 2) << out;
+}
+
+// A language model end to end on this repository's README as its corpus: tokenize, train
+// with evaluation, eval, generate (the same seed, the same text), and the bad inputs.
+TEST(Cli, LanguageModelTokenizeTrainEvalGenerate) {
+  const TempDir dir("lm", false);
+  const std::string tokens = (dir / "tokens").string(), run_dir = (dir / "run").string();
+  auto t = run("tokenize README.md " + tokens);
+  ASSERT_EQ(t.code, 0) << t.out;
+  EXPECT_NE(t.out.find("validation tokens"), std::string::npos) << t.out;
+  const std::string gpt = " model=gpt_student model.context=32 model.dim=32 model.depth=2 model.heads=2 data.root=" +
+                          tokens + " data.subset=64 data.batch_size=16 trainer.max_steps=8 trainer.threads=1 "
+                                   "data.eval_tokens=1024 amp.mode=off trainer.log_every=2 ";
+  auto r = run("train recipes/text/lm_teacher.yaml" + gpt + "run.dir=" + run_dir);
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("bits per byte"), std::string::npos) << r.out;
+  const std::string metrics = retort::read_file(dir / "run" / "metrics.jsonl");
+  EXPECT_NE(metrics.find("\"tokens_per_s\""), std::string::npos) << metrics;
+  EXPECT_NE(metrics.find("\"ppl\""), std::string::npos) << metrics;
+  EXPECT_NE(metrics.find("\"bpb\""), std::string::npos) << metrics;
+
+  auto e = run("eval " + run_dir);
+  ASSERT_EQ(e.code, 0) << e.out;
+  EXPECT_NE(e.out.find("perplexity"), std::string::npos) << e.out;
+  EXPECT_NE(e.out.find("(1024 tokens)"), std::string::npos) << e.out;  // data.eval_tokens: 32 windows of 32
+
+  const std::string generate = "generate " + run_dir + " --prompt 'retort trains' --tokens 12 --top-k 5 --seed ";
+  auto g1 = run(generate + "3"), g2 = run(generate + "3"), g3 = run(generate + "4");
+  ASSERT_EQ(g1.code, 0) << g1.out;
+  EXPECT_EQ(g1.out.rfind("retort trains", 0), 0u) << g1.out;
+  EXPECT_GT(g1.out.size(), std::string("retort trains\n").size()) << g1.out;
+  EXPECT_EQ(g1.out, g2.out);
+  EXPECT_NE(g1.out, g3.out);
+
+  auto too_long = run("generate " + run_dir + " --prompt x --tokens 40");
+  EXPECT_EQ(too_long.code, 2) << too_long.out;
+  EXPECT_NE(too_long.out.find("model.context"), std::string::npos) << too_long.out;
+}
+
+TEST(Cli, LanguageModelBadInputsNameTheFileAndWriteNothing) {
+  const TempDir dir("lm-bad", false);
+  fs::create_directories(dir);
+  retort::write_file_atomic(dir / "empty.txt", "");
+  auto empty = run("tokenize " + (dir / "empty.txt").string() + " " + (dir / "tokens").string());
+  EXPECT_EQ(empty.code, 3) << empty.out;
+  EXPECT_NE(empty.out.find("empty.txt"), std::string::npos) << empty.out;
+  EXPECT_FALSE(fs::exists(dir / "tokens"));
+
+  auto missing = run("train recipes/text/lm_teacher.yaml data.root=" + (dir / "none").string() +
+                     " run.dir=" + (dir / "run").string());
+  EXPECT_EQ(missing.code, 3) << missing.out;
+  EXPECT_NE(missing.out.find("retort tokenize"), std::string::npos) << missing.out;
+  EXPECT_FALSE(fs::exists(dir / "run"));
+
+  // A nanoGPT .bin whose token 5 is beyond the model's 256 ids.
+  fs::create_directories(dir / "bin");
+  std::string raw;
+  for (uint16_t v : {1, 2, 3, 4, 5, 300, 7}) raw.append(reinterpret_cast<const char*>(&v), 2);
+  retort::write_file_atomic(dir / "bin" / "train.bin", raw);
+  retort::write_file_atomic(dir / "bin" / "val.bin", raw);
+  auto range = run("train recipes/text/lm_teacher.yaml data.root=" + (dir / "bin").string() +
+                   " model.context=4 run.dir=" + (dir / "run2").string());
+  EXPECT_EQ(range.code, 3) << range.out;
+  EXPECT_NE(range.out.find("train.bin"), std::string::npos) << range.out;
+  EXPECT_NE(range.out.find("5"), std::string::npos) << range.out;
+  EXPECT_FALSE(fs::exists(dir / "run2"));
 }

@@ -139,6 +139,26 @@ TEST(MpiTrain, TwoRanksTrainTheStudentOneProcessTrains) {
   EXPECT_NEAR(std::stod(eval.out.substr(at + 10)), logged, 1e-6) << eval.out;
 }
 
+// A language model: 2 ranks train the same gpt as one process (token windows, tied
+// embeddings, the reducer's buckets), fp32, to the same tolerance as the CNN.
+TEST(MpiTrain, TwoRanksTrainTheLanguageModelOneProcessTrains) {
+  const TempDir dir("lm", false);
+  auto t = shell(kIn + std::string(RETORT_BIN) + " tokenize README.md " + (dir / "tokens").string());
+  ASSERT_EQ(t.code, 0) << t.out;
+  const std::string lm = std::string(RETORT_BIN) + " train recipes/text/lm_student.yaml model.context=32 "
+                         "model.dim=32 model.depth=2 model.heads=2 data.batch_size=16 trainer.max_steps=10 "
+                         "trainer.threads=1 trainer.eval=false trainer.device=cpu amp.mode=off data.root=" +
+                         (dir / "tokens").string() + " run.dir=";
+  auto one = shell(kIn + lm + (dir / "one").string());
+  ASSERT_EQ(one.code, 0) << one.out;
+  auto two = shell(kIn + kMpirun + " -np 2 " + lm + (dir / "two").string());
+  ASSERT_EQ(two.code, 0) << two.out;
+  const auto ckpt = fs::path("checkpoints") / "step-00000010" / "model.safetensors";
+  const auto a = read_f32_tensors(dir / "one" / ckpt), b = read_f32_tensors(dir / "two" / ckpt);
+  ASSERT_FALSE(a.empty());
+  EXPECT_LT(max_relative_diff(b, a), 1e-4) << "2 ranks vs 1 process";
+}
+
 // Ranks started with different command lines: the job stops before creating anything,
 // naming the key and both values.
 TEST(MpiTrain, ConfigMismatchNamesTheKeyAndCreatesNothing) {
