@@ -4,10 +4,10 @@
 // LibTorch's CPU allocator takes every tensor from malloc. With glibc's defaults, blocks
 // above the (dynamic) mmap threshold are mmap'ed and munmap'ed on free, and the heap top
 // is trimmed back to the OS: a training step that frees and re-allocates the same
-// activations then page-faults on fresh zeroed pages every time (measured on cnn_large,
-// batch 128: ~75k page faults/s and 2/3 of the CPU time in the kernel). Keeping blocks up
-// to 32 MiB on the heap and never trimming it lets steps reuse their memory: 3.5x faster
-// steps (bench/RESULTS.md). Peak RSS is unchanged; the process keeps its high-water mark.
+// activations then page-faults on fresh zeroed pages every time, with most of the CPU
+// time in the kernel. Keeping blocks up to 32 MiB on the heap and never trimming it lets
+// steps reuse their memory (bench/RESULTS.md, "Allocator"). The process keeps its
+// high-water mark.
 
 namespace retort {
 

@@ -64,7 +64,7 @@ void forget(State& s, std::list<Kept>::iterator it) {
 /// Unmaps the block freed longest ago: blocks a repeating step still uses were freed
 /// recently, while those of another phase (evaluation, an epoch's short last batch) go
 /// stale. (Unmapping the largest first kept such stale blocks forever and made training
-/// after the first evaluation re-map its own blocks every step: 3.5x slower.)
+/// after the first evaluation re-map its own blocks every step.)
 /// Caller holds the lock; the cache is not empty.
 void release_stalest(State& s) {
   auto it = s.kept.begin();

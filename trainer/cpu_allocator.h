@@ -2,35 +2,19 @@
 // retort's CPU tensor allocator: large blocks are cached and reused, and what it holds
 // stays within 1.5x the most that was live at once.
 //
-// LibTorch takes every CPU tensor from malloc (c10's DefaultCPUAllocator). glibc serves
-// blocks above its mmap threshold (at most 32 MiB, see core/malloc.h) with a fresh mmap
-// each time, so a training step that frees and re-allocates the same activations
-// page-faults them in afresh every step (cnn_large, fp32, batch 512: ~80k faults a step,
-// 3.7x slower than bf16; bench/RESULTS.md); blocks below it come from the heap, which
-// never shrinks and whose peak depends on the order of allocations (fragmentation).
+// LibTorch takes every CPU tensor from malloc, and glibc serves blocks above its mmap
+// threshold (core/malloc.h) with a fresh mmap each time: a step that frees and
+// re-allocates the same activations page-faults them in afresh every step.
 //
-// Here every block of at least kMinCachedBytes is its own anonymous mapping. On free it is
-// kept, by size; an allocation takes the smallest kept block that fits within 1/8 slack.
-// When none fits, kept blocks are unmapped (freed longest ago first) until live + kept + the new
-// block stays within kKeepFactor x the largest live total seen so far: memory held for
-// large blocks is bounded by the live peak, whatever the allocation order or the sizes
-// that come and go. A training loop repeats the same sizes every step, so after
-// the first step nearly every allocation is a hit and nothing page-faults. Smaller blocks
-// go to malloc.
-//
-// kKeepFactor 1.5 is measured (bench/RESULTS.md, cnn_large at batch 256 and 512): exact
-// sizes need ~1.3x the live peak to cover a step (an activation and the gradient of its
-// shape are live together, and freed blocks of one size cannot serve another); at 1.25
-// blocks are unmapped and faulted back in every step (2-3x slower); at 1.5 misses stop
-// after the first step. Against glibc's heap the step's max RSS drops to 0.67-0.86x, at the
-// same step time, and fp32 at batch 512 stops page-faulting (1.3x faster).
-//
-// The ratio alone is too tight where few tensors are live at once but a pass needs blocks
-// of many sizes: a forward without gradients (evaluation, `retort report`) holds a layer's
-// input and output only, and cnn_small at batch 256 then unmapped and page-faulted part of
-// its blocks in every pass (89-97 ms a batch vs 20 ms on glibc's heap, bench/RESULTS.md). So the bound is never below
-// the live peak + kKeepFloorBytes (64 MiB, next to LibTorch's ~300 MB of resident code
-// and data): small working sets fit whole, large ones are held to the ratio.
+// Here every block of at least kMinCachedBytes is its own anonymous mapping, kept by size
+// when freed; an allocation takes the smallest kept block that fits within 1/8 slack.
+// When none fits, kept blocks are unmapped (freed longest ago first) until live + kept +
+// the new block stays within max(kKeepFactor x the largest live total seen so far, that
+// total + kKeepFloorBytes): held memory is bounded by the live peak whatever the order of
+// allocations. kKeepFactor covers a step's mix of sizes (an activation and the gradient of
+// its shape live together); the floor covers forward-only passes, which need blocks of
+// many sizes while few are live. Both are measured (bench/RESULTS.md, "Allocator"). Smaller
+// blocks go to malloc.
 //
 // Install once, early in main: retort::trainer::install_cpu_allocator().
 // RETORT_MALLOC=system keeps LibTorch's own allocator (and glibc's defaults).
