@@ -84,12 +84,14 @@ int export_weights(launch::World& world, const ExportArgs& a) {
     std::cout << "compacted: " << compacted->params_before << " -> " << compacted->params_after << " parameters\n";
   }
   models::save_safetensors(out, weights, meta);
-  if (options.name == "gpt") models::write_gpt2_config(dir / "config.json", options);
   int64_t params = 0;
   for (const auto& kv : weights) params += kv.second.numel();
   std::cout << "wrote " << out.string() << ": " << weights.size() << " tensors, " << params << " values (step "
             << ckpt.step << ")\n";
-  if (options.name == "gpt") std::cout << "wrote " << (dir / "config.json").string() << " (GPT-2 config)\n";
+  if (options.name == "gpt") {
+    models::write_gpt2_config(dir / "config.json", options);
+    std::cout << "wrote " << (dir / "config.json").string() << " (GPT-2 config)\n";
+  }
   return kExitOk;
 }
 

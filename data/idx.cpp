@@ -231,10 +231,13 @@ void check_name(const std::string& name) {
   }
 }
 
-Dataset load_impl(const fs::path& root, const std::string& split, int64_t num_classes, const std::string& hint) {
-  if (split != "train" && split != "test") {
+void check_split(const std::string& split) {
+  if (split != "train" && split != "test")
     throw ConfigError("unknown data split '" + split + "' (expected 'train' or 'test')");
-  }
+}
+
+Dataset load_impl(const fs::path& root, const std::string& split, int64_t num_classes, const std::string& hint) {
+  check_split(split);
   if (num_classes < 1 || num_classes > 256) {
     throw ConfigError("num_classes must be in [1, 256] for uint8 IDX labels, got " + std::to_string(num_classes));
   }
@@ -304,8 +307,7 @@ std::filesystem::path token_file_of(const DataOptions& opts, const std::string& 
 }
 
 Dataset load_text_dataset(const DataOptions& opts, const std::string& split, const WindowShape& shape) {
-  if (split != "train" && split != "test")
-    throw ConfigError("unknown data split '" + split + "' (expected 'train' or 'test')");
+  check_split(split);
   if (shape.context < 1) throw ConfigError("data.name=text needs a language model (model.name: gpt)");
   auto file = std::make_shared<const TokenFile>(token_file_of(opts, split), shape.vocab_size);
   if (!file->tokenizer().empty() && file->tokenizer() != opts.tokenizer.name)

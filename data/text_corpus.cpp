@@ -1,13 +1,10 @@
 #include "data/text_corpus.h"
 
 #include <algorithm>
-#include <cerrno>
 #include <cmath>
-#include <cstring>
-#include <fstream>
-#include <sstream>
 
 #include "core/error.h"
+#include "core/fs.h"
 #include "core/text.h"
 #include "data/unicode.h"
 
@@ -28,12 +25,12 @@ bool is_corpus_file(const fs::directory_entry& entry) {
 std::string read_text_file(const fs::path& path) {
   std::error_code ec;
   if (!fs::exists(path, ec)) throw DataError("text file '" + path.string() + "' not found");
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw DataError("cannot open '" + path.string() + "': " + std::strerror(errno));
-  std::ostringstream bytes;
-  bytes << in.rdbuf();
-  if (in.bad()) throw DataError("cannot read '" + path.string() + "'");
-  std::string text = std::move(bytes).str();
+  std::string text;
+  try {
+    text = read_file(path);
+  } catch (const Error& e) {
+    throw DataError(e.what());  // a corpus that cannot be read is bad input (exit 3)
+  }
   const size_t bad = invalid_utf8_offset(text);
   if (bad != std::string::npos) {
     throw DataError("'" + path.string() + "' is not UTF-8 text: ill-formed UTF-8 at byte offset " +

@@ -22,6 +22,19 @@ std::string shape_str(const std::vector<int64_t>& s) {
 
 std::vector<int64_t> shape_of(const torch::Tensor& t) { return t.sizes().vec(); }
 
+/// A layer pair with the names and dry-run shapes of its two tensors.
+MappedPair mapped_pair(const LayerPair& lp, const std::vector<std::string>& student_names,
+                       const std::vector<std::string>& teacher_names, const torch::Tensor& student,
+                       const torch::Tensor& teacher) {
+  MappedPair p;
+  p.layers = lp;
+  p.student_name = student_names[lp.student];
+  p.teacher_name = teacher_names[lp.teacher];
+  p.student_shape = shape_of(student);
+  p.teacher_shape = shape_of(teacher);
+  return p;
+}
+
 std::string kind_of(const torch::Tensor& h) {
   return h.dim() == 4 ? "feature map" : h.dim() == 3 ? "token sequence" : "vector";
 }
@@ -159,14 +172,9 @@ std::vector<MappedPair> DistillerImpl::map_hidden_pairs(const models::Output& s_
   if (s_out.hidden.size() != sn.size() || t_out.hidden.size() != tn.size())
     throw Error("Distiller: a model returned a different number of hidden states than hidden_names() lists");
   for (const auto& lp : resolve_layer_map(options_.layers, sn, tn, "distill.layers")) {
-    MappedPair p;
-    p.layers = lp;
-    p.student_name = sn[lp.student];
-    p.teacher_name = tn[lp.teacher];
     const auto& hs = s_out.hidden[lp.student];
     const auto& ht = t_out.hidden[lp.teacher];
-    p.student_shape = shape_of(hs);
-    p.teacher_shape = shape_of(ht);
+    MappedPair p = mapped_pair(lp, sn, tn, hs, ht);
     check_hidden_pair(p, hs, ht, sk[lp.student] == tk[lp.teacher], problems);
     hidden.push_back(std::move(p));
   }
@@ -188,17 +196,12 @@ std::vector<MappedPair> DistillerImpl::map_attention_pairs(const models::Output&
   const auto sn = attention_names(*student_, s_out.attention.size());
   const auto tn = attention_names(*teacher_, t_out.attention.size());
   for (const auto& lp : resolve_layer_map(options_.attention_layers, sn, tn, "distill.attention_layers")) {
-    MappedPair p;
-    p.layers = lp;
+    const auto& as = s_out.attention[lp.student];
+    const auto& at = t_out.attention[lp.teacher];
+    MappedPair p = mapped_pair(lp, sn, tn, as, at);
     p.layers.name = std::to_string(lp.student);
     if (sn[lp.student] != lp.name)  // the student layer appears twice: keep the pair in the name
       p.layers.name += "-" + std::to_string(lp.teacher);
-    p.student_name = sn[lp.student];
-    p.teacher_name = tn[lp.teacher];
-    const auto& as = s_out.attention[lp.student];
-    const auto& at = t_out.attention[lp.teacher];
-    p.student_shape = shape_of(as);
-    p.teacher_shape = shape_of(at);
     if (as.dim() != 4 || at.dim() != 4 || as.size(2) != at.size(2) || as.size(3) != at.size(3))
       problems.push_back("attention " + pair_text(p) +
                          ": token counts differ; give teacher and student the same model.patch, "
