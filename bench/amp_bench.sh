@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Mixed precision on CPU: the teacher's training step (cnn_large, batch 256, AdamW) in
 # fp32, bf16 autocast and bf16 master weights, each mode in a fresh process, alternating
-# over REPS rounds; retort's CPU allocator as the retort program installs it.
+# over REPS rounds; jemalloc tuned as the retort program (core/malloc_conf.cpp).
 #   bench/amp_bench.sh [build_dir] [threads] [batch]
 # Prints a markdown table: best step time, median max RSS (range over the rounds: one
 # round is not enough for a memory ratio), median step peak over setup; ratios are

@@ -17,14 +17,12 @@
 
 #include <nlohmann/json.hpp>
 
-#include "core/malloc.h"
 #include "cli/run_config.h"
 #include "core/error.h"
 #include "data/data.h"
 #include "launch/communicator.h"
 #include "models/models.h"
 #include "trainer/checkpoint_model.h"
-#include "trainer/cpu_allocator.h"
 #include "trainer/trainer.h"
 
 namespace fs = std::filesystem;
@@ -99,9 +97,6 @@ void time_forward(std::vector<Loaded>& runs, int64_t batch, int64_t repeats) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  // As the retort program does (core/malloc.h, trainer/cpu_allocator.h).
-  retort::tune_malloc_for_training();
-  retort::trainer::install_cpu_allocator();
   int64_t threads = 1, batch = 256, repeats = 30;
   bool accuracy = true;
   std::string json_out;

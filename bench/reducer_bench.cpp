@@ -25,20 +25,16 @@
 #include <string>
 
 #include "bench/mpi_bench.h"
-#include "core/malloc.h"
 #include "launch/communicator.h"
 #include "launch/mpi_communicator.h"
 #include "launch/world.h"
 #include "models/models.h"
-#include "trainer/cpu_allocator.h"
 #include "trainer/grad_reducer.h"
 #include "trainer/trainer.h"
 
 using namespace retort;
 
 int main(int argc, char** argv) {
-  tune_malloc_for_training();  // as the retort program does
-  trainer::install_cpu_allocator();
   const auto flags = bench::read_flags(argc, argv, {"--batch", "--reps", "--bucket_mb"}, "reducer_bench");
   const int64_t batch = flags.count("--batch") ? std::stoll(flags.at("--batch")) : 64;
   const int reps = flags.count("--reps") ? std::stoi(flags.at("--reps")) : 200;

@@ -3,10 +3,9 @@
 // bench/reference/train_step.py. Prints one JSON line. Driven by bench/step_bench.sh
 // (retort vs PyTorch) and bench/amp_bench.sh (fp32 vs bf16 autocast vs bf16 master).
 //   step_bench --batch 128 --threads 1 --steps 50 [--amp off|autocast|master] [--dtype bf16]
-//              [--allocator retort|malloc] [--device cpu|cuda]
-// --allocator: retort's caching CPU allocator, as the retort program installs it
-// (trainer/cpu_allocator.h; the default), or LibTorch's own (malloc, glibc tuned as in
-// core/malloc.h): the baseline of bench/allocator_bench.sh.
+//              [--device cpu|cuda]
+// Linked with jemalloc and retort's settings for it, as the retort program is
+// (core/malloc_conf.cpp).
 // Memory: max_rss_mb is the process's peak resident set (getrusage), setup_rss_mb the
 // resident set before the first step (libraries, model, data), step_peak_mb the growth
 // of the peak over it: what the training steps themselves took; faults_per_step the minor
@@ -23,11 +22,9 @@
 #include <string>
 
 #include "amp/amp.h"
-#include "core/malloc.h"
 #include "launch/communicator.h"
 #include "launch/cuda_compat.h"
 #include "models/models.h"
-#include "trainer/cpu_allocator.h"
 #include "trainer/grad_reducer.h"
 #include "trainer/optim.h"
 #include "trainer/task.h"
@@ -56,8 +53,7 @@ double proc_status_mb(const std::string& key) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  retort::tune_malloc_for_training();  // as the retort program does (core/malloc.h)
-  std::string allocator = "retort", device_name = "cpu";
+  std::string device_name = "cpu";
   int64_t batch = 128, threads = 1, steps = 50, warmup = 5, convs = 2;
   std::string channels = "32,64", hidden = "512";
   amp::AmpOptions amp_options;
@@ -72,16 +68,11 @@ int main(int argc, char** argv) {
     else if (k == "--hidden") hidden = v;
     else if (k == "--amp") amp_options.mode = config::enum_value<amp::AmpMode>(v, "--amp");
     else if (k == "--dtype") amp_options.dtype = config::enum_value<c10::ScalarType>(v, "--dtype");
-    else if (k == "--allocator") allocator = v;
     else if (k == "--device") device_name = v;
     else {
       std::cerr << "unknown option " << k << "\n";
       return 2;
     }
-  }
-  if (allocator != "retort" && allocator != "malloc") {
-    std::cerr << "--allocator must be retort or malloc, got '" << allocator << "'\n";
-    return 2;
   }
   if (device_name != "cpu" && device_name != "cuda") {
     std::cerr << "--device must be cpu or cuda, got '" << device_name << "'\n";
@@ -103,7 +94,6 @@ int main(int argc, char** argv) {
     return 2;
   }
 #endif
-  const bool caching = allocator == "retort" && retort::trainer::install_cpu_allocator();
   trainer::set_threads(threads);
   torch::manual_seed(0);
   models::ModelOptions mo;
@@ -167,7 +157,6 @@ int main(int argc, char** argv) {
   struct rusage usage {};
   ::getrusage(RUSAGE_SELF, &usage);
   const double max_rss = static_cast<double>(usage.ru_maxrss) / 1024.0;
-  const auto alloc = trainer::CachingCpuAllocator::instance().stats();
   double gpu_peak_mb = -1;
 #if RETORT_HAVE_CUDA
   if (device.is_cuda()) gpu_peak_mb = static_cast<double>(launch::compat::peak_allocated_bytes(0)) / 1048576.0;
@@ -182,11 +171,6 @@ int main(int argc, char** argv) {
                               {"setup_rss_file_mb", setup_file},
                               {"step_peak_mb", max_rss - setup_rss},
                               {"faults_per_step", static_cast<double>(usage.ru_minflt - before.ru_minflt) / steps},
-                              {"allocator", caching ? "retort" : "malloc"},
-                              {"large_peak_live_mb", alloc.peak_live_bytes / 1048576.0},
-                              {"large_peak_mapped_mb", alloc.peak_mapped_bytes / 1048576.0},
-                              {"large_hits", alloc.hits},
-                              {"large_misses", alloc.misses},
                               {"batch", batch},
                               {"threads", threads},
                               {"steps", steps},

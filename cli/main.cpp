@@ -3,14 +3,10 @@
 
 #include "cli/commands.h"
 #include "core/error.h"
-#include "core/malloc.h"
 #include "launch/world.h"
-#include "trainer/cpu_allocator.h"
 
 int main(int argc, char** argv) {
   using namespace retort;
-  tune_malloc_for_training();        // see core/malloc.h: training steps reuse their heap
-  trainer::install_cpu_allocator();  // see trainer/cpu_allocator.h: large blocks reused
   // The line is parsed before the World exists: help, the version and usage errors start no MPI.
   cli::ParsedCommandLine parsed;
   try {

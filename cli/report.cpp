@@ -1,16 +1,18 @@
 // `retort report <run_dir> [<run_dir> ...] [key=value ...] [--out report] [--csv FILE] [--json FILE] [--warmup 3]
 //                [--repeats 20] [--threads 0] [--batch 256]`
 // Compares finished runs side by side (teacher, baseline student, distilled student):
-// parameters, weights size, test accuracy, latency per batch and per sample, and the peak
-// memory of a forward pass; prints a markdown table and writes <out>/report.md and
-// <out>/report.json, and the table as CSV (--csv) or JSON (--json) for plotting.
+// parameters, weights size, test accuracy (language models: evaluation loss, perplexity and
+// bits per byte), latency per batch and per sample, and the peak memory of a forward pass;
+// prints a markdown table and writes <out>/report.md and <out>/report.json, and the table
+// as CSV (--csv) or JSON (--json) for plotting.
 //   retort report outputs/fmnist-teacher/... outputs/fmnist-student/... outputs/fmnist-distill/...
 //
 // Each run is read from its newest checkpoint (or a checkpoint directory given directly):
 // the model is built from the checkpoint's config.yaml `model:` section, key=value
 // overrides apply to every run's config (e.g. data.root=...). Latency: in eval mode,
 // without gradients, under the run's amp settings, every run with the same `threads`
-// (0: the cores available) on the same batch of `batch` test images (at most the split):
+// (0: the cores available) on the same batch of `batch` test images or token windows (at
+// most the split):
 // `warmup` untimed forwards, then the median of `repeats` timed ones; "speed vs teacher"
 // is the ratio of latencies per sample. Memory: "weights" is the bytes of parameters and
 // buffers; "peak forward" is the growth of the process's peak resident set (VmHWM, reset
@@ -18,7 +20,6 @@
 // and workspace of one batch over the resident weights (n/a where the kernel refuses the
 // reset).
 #include <CLI/CLI.hpp>
-#include <malloc.h>
 
 #include <algorithm>
 #include <chrono>
@@ -27,6 +28,7 @@
 #include <iomanip>
 #include <iostream>
 #include <map>
+#include <numeric>
 #include <optional>
 #include <sstream>
 
@@ -38,12 +40,12 @@
 #include "core/error.h"
 #include "core/text.h"
 #include "core/fs.h"
+#include "core/malloc.h"
 #include "data/data.h"
 #include "launch/communicator.h"
 #include "launch/world.h"
 #include "models/models.h"
 #include "trainer/checkpoint_model.h"
-#include "trainer/cpu_allocator.h"
 #include "trainer/trainer.h"
 
 namespace retort::cli {
@@ -58,7 +60,7 @@ struct ReportArgs {
   int64_t warmup = 3;
   int64_t repeats = 20;
   int64_t threads = 0;   // every run is timed with these intra-op threads (0: the cores available)
-  int64_t batch = 256;   // ... on a batch of this many test images (at most the test split)
+  int64_t batch = 256;   // ... on a batch of this many test samples (at most the test split)
 };
 
 std::string list(const std::vector<int64_t>& v) { return "[" + join(v, [](int64_t d) { return std::to_string(d); }) + "]"; }
@@ -72,6 +74,8 @@ std::string describe_model(const models::ModelOptions& m) {
     s << " " << list(m.hidden);
   else if (m.name == "vit")
     s << " d" << m.dim << " L" << m.depth << " h" << m.heads << " p" << m.patch;
+  else if (m.name == "gpt")
+    s << " d" << m.dim << " L" << m.depth << " h" << m.heads << " ctx" << m.context << " vocab" << m.vocab_size;
   return s.str();
 }
 
@@ -97,6 +101,8 @@ struct Row {
   std::string run, checkpoint, role, model, amp;
   int64_t step = 0, parameters = 0, batch = 0, threads = 0, test_samples = 0;
   double weights_mb = 0, accuracy = 0, test_loss = 0;
+  bool language_model = false;        // then quality is test_loss, ppl and bpb, not accuracy
+  std::optional<double> ppl, bpb;     // language models (bpb: token files that know their bytes)
   double batch_ms = 0, batch_ms_min = 0, sample_ms = 0;
   std::optional<double> peak_forward_mb;
   std::string distill_teacher;  // canonical run dir of the teacher, distilled runs only
@@ -115,11 +121,10 @@ Timing time_forward(models::Model& model, const torch::Tensor& x, const amp::Amp
   model.eval();
   torch::NoGradGuard no_grad;
   Timing t;
-  // Memory the runs before this one freed but the process still holds (retort's allocator
-  // cache, glibc's heap) would serve this run's activations without growing the resident
-  // set: give it back first, so each run's peak is its own whatever the order.
-  trainer::CachingCpuAllocator::instance().empty_cache();
-  malloc_trim(0);
+  // Memory the runs before this one freed but the process still holds would serve this
+  // run's activations without growing the resident set: give it back first, so each run's
+  // peak is its own whatever the order.
+  release_free_memory();
   const int64_t rss_before = proc_status_kb("VmRSS");
   const bool peak_ok = rss_before > 0 && reset_peak_rss();
   std::vector<double> ms;
@@ -183,8 +188,25 @@ void add_teacher_columns(std::vector<Column>& columns, const Row& teacher) {
                      [speed](const Row& r) { return Fields{{"speed_vs_teacher", speed(r)}}; }});
 }
 
+/// How good each run is: test accuracy, or for language models the evaluation loss,
+/// perplexity and bits per byte.
+std::vector<Column> quality_columns(bool language_model) {
+  if (!language_model)
+    return {{"test accuracy", true, [](const Row& r) { return fixed(100 * r.accuracy, 2) + " %"; },
+             [](const Row& r) { return Fields{{"test_accuracy", r.accuracy}}; }}};
+  auto optional = [](const std::optional<double>& v) { return v ? nlohmann::ordered_json(*v) : nullptr; };
+  return {{"eval loss", true, [](const Row& r) { return fixed(r.test_loss, 4); },
+           [](const Row& r) { return Fields{{"eval_loss", r.test_loss}}; }},
+          {"perplexity", true, [](const Row& r) { return r.ppl ? fixed(*r.ppl, 3) : std::string("n/a"); },
+           [optional](const Row& r) { return Fields{{"perplexity", optional(r.ppl)}}; }},
+          {"bits per byte", true, [](const Row& r) { return r.bpb ? fixed(*r.bpb, 4) : std::string("n/a"); },
+           [optional](const Row& r) { return Fields{{"bits_per_byte", optional(r.bpb)}}; }}};
+}
+
 /// Every column of the table in order: markdown, CSV and JSON are all made from these.
-std::vector<Column> table_columns(const Row* teacher) {
+/// The rows are all language models or all not (report() checks).
+std::vector<Column> table_columns(const std::vector<Row>& rows) {
+  const Row* teacher = teacher_of(rows);
   std::vector<Column> columns = {
       {"run", false, [](const Row& r) { return r.run + " (step " + std::to_string(r.step) + ")"; },
        [](const Row& r) { return Fields{{"run", r.run}, {"step", r.step}}; }},
@@ -196,8 +218,6 @@ std::vector<Column> table_columns(const Row* teacher) {
        [](const Row& r) { return Fields{{"parameters", r.parameters}}; }},
       {"weights MB", true, [](const Row& r) { return fixed(r.weights_mb, 2); },
        [](const Row& r) { return Fields{{"weights_mb", r.weights_mb}}; }},
-      {"test accuracy", true, [](const Row& r) { return fixed(100 * r.accuracy, 2) + " %"; },
-       [](const Row& r) { return Fields{{"test_accuracy", r.accuracy}}; }},
       {"latency ms / batch", true,
        [](const Row& r) { return fixed(r.batch_ms, 2) + " (batch " + std::to_string(r.batch) + ")"; },
        [](const Row& r) { return Fields{{"latency_ms_per_batch", r.batch_ms}, {"batch", r.batch}}; }},
@@ -212,12 +232,14 @@ std::vector<Column> table_columns(const Row* teacher) {
        [](const Row& r) { return Fields{{"threads", r.threads}}; }},
       {"amp", false, [](const Row& r) { return r.amp; }, [](const Row& r) { return Fields{{"amp", r.amp}}; }},
   };
+  const auto quality = quality_columns(rows.front().language_model);
+  columns.insert(columns.begin() + 5, quality.begin(), quality.end());  // after "weights MB"
   if (teacher) add_teacher_columns(columns, *teacher);
   return columns;
 }
 
 std::string markdown(const std::vector<Row>& rows) {
-  const auto columns = table_columns(teacher_of(rows));
+  const auto columns = table_columns(rows);
   std::ostringstream s;
   s << "|";
   for (const auto& c : columns) s << " " << c.header << " |";
@@ -237,7 +259,7 @@ std::string markdown(const std::vector<Row>& rows) {
 
 /// Each row's values, column after column: what CSV and JSON carry.
 std::vector<Fields> table_values(const std::vector<Row>& rows) {
-  const auto columns = table_columns(teacher_of(rows));
+  const auto columns = table_columns(rows);
   std::vector<Fields> table;
   for (const auto& r : rows) {
     Fields row;
@@ -305,6 +327,11 @@ nlohmann::json to_json(const std::vector<Row>& rows, const ReportArgs& a) {
                         {"threads", r.threads},
                         {"amp", r.amp}};
     j["peak_forward_mb"] = r.peak_forward_mb ? nlohmann::json(*r.peak_forward_mb) : nlohmann::json(nullptr);
+    if (r.language_model) {
+      j["language_model"] = true;
+      j["ppl"] = r.ppl ? nlohmann::json(*r.ppl) : nlohmann::json(nullptr);
+      j["bpb"] = r.bpb ? nlohmann::json(*r.bpb) : nlohmann::json(nullptr);
+    }
     runs.push_back(j);
   }
   return {{"retort", RETORT_VERSION},
@@ -316,7 +343,7 @@ nlohmann::json to_json(const std::vector<Row>& rows, const ReportArgs& a) {
           {"runs", runs}};
 }
 
-using TestSets = std::map<std::string, std::shared_ptr<data::Dataset>>;  // by name|root|subset
+using TestSets = std::map<std::string, std::shared_ptr<data::Dataset>>;  // by name|root|subset|context
 
 /// What the run is: its checkpoint, model, amp, and whether it was distilled (and from
 /// which teacher run, for the roles).
@@ -344,6 +371,18 @@ void describe_run(Row& r, const trainer::Checkpoint& ckpt, const RunConfig& rc) 
   }
 }
 
+/// The first `batch` test samples as the model takes them: normalized images, or token windows.
+torch::Tensor first_inputs(const data::Dataset& test_set, const data::DataOptions& o, int64_t batch,
+                           const torch::Device& device) {
+  if (test_set.text) {
+    std::vector<int64_t> indices(static_cast<size_t>(batch));
+    std::iota(indices.begin(), indices.end(), int64_t{0});
+    return test_set.text->batch(indices, 0).first.to(device);
+  }
+  const auto stats = data::make_loader_options(o, device, 0);
+  return data::normalize(test_set.images.slice(0, 0, batch), stats.mean, stats.stddev).to(device);
+}
+
 /// One run read, sized, evaluated on its test split and timed.
 Row measure_run(const std::string& run, const Args& overrides, const ReportArgs& a, const torch::Device& device,
                 TestSets& test_sets) {
@@ -352,9 +391,6 @@ Row measure_run(const std::string& run, const Args& overrides, const ReportArgs&
   const auto loaded = trainer::load_checkpoint_model(run);
   const RunConfig rc = checkpoint_run_config(loaded.checkpoint, overrides);
   rc.data.validate();
-  if (rc.data.text())
-    throw ConfigError(run + " is a language model; retort report measures image classifiers (retort eval gives a "
-                      "language model's loss, perplexity and bits per byte)");
   describe_run(r, loaded.checkpoint, rc);
   models::Model& model = *loaded.model;
   model.to(device);
@@ -364,17 +400,24 @@ Row measure_run(const std::string& run, const Args& overrides, const ReportArgs&
   r.weights_mb = static_cast<double>(bytes) / (1024.0 * 1024.0);
   r.threads = trainer::set_threads(a.threads);
 
-  auto& test_set = test_sets[rc.data.name + "|" + rc.data.root + "|" + std::to_string(rc.data.subset)];
-  if (!test_set) test_set = std::make_shared<data::Dataset>(data::load_dataset(rc.data, "test"));
+  const auto shape = window_shape(rc);
+  auto& test_set =
+      test_sets[rc.data.name + "|" + rc.data.root + "|" + std::to_string(rc.data.subset) + "|" + std::to_string(shape.context)];
+  if (!test_set) test_set = std::make_shared<data::Dataset>(data::load_dataset(rc.data, "test", shape));
   launch::LocalCommunicator comm;
   const auto eval = trainer::evaluate(model, *test_set, rc.data, device, comm, rc.amp);
   r.accuracy = eval.accuracy;
   r.test_loss = eval.loss;
   r.test_samples = eval.samples;
+  if (test_set->text) {
+    const auto record = trainer::eval_record(eval, *test_set);
+    r.language_model = true;
+    r.ppl = record["ppl"].get<double>();
+    if (record.contains("bpb")) r.bpb = record["bpb"].get<double>();
+  }
 
   r.batch = std::min<int64_t>(a.batch, test_set->size());
-  const auto stats = data::make_loader_options(rc.data, device, 0);
-  auto x = data::normalize(test_set->images.slice(0, 0, r.batch), stats.mean, stats.stddev).to(device);
+  const auto x = first_inputs(*test_set, rc.data, r.batch, device);
   const Timing t = time_forward(model, x, rc.amp, a.warmup, a.repeats);
   r.batch_ms = t.median_ms;
   r.batch_ms_min = t.min_ms;
@@ -443,7 +486,14 @@ int report(launch::World& world, const ReportArgs& a) {
   const torch::Device device = world.pick_device();
   TestSets test_sets;
   std::vector<Row> rows;
-  for (const auto& run : p.inputs) rows.push_back(measure_run(run, p.overrides, a, device, test_sets));
+  for (const auto& run : p.inputs) {
+    rows.push_back(measure_run(run, p.overrides, a, device, test_sets));
+    if (rows.back().language_model == rows.front().language_model) continue;
+    const Row& lm = rows.back().language_model ? rows.back() : rows.front();
+    const Row& image = rows.back().language_model ? rows.front() : rows.back();
+    throw ConfigError("report: " + lm.run + " is a language model and " + image.run +
+                      " an image classifier; a report compares runs of one kind");
+  }
   assign_roles(rows);
   write_report(rows, a);
   return kExitOk;
@@ -463,7 +513,7 @@ CommandRun define_report(CLI::App& app) {
   add_integer_flag(app, "--warmup", a->warmup, 0, "untimed forwards before the timed ones");
   add_integer_flag(app, "--repeats", a->repeats, 1, "timed forwards, the median reported");
   add_integer_flag(app, "--threads", a->threads, 0, "intra-op threads every run is timed with, 0: the cores available");
-  add_integer_flag(app, "--batch", a->batch, 1, "test images per timed forward, at most the test split");
+  add_integer_flag(app, "--batch", a->batch, 1, "test samples per timed forward (images, or token windows of a language model), at most the test split");
   return [a](launch::World& world) { return report(world, *a); };
 }
 

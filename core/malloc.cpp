@@ -1,8 +1,8 @@
 #include "core/malloc.h"
 
-#include <cstdlib>
-#include <cstring>
-#include <initializer_list>
+#include <dlfcn.h>
+
+#include <cstddef>
 
 #if defined(__GLIBC__)
 #include <malloc.h>
@@ -10,22 +10,14 @@
 
 namespace retort {
 
-bool system_malloc_requested() {
-  const char* choice = std::getenv("RETORT_MALLOC");
-  return choice != nullptr && std::strcmp(choice, "system") == 0;
-}
-
-bool tune_malloc_for_training() {
-  for (const char* var : {"GLIBC_TUNABLES", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_"})
-    if (std::getenv(var) != nullptr) return false;
-  if (system_malloc_requested()) return false;
+void release_free_memory() {
+  // Looked up rather than linked: the libraries and tests run on whatever malloc the
+  // program has. 4096 is MALLCTL_ARENAS_ALL: every arena.
+  using Mallctl = int (*)(const char*, void*, size_t*, void*, size_t);
+  if (auto mallctl = reinterpret_cast<Mallctl>(dlsym(RTLD_DEFAULT, "mallctl")))
+    mallctl("arena.4096.purge", nullptr, nullptr, nullptr, 0);
 #if defined(__GLIBC__)
-  // 32 MiB is the largest mmap threshold glibc accepts on 64-bit (HEAP_MAX_SIZE / 2).
-  const bool mmap_ok = mallopt(M_MMAP_THRESHOLD, 32 << 20) == 1;
-  const bool trim_ok = mallopt(M_TRIM_THRESHOLD, 1 << 30) == 1;
-  return mmap_ok && trim_ok;
-#else
-  return false;
+  malloc_trim(0);
 #endif
 }
 

@@ -1,23 +1,12 @@
 #pragma once
-// glibc malloc settings for training processes.
-//
-// LibTorch's CPU allocator takes every tensor from malloc. With glibc's defaults, blocks
-// above the (dynamic) mmap threshold are mmap'ed and munmap'ed on free, and the heap top
-// is trimmed back to the OS: a training step that frees and re-allocates the same
-// activations then page-faults on fresh zeroed pages every time, with most of the CPU
-// time in the kernel. Keeping blocks up to 32 MiB on the heap and never trimming it lets
-// steps reuse their memory (bench/RESULTS.md, "Allocator"). The process keeps its
-// high-water mark.
+// The process's malloc, as measurements need it. retort's programs run on jemalloc
+// (core/malloc_conf.cpp), which keeps freed pages for reuse.
 
 namespace retort {
 
-/// Whether the user asked for the system's allocators as they are (RETORT_MALLOC=system):
-/// then neither these settings nor retort's CPU allocator (trainer/cpu_allocator.h) apply.
-bool system_malloc_requested();
-
-/// Applies the settings unless the user chose their own: any of GLIBC_TUNABLES,
-/// MALLOC_MMAP_THRESHOLD_, MALLOC_TRIM_THRESHOLD_ set, or RETORT_MALLOC=system.
-/// Returns whether it applied them. Call once, early in main (before threads start).
-bool tune_malloc_for_training();
+/// Hands the pages that freed blocks still hold back to the OS: jemalloc's arenas when
+/// jemalloc is the process's malloc, glibc's heap otherwise. For a measurement of resident
+/// memory that must not be served by an earlier run's pages.
+void release_free_memory();
 
 }  // namespace retort

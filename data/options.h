@@ -26,7 +26,7 @@ struct DataOptions {
   int64_t prefetch = 2;                ///< batches prepared ahead; 0 prepares in next()
   int64_t subset = 0;                  ///< keep the first n samples of each split; 0 = all
   /// Global batch for evaluation. Larger is slower on CPU: a CNN activation outgrows the
-  /// caches and malloc's heap threshold (core/malloc.h).
+  /// caches.
   int64_t eval_batch_size = 256;
   // text
   TokenizerOptions tokenizer;          ///< data.tokenizer.*: what made the token files (generate decodes with it)

@@ -8,7 +8,7 @@ packages=(
   libtorch-dev libopenblas0-pthread
   libopenmpi-dev openmpi-bin
   libyaml-cpp-dev libspdlog-dev libfmt-dev libgtest-dev libcli11-dev nlohmann-json3-dev
-  zlib1g-dev libxxhash-dev
+  zlib1g-dev libxxhash-dev libjemalloc-dev
   libprotobuf-dev protobuf-compiler
   dataset-fashion-mnist fortunes
   nodejs

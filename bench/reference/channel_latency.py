@@ -1,8 +1,7 @@
 # Forward latency of cnn_large-shaped PyTorch CNNs at several channel counts (batch 256,
 # 1 thread, median of 15): how much of a compacted model's speed is the channel count's
-# shape rather than its size. Run with retort's malloc settings for a like-for-like figure:
-#   GLIBC_TUNABLES=glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=1073741824 \
-#     OMP_NUM_THREADS=1 /usr/bin/python3 bench/reference/channel_latency.py
+# shape rather than its size. Run with retort's malloc for a like-for-like figure:
+#   env $(bench/malloc_env.sh) OMP_NUM_THREADS=1 /usr/bin/python3 bench/reference/channel_latency.py
 import torch, time, torch.nn as nn
 torch.set_num_threads(1)
 def cnn(c):

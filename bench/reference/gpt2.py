@@ -49,6 +49,7 @@ class Attention(nn.Module):
         super().__init__()
         d, p = cfg["n_embd"], cfg["n_positions"]
         self.heads = cfg["n_head"]
+        self.softmax_fp32 = cfg.get("softmax_fp32", False)  # as retort's autocast policy (lm_train.py)
         self.c_attn = Conv1D(d, 3 * d)
         self.c_proj = Conv1D(d, d)
         self.attn_dropout = nn.Dropout(cfg["attn_pdrop"])
@@ -62,7 +63,7 @@ class Attention(nn.Module):
         q, k, v = (z.view(b, t, self.heads, d // self.heads).transpose(1, 2) for z in self.c_attn(x).split(d, 2))
         scores = q @ k.transpose(-2, -1) / math.sqrt(d // self.heads)
         scores = scores.masked_fill(~self.bias[:, :, :t, :t], float("-inf"))
-        probs = torch.softmax(scores, -1)
+        probs = torch.softmax(scores.float() if self.softmax_fp32 else scores, -1)
         y = (self.attn_dropout(probs) @ v).transpose(1, 2).reshape(b, t, d)
         return self.resid_dropout(self.c_proj(y)), probs
 

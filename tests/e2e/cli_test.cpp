@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <array>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -27,8 +28,9 @@ struct Result {
   std::string out;  // stdout and stderr together
 };
 
-Result run(const std::string& args) {
-  const std::string cmd = std::string("cd ") + RETORT_SOURCE_DIR + " && " + RETORT_BIN + " " + args + " 2>&1";
+/// Runs `retort args` from the source folder, with `env` (NAME=value ...) set for it.
+Result run(const std::string& args, const std::string& env = "") {
+  const std::string cmd = std::string("cd ") + RETORT_SOURCE_DIR + " && " + env + " " + RETORT_BIN + " " + args + " 2>&1";
   Result r;
   FILE* p = ::popen(cmd.c_str(), "r");
   std::array<char, 4096> buf{};
@@ -76,6 +78,18 @@ TEST(Cli, VersionAndHelp) {
   auto bad = run("frobnicate");
   EXPECT_EQ(bad.code, 2);
   EXPECT_NE(bad.out.find("unknown command 'frobnicate'"), std::string::npos) << bad.out;
+}
+
+// The program's malloc is jemalloc with core/malloc_conf.cpp's settings (jemalloc prints
+// its options at exit with stats_print), and MALLOC_CONF overrides them.
+TEST(Cli, RunsOnJemallocWithRetortsSettingsWhichTheEnvironmentOverrides) {
+  const auto ours = run("--version", "MALLOC_CONF=stats_print:true");
+  ASSERT_EQ(ours.code, 0) << ours.out;
+  for (const char* option : {"opt.dirty_decay_ms: -1", "opt.muzzy_decay_ms: -1", "opt.background_thread: true"})
+    EXPECT_NE(ours.out.find(option), std::string::npos) << option << " not in\n" << ours.out.substr(0, 2000);
+  const auto theirs = run("--version", "MALLOC_CONF=stats_print:true,dirty_decay_ms:5000");
+  EXPECT_NE(theirs.out.find("opt.dirty_decay_ms: 5000"), std::string::npos) << theirs.out.substr(0, 2000);
+  EXPECT_NE(theirs.out.find("opt.muzzy_decay_ms: -1"), std::string::npos);
 }
 
 TEST(Cli, EveryCommandHasItsUsageAndUsageErrorsNameTheCommandAndTheFlag) {
@@ -420,6 +434,27 @@ TEST(Cli, LanguageModelTokenizeTrainEvalGenerate) {
   ASSERT_EQ(e.code, 0) << e.out;
   EXPECT_NE(e.out.find("perplexity"), std::string::npos) << e.out;
   EXPECT_NE(e.out.find("(1024 tokens)"), std::string::npos) << e.out;  // data.eval_tokens: 32 windows of 32
+
+  // report: the same evaluation as eval, in the language-model columns; an image classifier
+  // beside a language model is refused.
+  const std::string table = (dir / "table.json").string();
+  auto rep = run("report " + run_dir + " --repeats 2 --warmup 0 --batch 4 --out " + (dir / "report").string() +
+                 " --json " + table);
+  ASSERT_EQ(rep.code, 0) << rep.out;
+  EXPECT_NE(rep.out.find("bits per byte"), std::string::npos) << rep.out;
+  EXPECT_NE(rep.out.find("gpt d32 L2 h2 ctx32 vocab256"), std::string::npos) << rep.out;
+  const auto row = nlohmann::json::parse(retort::read_file(table)).at(0);
+  const double printed_bpb = std::stod(e.out.substr(e.out.find("bits per byte ") + 14));  // 4 decimals
+  EXPECT_NEAR(row.at("bits_per_byte").get<double>(), printed_bpb, 1e-4) << e.out;
+  EXPECT_NEAR(std::log(row.at("perplexity").get<double>()), row.at("eval_loss").get<double>(), 1e-9);
+  EXPECT_EQ(row.at("batch").get<int64_t>(), 4);
+  if (has_dataset()) {
+    const std::string images = (dir / "images").string();
+    ASSERT_EQ(run("train " + kRecipe + kSmall + "trainer.eval=false run.dir=" + images).code, 0);
+    auto mixed = run("report " + run_dir + " " + images + " --repeats 1 --warmup 0 --out " + (dir / "mixed").string());
+    EXPECT_EQ(mixed.code, 2) << mixed.out;
+    EXPECT_NE(mixed.out.find("one kind"), std::string::npos) << mixed.out;
+  }
 
   const std::string generate = "generate " + run_dir + " --prompt 'retort trains' --tokens 12 --top-k 5 --seed ";
   auto g1 = run(generate + "3"), g2 = run(generate + "3"), g3 = run(generate + "4");
