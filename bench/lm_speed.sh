@@ -5,14 +5,14 @@
 # autocast, each run a fresh process, alternating over REPS rounds so that neither gets a
 # quieter machine. PyTorch runs twice: as installed (glibc malloc), and with retort's
 # malloc (jemalloc preloaded with the settings of core/malloc_conf.cpp).
-#   bench/lm_speed.sh [build_dir] [threads] ["model overrides"]
+#   [DIM=192 DEPTH=6 HEADS=6 CONTEXT=256 BATCH=32] bench/lm_speed.sh [build_dir] [threads]
 # Needs outputs/data/fortunes-bytes (README, "Language models"). Prints a markdown table:
 # the best tokens/s of each over the steps after the first 5, and the ratios.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=${1:-$root/build}
 threads=${2:-2}
-model=${3:-model.dim=192 model.depth=6 model.heads=6 model.context=256 data.batch_size=32}
+dim=${DIM:-192} depth=${DEPTH:-6} heads=${HEADS:-6} context=${CONTEXT:-256} batch=${BATCH:-32}
 reps=${REPS:-3}
 steps=${STEPS:-20}
 tokens=$root/outputs/data/fortunes-bytes/train.tokens
@@ -21,15 +21,14 @@ export OPENBLAS_NUM_THREADS=$threads OMP_NUM_THREADS=$threads
 read -ra same_malloc <<<"$("$root/bench/malloc_env.sh")"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-# The model overrides as the twin's flags.
-value() { sed -n "s/.*model\.$1=\([0-9]*\).*/\1/p; s/.*data\.$1=\([0-9]*\).*/\1/p" <<<"$model"; }
-twin=(--dim "$(value dim)" --layers "$(value depth)" --heads "$(value heads)" --context "$(value context)"
-      --batch "$(value batch_size)" --steps "$steps" --warmup 5 --threads "$threads")
+# One shape, as retort's overrides and as the twin's flags.
+model=(model.dim="$dim" model.depth="$depth" model.heads="$heads" model.context="$context" data.batch_size="$batch")
+twin=(--dim "$dim" --layers "$depth" --heads "$heads" --context "$context" --batch "$batch" --steps "$steps" --warmup 5
+      --threads "$threads")
 
 retort_run() {  # $1: amp mode; prints tokens/s over the steps after the first 5
   rm -rf "$tmp/run"
-  # shellcheck disable=SC2086
-  (cd "$root" && "$build/retort" train recipes/text/lm_teacher.yaml $model model.dropout=0 amp.mode="$1" \
+  (cd "$root" && "$build/retort" train recipes/text/lm_teacher.yaml "${model[@]}" model.dropout=0 amp.mode="$1" \
      trainer.max_steps=$((steps + 5)) trainer.log_every=5 trainer.threads="$threads" trainer.eval=false \
      trainer.progress=off trainer.checkpoint_every=1000000 run.dir="$tmp/run" > /dev/null)
   python3 -c "import json,sys

@@ -101,8 +101,9 @@ struct Row {
   std::string run, checkpoint, role, model, amp;
   int64_t step = 0, parameters = 0, batch = 0, threads = 0, test_samples = 0;
   double weights_mb = 0, accuracy = 0, test_loss = 0;
-  bool language_model = false;        // then quality is test_loss, ppl and bpb, not accuracy
-  std::optional<double> ppl, bpb;     // language models (bpb: token files that know their bytes)
+  std::optional<double> ppl, bpb;     // language models only (bpb: token files that know their bytes)
+  /// Then quality is test_loss, ppl and bpb, not accuracy.
+  bool language_model() const { return ppl.has_value(); }
   double batch_ms = 0, batch_ms_min = 0, sample_ms = 0;
   std::optional<double> peak_forward_mb;
   std::string distill_teacher;  // canonical run dir of the teacher, distilled runs only
@@ -232,7 +233,7 @@ std::vector<Column> table_columns(const std::vector<Row>& rows) {
        [](const Row& r) { return Fields{{"threads", r.threads}}; }},
       {"amp", false, [](const Row& r) { return r.amp; }, [](const Row& r) { return Fields{{"amp", r.amp}}; }},
   };
-  const auto quality = quality_columns(rows.front().language_model);
+  const auto quality = quality_columns(rows.front().language_model());
   columns.insert(columns.begin() + 5, quality.begin(), quality.end());  // after "weights MB"
   if (teacher) add_teacher_columns(columns, *teacher);
   return columns;
@@ -327,7 +328,7 @@ nlohmann::json to_json(const std::vector<Row>& rows, const ReportArgs& a) {
                         {"threads", r.threads},
                         {"amp", r.amp}};
     j["peak_forward_mb"] = r.peak_forward_mb ? nlohmann::json(*r.peak_forward_mb) : nlohmann::json(nullptr);
-    if (r.language_model) {
+    if (r.language_model()) {
       j["language_model"] = true;
       j["ppl"] = r.ppl ? nlohmann::json(*r.ppl) : nlohmann::json(nullptr);
       j["bpb"] = r.bpb ? nlohmann::json(*r.bpb) : nlohmann::json(nullptr);
@@ -411,7 +412,6 @@ Row measure_run(const std::string& run, const Args& overrides, const ReportArgs&
   r.test_samples = eval.samples;
   if (test_set->text) {
     const auto record = trainer::eval_record(eval, *test_set);
-    r.language_model = true;
     r.ppl = record["ppl"].get<double>();
     if (record.contains("bpb")) r.bpb = record["bpb"].get<double>();
   }
@@ -488,9 +488,9 @@ int report(launch::World& world, const ReportArgs& a) {
   std::vector<Row> rows;
   for (const auto& run : p.inputs) {
     rows.push_back(measure_run(run, p.overrides, a, device, test_sets));
-    if (rows.back().language_model == rows.front().language_model) continue;
-    const Row& lm = rows.back().language_model ? rows.back() : rows.front();
-    const Row& image = rows.back().language_model ? rows.front() : rows.back();
+    if (rows.back().language_model() == rows.front().language_model()) continue;
+    const Row& lm = rows.back().language_model() ? rows.back() : rows.front();
+    const Row& image = rows.back().language_model() ? rows.front() : rows.back();
     throw ConfigError("report: " + lm.run + " is a language model and " + image.run +
                       " an image classifier; a report compares runs of one kind");
   }
