@@ -153,26 +153,6 @@ torch::Tensor mse_loss(const torch::Tensor& input, const torch::Tensor& target) 
   return torch::mse_loss(in[0], in[1]);
 }
 
-torch::Tensor kl_div_temperature(const torch::Tensor& student_logits, const torch::Tensor& teacher_logits,
-                                 double temperature) {
-  if (!(temperature > 0.0) || !std::isfinite(temperature)) {
-    throw Error("amp::kl_div_temperature: temperature must be a positive finite number, got " +
-                std::to_string(temperature));
-  }
-  check_same_shape("kl_div_temperature", student_logits, teacher_logits, "student logits", "teacher logits");
-  if (student_logits.dim() < 1 || student_logits.numel() == 0) {
-    throw Error("amp::kl_div_temperature: logits " + shape_str(student_logits) + " are empty");
-  }
-  auto in = autocast_inputs(Op::kKlDiv, {student_logits, teacher_logits});
-  // Rows are every position of the leading dims ([B, C] -> B, [B, T, V] -> B*T).
-  const double rows = static_cast<double>(student_logits.numel() / student_logits.size(-1));
-  auto log_p_student = torch::log_softmax(in[0] / temperature, -1);
-  auto log_p_teacher = torch::log_softmax(in[1] / temperature, -1);
-  // sum p_t (log p_t - log p_s); T^2 keeps gradient magnitudes independent of T (Hinton).
-  auto kl = torch::kl_div(log_p_student, log_p_teacher, at::Reduction::Sum, /*log_target=*/true);
-  return kl * (temperature * temperature / rows);
-}
-
 torch::Tensor cosine_loss(const torch::Tensor& a, const torch::Tensor& b) {
   check_same_shape("cosine_loss", a, b, "a", "b");
   if (a.dim() < 2) throw Error("amp::cosine_loss: inputs " + shape_str(a) + " need at least 2 dims [rows, ...]");

@@ -57,9 +57,6 @@ torch::Tensor norm(const torch::Tensor& x, double p = 2.0);
 /// (PyTorch's cross_entropy(label_smoothing=eps)).
 torch::Tensor cross_entropy(const torch::Tensor& logits, const torch::Tensor& target, double label_smoothing = 0.0);
 torch::Tensor mse_loss(const torch::Tensor& input, const torch::Tensor& target);
-/// KL(softmax(teacher/T) || softmax(student/T)) * T^2, batch mean.
-torch::Tensor kl_div_temperature(const torch::Tensor& student_logits, const torch::Tensor& teacher_logits,
-                                 double temperature);
 /// mean(1 - cos(a_i, b_i)) over rows after flattening all but dim 0.
 torch::Tensor cosine_loss(const torch::Tensor& a, const torch::Tensor& b);
 

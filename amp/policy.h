@@ -31,7 +31,7 @@ enum class CastPolicy { kLowerPrecision, kFp32, kFp32Stats, kPromote };
 enum class Op {
   kLinear, kMatmul, kBmm, kAddmm, kBaddbmm, kConv2d, kAttentionScores,
   kSoftmax, kLogSoftmax, kLayerNorm, kGroupNorm, kBatchNorm, kExp, kLog, kPow, kSum, kMean, kNorm,
-  kCrossEntropy, kMseLoss, kKlDiv, kCosineLoss,
+  kCrossEntropy, kMseLoss, kCosineLoss,
   kAdd, kCat, kStack,
   kCount
 };
@@ -66,7 +66,6 @@ inline constexpr OpPolicy kOpPolicies[] = {
   {Op::kNorm,              "norm",               CastPolicy::kFp32},
   {Op::kCrossEntropy,      "cross_entropy",      CastPolicy::kFp32},
   {Op::kMseLoss,           "mse_loss",           CastPolicy::kFp32},
-  {Op::kKlDiv,             "kl_div_temperature", CastPolicy::kFp32},
   {Op::kCosineLoss,        "cosine_loss",        CastPolicy::kFp32},
 
   {Op::kAdd,               "add",                CastPolicy::kPromote},

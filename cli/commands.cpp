@@ -27,6 +27,9 @@ const std::vector<Command>& commands() {
        "a text corpus as token files for language models (train.tokens, val.tokens)", define_tokenize},
       {"generate", "<run_dir | checkpoint> --prompt TEXT [options]",
        "a language model's continuation of a prompt (KV cache, seeded sampling)", define_generate},
+      {"cache-teacher", "<recipe.yaml> [key=value ...]",
+       "a distillation recipe's teacher run once over the training text, stored in distill.cache.dir",
+       define_cache_teacher},
   };
   return table;
 }

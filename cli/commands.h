@@ -50,6 +50,7 @@ CommandRun define_report(CLI::App& app);
 CommandRun define_prune(CLI::App& app);
 CommandRun define_tokenize(CLI::App& app);
 CommandRun define_generate(CLI::App& app);
+CommandRun define_cache_teacher(CLI::App& app);
 
 /// A command line parsed: the command to run, or none when the line asked for help or the
 /// version (then printed) or named no command (usage printed, exit_code kExitUsage).

@@ -78,7 +78,7 @@ RunConfig checkpoint_run_config(const trainer::Checkpoint& ckpt, const std::vect
 }
 
 data::WindowShape window_shape(const RunConfig& rc) {
-  if (rc.model.name != "gpt") return {};
+  if (!rc.model.language_model()) return {};
   return {rc.model.context, rc.model.vocab_size, static_cast<uint64_t>(rc.trainer.seed)};
 }
 

@@ -1,7 +1,10 @@
-// `retort tokenize <text file or folder> <out_dir>` and
-// `retort generate <run_dir | checkpoint> --prompt TEXT [--tokens N] [--temperature T] [--top-k K] [--seed S]`.
+// `retort tokenize <text file or folder> <out_dir>`,
+// `retort generate <run_dir | checkpoint> --prompt TEXT [--tokens N] [--temperature T] [--top-k K] [--seed S]` and
+// `retort cache-teacher <recipe.yaml> [overrides ...]`.
 #include <CLI/CLI.hpp>
 
+#include <chrono>
+#include <cstdio>
 #include <iostream>
 
 #include "amp/autocast.h"
@@ -10,8 +13,11 @@
 #include "core/error.h"
 #include "data/data.h"
 #include "launch/world.h"
+#include "distill/teacher_cache.h"
 #include "models/generate.h"
 #include "trainer/checkpoint_model.h"
+#include "trainer/distill_task.h"
+#include "trainer/trainer.h"
 
 namespace retort::cli {
 
@@ -58,7 +64,54 @@ int generate(launch::World& world, const GenerateArgs& a) {
   return kExitOk;
 }
 
+/// A distillation recipe's teacher, run once over the training blocks; its outputs go to
+/// distill.cache.dir for runs of the same recipe to train from (distill/teacher_cache.h).
+int cache_teacher(launch::World& world, const Args& positionals) {
+  if (world.size() > 1)
+    throw UsageError("cache-teacher: run it as one process (it reads every block once); then train on any ranks");
+  const auto split = split_positionals(positionals, "cache-teacher", "recipe", 1, 1);
+  const auto composed = config::compose({split.inputs.front(), split.overrides, {}, run_config_schema_yaml()});
+  const RunConfig rc = read_run_config(composed.config);
+  rc.data.validate();
+  rc.distill.validate();
+  if (rc.distill.cache_dir.empty())
+    throw ConfigError("distill.cache.dir: where to write the teacher cache; set distill.cache.dir=<dir>");
+  if (!rc.model.language_model() || !rc.data.text())
+    throw ConfigError("model.name: a teacher cache is for language models on text (model.name gpt, data.name text), got "
+                      "model.name " + rc.model.name + ", data.name " + rc.data.name);
+  const auto train_set = data::load_dataset(rc.data, "train", window_shape(rc));
+  const auto spec = distill::cache_spec(rc.distill, trainer::teacher_cache_key(rc.distill, *train_set.text, rc.model));
+  auto teacher = trainer::load_teacher(rc.distill, rc.data);
+  distill::Distiller(teacher, models::make_model(rc.model), rc.distill);  // the same checks as training's
+  trainer::set_threads(rc.trainer.threads);
+  amp::Autocast autocast(rc.amp, torch::kCPU);  // the teacher's outputs in the precision training would see
+  const auto start = std::chrono::steady_clock::now();
+  int64_t reported = 0;
+  distill::write_teacher_cache(*teacher, *train_set.text, spec, rc.distill.cache_dir, 16, [&](int64_t done, int64_t total) {
+    if (done * 10 / total == reported && done != total) return;
+    reported = done * 10 / total;
+    std::printf("cache-teacher: %lld / %lld blocks\n", static_cast<long long>(done), static_cast<long long>(total));
+    std::fflush(stdout);
+  });
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const distill::TeacherCache cache(rc.distill.cache_dir);
+  std::cout << "wrote the teacher cache " << rc.distill.cache_dir << ": " << cache.blocks() << " blocks of "
+            << spec.key.context << " tokens, top " << cache.spec().top_k << " of " << spec.key.vocab_size << " ids in "
+            << distill::cache_dtype_name(spec.dtype) << ", in "
+            << static_cast<int64_t>(seconds) << " s\n"
+            << "train from it with the same recipe and distill.cache.dir=" << rc.distill.cache_dir << "\n";
+  return kExitOk;
+}
+
 }  // namespace
+
+CommandRun define_cache_teacher(CLI::App& app) {
+  auto positionals = std::make_shared<Args>();
+  app.add_option("args", *positionals,
+                 "a distillation recipe of a language model, then overrides (distill.cache.dir=..., "
+                 "distill.cache.top_k=..., distill.cache.dtype=...)");
+  return [positionals](launch::World& world) { return cache_teacher(world, *positionals); };
+}
 
 CommandRun define_tokenize(CLI::App& app) {
   auto a = std::make_shared<TokenizeArgs>();

@@ -128,6 +128,23 @@ struct RunSummary {
   std::filesystem::path dir;
 };
 
+/// Distillation from a teacher cache (distill.cache.dir): the teacher is not loaded; the
+/// cache must have been made for this run's teacher, corpus, blocks and storage.
+std::shared_ptr<trainer::Task> cached_distill_task(const RunConfig& rc, std::shared_ptr<models::Model> model,
+                                                   const data::Dataset& train_set) {
+  if (!train_set.text || train_set.text->sampling() != data::WindowSampling::kBlocks)
+    throw ConfigError("distill.cache.dir: a teacher cache holds the teacher's outputs on fixed aligned blocks of text; "
+                      "train on them with data.windows=blocks");
+  auto cache = std::make_shared<distill::TeacherCache>(rc.distill.cache_dir);
+  cache->check(distill::cache_spec(rc.distill, trainer::teacher_cache_key(rc.distill, *train_set.text, rc.model)));
+  if (cache->blocks() < train_set.size())
+    throw ConfigError("distill.cache.dir: the cache holds " + std::to_string(cache->blocks()) +
+                      " blocks, this run trains on " + std::to_string(train_set.size()) +
+                      " (data.subset); make the cache with the run's data.subset");
+  distill::Distiller distiller(nullptr, model, rc.distill);
+  return std::make_shared<trainer::DistillTask>(distiller, trainer::sample_batch(train_set, 2, rc.data), cache);
+}
+
 /// The task the run trains: supervised, distillation when any distill key is set (teacher
 /// frozen, projections made, every mapped pair checked by a dry forward on one batch),
 /// wrapped in pruning masks when started from a pruned checkpoint; all before the run
@@ -145,11 +162,15 @@ std::shared_ptr<trainer::Task> make_task(const RunConfig& rc, std::shared_ptr<mo
       throw ConfigError("distill.weights.dkd=" + std::to_string(dkd) +
                         " needs one true class per sample, which data.mixup=" + std::to_string(rc.data.mixup) +
                         " mixes away: set one of them to 0");
-    auto teacher = trainer::load_teacher(rc.distill);
-    teacher->to(device);
     model->to(device);
-    distill::Distiller distiller(teacher, model, rc.distill);
-    task = std::make_shared<trainer::DistillTask>(distiller, trainer::sample_batch(train_set, 2, rc.data));
+    if (!rc.distill.cache_dir.empty()) {
+      task = cached_distill_task(rc, model, train_set);
+    } else {
+      auto teacher = trainer::load_teacher(rc.distill, rc.data);
+      teacher->to(device);
+      distill::Distiller distiller(teacher, model, rc.distill);
+      task = std::make_shared<trainer::DistillTask>(distiller, trainer::sample_batch(train_set, 2, rc.data));
+    }
   }
   // Masks keep pruned weights at exactly zero through fine-tuning (gradients masked,
   // weights re-masked after every step).

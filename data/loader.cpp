@@ -147,6 +147,7 @@ Batch make_text_batch(const TextWindows& windows, const DistributedSampler::Shar
   batch.y = pinned ? y.pin_memory() : y;
   batch.global_batch_size = shard.global_batch_size;
   batch.step_in_epoch = shard.step_in_epoch;
+  batch.index = torch::tensor(shard.indices, torch::kInt64);
   return batch;
 }
 

@@ -30,6 +30,9 @@ struct Labels {
 
   torch::Tensor y;      // [b] int64
   torch::Tensor y_mix;  // [b] int64; undefined without mixup
+  /// [b] int64: each sample's index in the dataset (text: its window, with
+  /// data.windows=blocks its block, which a teacher cache is keyed by); undefined when unknown.
+  torch::Tensor index;
   double lam = 1.0;     // the weight of y
   /// Label smoothing eps for losses on these labels: each one-hot target becomes
   /// (1 - eps) one-hot + eps / classes. Set by the trainer (trainer.label_smoothing).
@@ -58,8 +61,13 @@ struct Batch {
   double lam = 1.0;          // mixup's weight of x and y; 1 without mixup
   int64_t global_batch_size; // samples in this step over all ranks
   int64_t step_in_epoch;
+  torch::Tensor index;       // [b] int64: the samples' dataset indices (text batches)
 
-  Labels labels() const { return y_mix.defined() ? Labels(y, y_mix, lam) : Labels(y); }
+  Labels labels() const {
+    Labels l = y_mix.defined() ? Labels(y, y_mix, lam) : Labels(y);
+    l.index = index;
+    return l;
+  }
 };
 
 struct LoaderOptions {

@@ -1,12 +1,6 @@
 #include "data/token_file.h"
 
-#include <fcntl.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
 #include <algorithm>
-#include <cerrno>
 #include <cstring>
 #include <utility>
 
@@ -133,30 +127,15 @@ void write_token_file(const fs::path& path, const std::vector<int32_t>& tokens, 
 // ------------------------------------------------------------------------------------
 
 TokenFile::TokenFile(const fs::path& path, int64_t vocab_size) : path_(path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) fail(path, errno == ENOENT ? "not found" : std::string("cannot open: ") + std::strerror(errno));
-  struct stat st {};
-  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    ::close(fd);
-    fail(path, "not a regular file");
-  }
-  map_size_ = static_cast<size_t>(st.st_size);
-  if (map_size_ == 0) {
-    ::close(fd);
-    fail(path, "empty (0 bytes)");
-  }
-  void* map = ::mmap(nullptr, map_size_, PROT_READ, MAP_PRIVATE, fd, 0);
-  const int map_errno = errno;
-  ::close(fd);  // the mapping keeps the file
-  if (map == MAP_FAILED) fail(path, std::string("cannot map: ") + std::strerror(map_errno));
-  map_ = static_cast<const unsigned char*>(map);
   try {
-    read_header();
-    check_vocab(vocab_size);
-  } catch (...) {
-    release();
-    throw;
+    file_ = MappedFile(path);
+  } catch (const Error& e) {
+    fail(path, e.what());
   }
+  map_ = file_.data();
+  map_size_ = file_.size();
+  read_header();
+  check_vocab(vocab_size);
 }
 
 void TokenFile::read_header() {
@@ -259,20 +238,14 @@ torch::Tensor TokenFile::slice(int64_t offset, int64_t length) const {
   return out;
 }
 
-TokenFile::~TokenFile() { release(); }
-
-void TokenFile::release() noexcept {
-  if (map_ != nullptr) ::munmap(const_cast<unsigned char*>(map_), map_size_);
-  map_ = nullptr;
-  tokens_ = nullptr;
-}
+TokenFile::~TokenFile() = default;
 
 TokenFile::TokenFile(TokenFile&& other) noexcept { *this = std::move(other); }
 
 TokenFile& TokenFile::operator=(TokenFile&& other) noexcept {
   if (this != &other) {
-    release();
     path_ = std::move(other.path_);
+    file_ = std::move(other.file_);
     map_ = std::exchange(other.map_, nullptr);
     map_size_ = std::exchange(other.map_size_, 0);
     tokens_ = std::exchange(other.tokens_, nullptr);

@@ -21,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "core/mapped_file.h"
 #include "data/tokenizer.h"
 
 namespace retort::data {
@@ -82,10 +83,10 @@ class TokenFile {
   uint64_t read_retort_header();  // returns the token count; sets the other fields
   uint64_t read_llmc_header();
   void check_vocab(int64_t vocab_size) const;
-  void release() noexcept;
 
   std::filesystem::path path_;
-  const unsigned char* map_ = nullptr;  // the whole file
+  MappedFile file_;
+  const unsigned char* map_ = nullptr;  // file_'s bytes
   size_t map_size_ = 0;
   const unsigned char* tokens_ = nullptr;  // after the header
   int64_t size_ = 0;

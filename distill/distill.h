@@ -8,3 +8,4 @@
 #include "distill/losses.h"
 #include "distill/options.h"
 #include "distill/teacher.h"
+#include "distill/teacher_cache.h"

@@ -51,6 +51,47 @@ std::vector<std::string> attention_names(const models::Model& m, size_t count) {
   return names;
 }
 
+/// ConfigError unless teacher and student read the same inputs (images of one shape, or
+/// the same tokens: vocabulary, and the teacher's positions cover the student's), and,
+/// where a term compares logits, predict the same classes.
+void check_same_input(const models::ModelOptions& t, const models::ModelOptions& s, const LossWeights& w) {
+  auto image = [](const models::ModelOptions& o) {
+    return std::to_string(o.in_channels) + "x" + std::to_string(o.image_size) + "x" + std::to_string(o.image_size);
+  };
+  auto describe = [&](const models::ModelOptions& o) {
+    return o.language_model() ? "a language model (" + o.name + ")"
+                              : "an image model (" + o.name + ", " + image(o) + " images)";
+  };
+  if (t.language_model() != s.language_model())
+    throw ConfigError("distill.teacher: the teacher is " + describe(t) + " and the student " + describe(s) +
+                      "; both must read the same input");
+  if (t.language_model()) {
+    if (t.vocab_size != s.vocab_size)
+      throw ConfigError("distill.teacher: the teacher's vocabulary has " + std::to_string(t.vocab_size) +
+                        " tokens (model.vocab_size), the student's " + std::to_string(s.vocab_size) +
+                        "; both must read the same token ids (the same tokenizer)");
+    if (t.context < s.context)
+      throw ConfigError("distill.teacher: the teacher reads at most " + std::to_string(t.context) +
+                        " tokens (model.context), the student's windows have " + std::to_string(s.context) +
+                        "; give the student model.context <= " + std::to_string(t.context));
+    return;
+  }
+  if (t.in_channels != s.in_channels || t.image_size != s.image_size)
+    throw ConfigError("distill.teacher: the teacher reads " + image(t) + " images, the student " + image(s) +
+                      "; both must see the same input (model.in_channels, model.image_size)");
+  if (w.on_logits() && t.num_classes != s.num_classes)
+    throw ConfigError("distill.weights: the teacher has " + std::to_string(t.num_classes) + " classes and the student " +
+                      std::to_string(s.num_classes) +
+                      "; the terms on logits (kl, reverse_kl, skew_kl, gjs, dkd) need the same classes (or set "
+                      "their weights to 0)");
+}
+
+/// Appends a term and adds it, weighted, to the total.
+void add_term(Losses& out, std::string name, double weight, const torch::Tensor& term) {
+  out.total = out.total.defined() ? out.total + weight * term : weight * term;
+  out.terms.emplace_back(std::move(name), term);
+}
+
 std::string pair_text(const MappedPair& p) {
   return "student " + p.student_name + " " + shape_str(p.student_shape) + " -> teacher " + p.teacher_name + " " +
          shape_str(p.teacher_shape);
@@ -61,31 +102,35 @@ std::string pair_text(const MappedPair& p) {
 DistillerImpl::DistillerImpl(std::shared_ptr<models::Model> teacher, std::shared_ptr<models::Model> student,
                              DistillOptions options)
     : teacher_(std::move(teacher)), student_(std::move(student)), options_(std::move(options)) {
-  if (!teacher_ || !student_) throw Error("Distiller: teacher and student must both be given");
+  if (!student_) throw Error("Distiller: no student given");
   options_.validate();
   weights_ = options_.loss_weights();
-  const auto& t = teacher_->options();
-  const auto& s = student_->options();
-  if (t.in_channels != s.in_channels || t.image_size != s.image_size)
-    throw ConfigError("distill.teacher: the teacher reads " + std::to_string(t.in_channels) + "x" +
-                      std::to_string(t.image_size) + "x" + std::to_string(t.image_size) + " images, the student " +
-                      std::to_string(s.in_channels) + "x" + std::to_string(s.image_size) + "x" +
-                      std::to_string(s.image_size) + "; both must see the same input (model.in_channels, model.image_size)");
-  for (const auto& [weight, term, name] : {std::tuple<double, std::string, std::string>{weights_.kl, "kl", "KL"},
-                                           {weights_.dkd, "dkd", "DKD"}})
-    if (weight > 0 && t.num_classes != s.num_classes)
-      throw ConfigError("distill.weights." + term + ": the teacher has " + std::to_string(t.num_classes) +
-                        " classes and the student " + std::to_string(s.num_classes) + "; " + name +
-                        " on logits needs the same classes (or set distill.weights." + term + "=0)");
   proj_ = register_module("proj", std::make_shared<torch::nn::Module>());
+  if (!teacher_) {  // the teacher's outputs come from a cache
+    if (weights_.dkd > 0 || weights_.mse > 0 || weights_.cosine > 0 || weights_.attention > 0)
+      throw ConfigError("distill.cache.dir: a teacher cache holds the teacher's next-token distributions only; the "
+                        "terms dkd, mse, cosine and attention need the live teacher (set distill.weights.<term>=0, or "
+                        "unset distill.cache.dir)");
+    return;
+  }
+  check_same_input(teacher_->options(), student_->options(), weights_);
   // Frozen whatever the caller did: the teacher is never trained here.
   for (auto& p : teacher_->parameters()) p.set_requires_grad(false);
   teacher_->eval();
+  // gpt returns attention maps only when asked: they cost [B, heads, T, T] per layer.
+  if (weights_.attention > 0) {
+    teacher_->set_keep_attention(true);
+    student_->set_keep_attention(true);
+  }
 }
 
 void DistillerImpl::prepare(const torch::Tensor& sample) {
   if (!sample.defined() || sample.dim() < 1 || sample.size(0) < 1)
     throw Error("Distiller::prepare: needs a sample batch [B, C, H, W] with B >= 1");
+  if (!teacher_) {  // a cached teacher: logit terms only, no pairs to check
+    prepared_ = true;
+    return;
+  }
   torch::NoGradGuard no_grad;
   torch::Device device = torch::kCPU;
   for (const auto& p : student_->parameters()) {
@@ -280,6 +325,7 @@ Losses DistillerImpl::forward(const torch::Tensor& x, const data::Labels& labels
   if (labels.mixed() && weights_.dkd > 0)
     throw ConfigError("distill.weights.dkd needs one true class per sample; it cannot be used with data.mixup "
                       "(set data.mixup=0 or distill.weights.dkd=0)");
+  if (!teacher_) throw Error("Distiller: no teacher to run; a cached teacher's distribution goes to forward(x, labels, cached)");
   // --- TEACHER (frozen, no graph) ----------------------------------------------------------
   const models::Output t = teacher_forward(x);
   // --- STUDENT -----------------------------------------------------------------------------
@@ -288,59 +334,70 @@ Losses DistillerImpl::forward(const torch::Tensor& x, const data::Labels& labels
   // --- TERMS (each unweighted; the total weighs them) ---------------------------------------
   Losses out;
   out.logits = s.logits;
-  torch::Tensor total;
-  auto add = [&](double w, const torch::Tensor& term) { total = total.defined() ? total + w * term : w * term; };
-  if (weights_.ce > 0) {
-    auto ce = labels.mix([&](const torch::Tensor& y) { return ce_loss(s.logits, y, labels.smoothing); });
-    out.terms.emplace_back("ce", ce);
-    add(weights_.ce, ce);
+  const auto teacher = logit_terms().empty() ? TeacherDistribution{} : teacher_distribution(t.logits, options_.temperature);
+  add_logit_terms(s.logits, teacher, t.logits, labels, out);
+  // The pair terms are averaged over pairs so that alpha keeps its meaning however many
+  // layers are mapped.
+  const double hidden_pairs = static_cast<double>(hidden_pairs_.size());
+  for (const auto& p : hidden_pairs_) {
+    auto hs = project(p, s.hidden[p.layers.student]);
+    auto ht = t.hidden[p.layers.teacher];
+    if (p.pooled) std::tie(hs, ht) = match_spatial(hs, ht);
+    if (weights_.mse > 0) add_term(out, "mse." + p.layers.name, weights_.mse / hidden_pairs, hidden_mse(hs, ht));
+    if (weights_.cosine > 0) add_term(out, "cos." + p.layers.name, weights_.cosine / hidden_pairs, hidden_cosine(hs, ht));
   }
-  if (weights_.kl > 0) {
-    auto kl = kl_loss(s.logits, t.logits, options_.temperature);
-    out.terms.emplace_back("kl", kl);
-    add(weights_.kl, kl);
+  const bool attention_kl_loss = options_.attention_loss == DistillOptions::AttentionLoss::kKl;
+  for (const auto& p : attention_pairs_) {
+    const auto& as = s.attention[p.layers.student];
+    const auto& at = t.attention[p.layers.teacher];
+    add_term(out, "attn." + p.layers.name, weights_.attention / static_cast<double>(attention_pairs_.size()),
+             attention_kl_loss ? attention_kl(as, at) : attention_mse(as, at));
   }
-  if (weights_.dkd > 0) {
-    auto dkd = dkd_loss(s.logits, t.logits, labels.y, options_.temperature, options_.dkd_alpha, options_.dkd_beta);
-    out.terms.emplace_back("dkd", dkd);
-    add(weights_.dkd, dkd);
-  }
-  if (!hidden_pairs_.empty()) {
-    // Averaged over pairs so that alpha keeps its meaning however many layers are mapped.
-    const double n = static_cast<double>(hidden_pairs_.size());
-    for (const auto& p : hidden_pairs_) {
-      auto hs = project(p, s.hidden[p.layers.student]);
-      auto ht = t.hidden[p.layers.teacher];
-      if (p.pooled) std::tie(hs, ht) = match_spatial(hs, ht);
-      if (weights_.mse > 0) {
-        auto mse = hidden_mse(hs, ht);
-        out.terms.emplace_back("mse." + p.layers.name, mse);
-        add(weights_.mse / n, mse);
-      }
-      if (weights_.cosine > 0) {
-        auto cos = hidden_cosine(hs, ht);
-        out.terms.emplace_back("cos." + p.layers.name, cos);
-        add(weights_.cosine / n, cos);
-      }
-    }
-  }
-  if (!attention_pairs_.empty()) {
-    const double n = static_cast<double>(attention_pairs_.size());
-    for (const auto& p : attention_pairs_) {
-      auto att = attention_mse(s.attention[p.layers.student], t.attention[p.layers.teacher]);
-      out.terms.emplace_back("attn." + p.layers.name, att);
-      add(weights_.attention / n, att);
-    }
-  }
-  out.total = total;
   return out;
+}
+
+Losses DistillerImpl::forward(const torch::Tensor& x, const data::Labels& labels, const TeacherDistribution& cached) {
+  if (!prepared_) throw Error("Distiller: prepare(sample) must run before the first loss");
+  Losses out;
+  out.logits = student_->forward(x).logits;
+  add_logit_terms(out.logits, cached, torch::Tensor(), labels, out);
+  return out;
+}
+
+std::vector<DistillerImpl::LogitTerm> DistillerImpl::logit_terms() const {
+  const auto& w = weights_;
+  std::vector<LogitTerm> terms;
+  for (const LogitTerm& term : {LogitTerm{"kl", w.kl, Divergence::kForwardKl, 0.0},
+                                LogitTerm{"reverse_kl", w.reverse_kl, Divergence::kReverseKl, 0.0},
+                                LogitTerm{"skew_kl", w.skew_kl, Divergence::kSkewKl, options_.skew_lambda},
+                                LogitTerm{"gjs", w.gjs, Divergence::kGjs, options_.gjs_beta}})
+    if (term.weight > 0) terms.push_back(term);
+  return terms;
+}
+
+void DistillerImpl::add_logit_terms(const torch::Tensor& student_logits, const TeacherDistribution& teacher,
+                                    const torch::Tensor& teacher_logits, const data::Labels& labels,
+                                    Losses& out) const {
+  // A language model predicts every position: its rows are the tokens.
+  const auto rows = [](const torch::Tensor& logits) { return logits.dim() == 3 ? logits.flatten(0, 1) : logits; };
+  const double temperature = options_.temperature;
+  if (weights_.ce > 0)
+    add_term(out, "ce", weights_.ce, labels.mix([&](const torch::Tensor& y) {
+      return ce_loss(rows(student_logits), y.flatten(), labels.smoothing);
+    }));
+  for (const auto& term : logit_terms())
+    add_term(out, term.name, term.weight, divergence(term.kind, student_logits, teacher, temperature, term.param));
+  if (weights_.dkd > 0)
+    add_term(out, "dkd", weights_.dkd,
+             dkd_loss(rows(student_logits), rows(teacher_logits), labels.y.flatten(), temperature, options_.dkd_alpha,
+                      options_.dkd_beta));
 }
 
 std::vector<std::string> DistillerImpl::term_names() const {
   if (!prepared_) throw Error("Distiller: term_names() needs prepare(sample) first (it resolves the layer pairs)");
   std::vector<std::string> names;
   if (weights_.ce > 0) names.push_back("ce");
-  if (weights_.kl > 0) names.push_back("kl");
+  for (const auto& term : logit_terms()) names.push_back(term.name);
   if (weights_.dkd > 0) names.push_back("dkd");
   for (const auto& p : hidden_pairs_) {
     if (weights_.mse > 0) names.push_back("mse." + p.layers.name);
@@ -353,13 +410,13 @@ std::vector<std::string> DistillerImpl::term_names() const {
 void DistillerImpl::train(bool on) {
   torch::nn::Module::train(on);
   student_->train(on);
-  teacher_->eval();
+  if (teacher_) teacher_->eval();
 }
 
 void DistillerImpl::to(torch::Device device, bool non_blocking) {
   torch::nn::Module::to(device, non_blocking);
   student_->to(device, non_blocking);
-  teacher_->to(device, non_blocking);
+  if (teacher_) teacher_->to(device, non_blocking);
 }
 
 }  // namespace retort::distill

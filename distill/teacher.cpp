@@ -41,13 +41,26 @@ TeacherEnsemble::TeacherEnsemble(std::vector<std::shared_ptr<models::Model>> mem
                           std::to_string(b) + " but the first teacher (" + first.name + ") has " + std::to_string(a) +
                           "; an ensemble's teachers must read the same input and predict the same classes");
     };
-    differs("num_classes", first.num_classes, o.num_classes);
-    differs("in_channels", first.in_channels, o.in_channels);
-    differs("image_size", first.image_size, o.image_size);
+    if (first.language_model() != o.language_model())
+      throw ConfigError(key + ": teacher " + std::to_string(i) + " (" + o.name + ") and the first teacher (" +
+                        first.name + ") are not both language models; an ensemble's teachers must read the same input");
+    if (first.language_model()) {
+      differs("vocab_size", first.vocab_size, o.vocab_size);
+      differs("context", first.context, o.context);
+    } else {
+      differs("num_classes", first.num_classes, o.num_classes);
+      differs("in_channels", first.in_channels, o.in_channels);
+      differs("image_size", first.image_size, o.image_size);
+    }
     freeze(*members_[i]);
     register_module("member" + std::to_string(i), members_[i]);
   }
   eval();  // frozen as a whole, like each member
+}
+
+void TeacherEnsemble::set_keep_attention(bool keep) {
+  models::Model::set_keep_attention(keep);
+  members_.front()->set_keep_attention(keep);
 }
 
 models::Output TeacherEnsemble::forward(const torch::Tensor& x) {

@@ -33,12 +33,15 @@ std::shared_ptr<models::Model> load_teacher_weights(const models::ModelOptions& 
 class TeacherEnsemble : public models::Model {
  public:
   /// ConfigError naming `key` when `members` is empty, or a member differs from the first
-  /// in num_classes, in_channels or image_size (they must read the same input and vote on
-  /// the same classes). Members are frozen.
+  /// in num_classes, in_channels or image_size, or for language models in vocab_size or
+  /// context (they must read the same input and vote on the same classes). Members are
+  /// frozen.
   TeacherEnsemble(std::vector<std::shared_ptr<models::Model>> members, const std::string& key);
   models::Output forward(const torch::Tensor& x) override;
   std::vector<std::string> hidden_names() const override { return members_.front()->hidden_names(); }
   std::vector<std::string> hidden_kinds() const override { return members_.front()->hidden_kinds(); }
+  /// The first member's maps are the ensemble's.
+  void set_keep_attention(bool keep) override;
   size_t size() const { return members_.size(); }
   models::Model& member(size_t i) { return *members_.at(i); }
 

@@ -51,6 +51,8 @@ struct ModelOptions {
   int64_t context = 256;     ///< positions: the longest sequence the model reads
   int64_t mlp_dim = 0;       ///< MLP width (GPT-2's n_inner); 0: 4 * dim
   static void declare(config::Fields<ModelOptions>& f);
+  /// A causal language model: token ids in, next-token logits [B, T, vocab_size] out.
+  bool language_model() const { return name == "gpt"; }
 };
 
 /// Base of every retort model. Not a TORCH_MODULE holder itself: the registry returns

@@ -1,29 +1,74 @@
 #include "trainer/distill_task.h"
 
+#include <yaml-cpp/yaml.h>
+
+#include <numeric>
+
 #include "core/error.h"
+#include "core/fs.h"
 #include "models/safetensors.h"
 #include "trainer/checkpoint_model.h"
 
 namespace retort::trainer {
 
-DistillTask::DistillTask(distill::Distiller distiller, const torch::Tensor& sample) : distiller_(std::move(distiller)) {
+DistillTask::DistillTask(distill::Distiller distiller, const torch::Tensor& sample,
+                         std::shared_ptr<const distill::TeacherCache> cache)
+    : distiller_(std::move(distiller)), cache_(std::move(cache)) {
   if (distiller_.is_empty()) throw Error("DistillTask: no distiller");
   distiller_->prepare(sample);
 }
 
 Losses DistillTask::loss(const torch::Tensor& x, const data::Labels& labels) {
-  auto l = distiller_->forward(x, labels);
+  if (cache_ && !labels.index.defined())
+    throw Error("DistillTask: a teacher cache needs the batch's block indices (data::Batch::index)");
+  auto l = cache_ ? distiller_->forward(x, labels, cache_->distribution(labels.index).to(x.device()))
+                  : distiller_->forward(x, labels);
   return {l.total, std::move(l.terms), l.logits};
+}
+
+distill::TeacherCacheKey teacher_cache_key(const distill::DistillOptions& options, const data::TextWindows& windows,
+                                           const models::ModelOptions& student) {
+  options.validate_teacher_source();
+  if (!options.teacher_ensemble.empty())
+    throw ConfigError("distill.cache.dir: a teacher cache holds one teacher's outputs; it cannot stand for "
+                      "distill.teacher.ensemble");
+  distill::TeacherCacheKey key;
+  const fs::path weights = options.teacher_weights.empty()
+                               ? Checkpointer::resolve(options.teacher_checkpoint) / "model.safetensors"
+                               : fs::path(options.teacher_weights);
+  key.teacher = hex64(xxh64_file(weights));
+  key.teacher_origin = weights.string();
+  key.corpus = hex64(xxh64_file(windows.tokens().path()));
+  key.corpus_origin = windows.tokens().path().string();
+  key.context = student.context;
+  key.vocab_size = student.vocab_size;
+  key.temperature = options.temperature;
+  return key;
 }
 
 namespace {
 
-/// A frozen model from a run or checkpoint directory. Errors name `key` and the file.
-std::shared_ptr<models::Model> load_checkpoint_teacher(const std::string& path, const std::string& key) {
+/// The tokenizer a run's config names for its text data ("" for image data).
+std::string text_tokenizer(const std::string& config_yaml) {
+  const auto data = YAML::Load(config_yaml)["data"];
+  if (!data || data["name"].as<std::string>("") != "text") return "";
+  const auto name = data["tokenizer"]["name"];
+  return name ? name.as<std::string>() : data::TokenizerOptions{}.name;
+}
+
+/// A frozen model from a run or checkpoint directory; a language model's token files must
+/// come from the run's tokenizer. Errors name `key` and the file.
+std::shared_ptr<models::Model> load_checkpoint_teacher(const std::string& path, const std::string& key,
+                                                       const data::DataOptions& data) {
   try {
-    auto teacher = load_checkpoint_model(path).model;
-    distill::freeze(*teacher);
-    return teacher;
+    auto loaded = load_checkpoint_model(path);
+    const auto tokenizer = text_tokenizer(loaded.checkpoint.config_yaml);
+    if (data.text() && !tokenizer.empty() && tokenizer != data.tokenizer.name)
+      throw ConfigError("the teacher " + path + " was trained on tokens of the '" + tokenizer +
+                        "' tokenizer, this run reads '" + data.tokenizer.name +
+                        "' tokens (data.tokenizer.name); teacher and student must read the same tokens");
+    distill::freeze(*loaded.model);
+    return loaded.model;
   } catch (const CheckpointError& e) {
     throw CheckpointError(key + ": " + e.what());
   } catch (const ConfigError& e) {
@@ -33,7 +78,7 @@ std::shared_ptr<models::Model> load_checkpoint_teacher(const std::string& path, 
 
 }  // namespace
 
-std::shared_ptr<models::Model> load_teacher(const distill::DistillOptions& options) {
+std::shared_ptr<models::Model> load_teacher(const distill::DistillOptions& options, const data::DataOptions& data) {
   options.validate_teacher_source();
   std::shared_ptr<models::Model> teacher;
   if (!options.teacher_weights.empty()) {
@@ -41,18 +86,23 @@ std::shared_ptr<models::Model> load_teacher(const distill::DistillOptions& optio
     const auto file = models::load_safetensors(options.teacher_weights);
     teacher = distill::load_teacher_weights(model, file.tensors, options.teacher_weights);
   } else {
-    teacher = load_checkpoint_teacher(options.teacher_checkpoint, "distill.teacher.checkpoint");
+    teacher = load_checkpoint_teacher(options.teacher_checkpoint, "distill.teacher.checkpoint", data);
   }
   if (options.teacher_ensemble.empty()) return teacher;
   std::vector<std::shared_ptr<models::Model>> members{teacher};
   for (size_t i = 0; i < options.teacher_ensemble.size(); ++i)
     members.push_back(load_checkpoint_teacher(options.teacher_ensemble[i],
-                                              "distill.teacher.ensemble[" + std::to_string(i) + "]"));
+                                              "distill.teacher.ensemble[" + std::to_string(i) + "]", data));
   return std::make_shared<distill::TeacherEnsemble>(std::move(members), "distill.teacher.ensemble");
 }
 
 torch::Tensor sample_batch(const data::Dataset& dataset, int64_t rows, const data::DataOptions& data) {
   if (dataset.size() < 1) throw DataError("distill: the training set is empty; the dry run needs one batch");
+  if (dataset.text) {
+    std::vector<int64_t> first(static_cast<size_t>(std::min(rows, dataset.size())));
+    std::iota(first.begin(), first.end(), 0);
+    return dataset.text->batch(first, 0).first;
+  }
   const auto stats = data::pixel_stats(data.name);
   return data::normalize(dataset.images.slice(0, 0, std::min(rows, dataset.size())), stats.mean, stats.stddev);
 }

@@ -17,8 +17,22 @@ definitions with torch.nn.functional, independently of the C++ code:
 plus two whole distillations (MLP -> MLP with a linear projection; ViT -> ViT with token
 projection and attention maps) whose models are PyTorch twins of retort's (same parameter
 names), so the C++ Distiller and VisionTransformer are checked end to end.
+
+The token-level divergences of language-model distillation (p teacher, q student, both
+softened by T, rows = tokens, x T^2), each with its gradient on the student's logits:
+
+  kl          sum p (log p - log q)                         F.kl_div(log q, log p, log_target)
+  reverse_kl  sum q (log q - log p)
+  skew_kl     KL(p || lam p + (1 - lam) q)                  DistiLLM
+  gjs         beta KL(p || m) + (1 - beta) KL(q || m), m = beta p + (1 - beta) q; beta 0 and
+              1 are forward and reverse KL                  GKD (TRL's generalized_jsd_loss)
+  top-K       the same over the teacher's K most likely ids plus one bucket for the rest
+  attn_kl     MiniLM: KL of each query's attention distribution (causal maps, 0 log 0 = 0)
+
+and a whole gpt -> gpt distillation (bench/reference/gpt2.py's GPT-2 as the twin).
 """
 import json
+import math
 import os
 import sys
 
@@ -26,6 +40,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from gpt2 import Gpt2LMHead
 from models import save_safetensors
 
 
@@ -127,6 +142,116 @@ def attn_term(a, b):
     return F.mse_loss(a, b)
 
 
+def kl_rows(log_a, log_b):
+    return F.kl_div(log_b, log_a, reduction="none", log_target=True).sum(-1)
+
+
+def divergence(kind, s, log_p, temperature, param=0.0, ids=None):
+    """log_p: the teacher's log-probabilities at T (top-K ones when ids is given)."""
+    log_q = F.log_softmax(s.reshape(-1, s.shape[-1]) / temperature, -1)
+    if ids is not None:  # the kept ids, then the rest as one bucket, on both sides
+        rest = torch.ones_like(log_q, dtype=torch.bool).scatter(1, ids, False)
+        rest_q = torch.logsumexp(log_q.masked_fill(~rest, float("-inf")), -1, keepdim=True)
+        rest_p = torch.log((1 - log_p.exp().sum(-1, keepdim=True)).clamp_min(1e-30))
+        log_q = torch.cat([log_q.gather(1, ids), rest_q], 1)
+        log_p = torch.cat([log_p, rest_p], 1)
+
+    def mix(w):
+        return torch.logsumexp(torch.stack([log_p + math.log(w), log_q + math.log1p(-w)]), 0)
+
+    if kind == "kl" or (kind == "gjs" and param == 0):
+        rows = kl_rows(log_p, log_q)
+    elif kind == "reverse_kl" or (kind == "gjs" and param == 1):
+        rows = kl_rows(log_q, log_p)
+    elif kind == "skew_kl":
+        rows = kl_rows(log_p, mix(param))
+    else:
+        m = mix(param)
+        rows = param * kl_rows(log_p, m) + (1 - param) * kl_rows(log_q, m)
+    return rows.mean() * temperature ** 2
+
+
+def attn_kl_term(a_s, a_t):
+    if a_s.shape[1] != a_t.shape[1]:
+        a_s, a_t = a_s.mean(1, keepdim=True), a_t.mean(1, keepdim=True)
+    rows = a_t.shape[:-1].numel()
+    support = a_t > 0  # the causal mask's zeros add 0 log 0 = 0
+    p, q = a_t[support], a_s[support]
+    return (p * (p.log() - q.log())).sum() / rows
+
+
+TOKEN_CASES = [("kl", 0.0), ("reverse_kl", 0.0), ("skew_kl", 0.1), ("skew_kl", 0.5), ("gjs", 0.5), ("gjs", 0.0),
+               ("gjs", 1.0), ("gjs", 0.9)]
+
+
+def token_goldens(T, S):
+    """Each divergence on token logits [2, 5, 11], whole and top-4, at T 1 and 2."""
+    T["tok_logits_s"] = torch.randn(2, 5, 11) * 2
+    T["tok_logits_t"] = torch.randn(2, 5, 11) * 3
+    for temp in (1.0, 2.0):
+        log_p = F.log_softmax(T["tok_logits_t"].reshape(-1, 11) / temp, -1)
+        top = log_p.topk(4, -1)
+        T[f"tok_top4_ids_T{temp:g}"] = top.indices
+        T[f"tok_top4_logp_T{temp:g}"] = top.values
+        for kind, param in TOKEN_CASES:
+            for name, lp, ids in (("whole", log_p, None), ("top4", top.values, top.indices)):
+                s = T["tok_logits_s"].clone().requires_grad_(True)
+                value = divergence(kind, s, lp, temp, param, ids)
+                value.backward()
+                key = f"{kind}_{param:g}_{name}_T{temp:g}"
+                S[key] = value.item()
+                T["grad." + key] = s.grad
+    causal = torch.tril(torch.ones(5, 5, dtype=torch.bool))
+    T["catt_s"] = torch.softmax(torch.randn(2, 2, 5, 5).masked_fill(~causal, float("-inf")), -1)
+    T["catt_t"] = torch.softmax(torch.randn(2, 2, 5, 5).masked_fill(~causal, float("-inf")), -1)
+    T["catt_t3"] = torch.softmax(torch.randn(2, 3, 5, 5).masked_fill(~causal, float("-inf")), -1)
+    S["attn_kl_same_heads"] = attn_kl_term(T["catt_s"], T["catt_t"]).item()
+    S["attn_kl_diff_heads"] = attn_kl_term(T["catt_s"], T["catt_t3"]).item()
+
+
+def gpt_cfg(d, layers, heads):
+    return {"vocab_size": 13, "n_embd": d, "n_positions": 8, "n_layer": layers, "n_head": heads, "embd_pdrop": 0.0,
+            "attn_pdrop": 0.0, "resid_pdrop": 0.0, "layer_norm_epsilon": 1e-5}
+
+
+def gpt_distillation(T, S):
+    """gpt teacher (d 16, 2 layers, 4 heads) -> gpt student (d 8, 1 layer, 2 heads) on ids
+    [2, 6]. Weights: ce 0.5, kl 0.5 and reverse_kl 0.25 at T 2, gjs 0.25 (beta 0.3), mse 0.3
+    (student layer0 -> teacher layer1 through a linear projection 8 -> 16), attention kl 1
+    (uniform: layer0 -> layer1, head-averaged)."""
+    teacher, student = Gpt2LMHead(gpt_cfg(16, 2, 4)), Gpt2LMHead(gpt_cfg(8, 1, 2))
+    for m in (teacher, student):
+        m.init_weights(0.3)
+    proj = nn.Linear(8, 16)
+    ids = torch.randint(0, 13, (2, 7))
+    x, y = ids[:, :6], ids[:, 1:]
+    with torch.no_grad():
+        t_logits, t_hidden, t_att = teacher(x)
+    s_logits, s_hidden, s_att = student(x)
+    log_p = F.log_softmax(t_logits.reshape(-1, 13) / 2.0, -1)
+    terms = {"ce": F.cross_entropy(s_logits.flatten(0, 1), y.flatten()),
+             "kl": divergence("kl", s_logits, log_p, 2.0),
+             "reverse_kl": divergence("reverse_kl", s_logits, log_p, 2.0),
+             "gjs": divergence("gjs", s_logits, log_p, 2.0, 0.3),
+             "mse.layer0": F.mse_loss(proj(s_hidden[0]), t_hidden[1]),
+             "attn.0": attn_kl_term(s_att[0], t_att[1])}
+    total = (0.5 * terms["ce"] + 0.5 * terms["kl"] + 0.25 * terms["reverse_kl"] + 0.25 * terms["gjs"] +
+             0.3 * terms["mse.layer0"] + 1.0 * terms["attn.0"])
+    total.backward()
+    for k, v in teacher.state_dict().items():
+        T["gpt.teacher." + k] = v
+    for k, v in student.state_dict().items():
+        T["gpt.student." + k] = v
+    for k, v in proj.state_dict().items():
+        T["gpt.distiller.proj.layer0." + k] = v
+    T["gpt.x"], T["gpt.y"] = x, y
+    T["gpt.grad.student.transformer.h.0.attn.c_attn.weight"] = student.transformer.h[0].attn.c_attn.weight.grad
+    T["gpt.grad.distiller.proj.layer0.weight"] = proj.weight.grad
+    S["gpt.total"] = total.item()
+    for k, v in terms.items():
+        S["gpt." + k] = v.item()
+
+
 def main():
     here = os.path.dirname(os.path.abspath(__file__))
     out_dir = sys.argv[1] if len(sys.argv) > 1 else os.path.normpath(os.path.join(here, "..", "..", "tests", "distill",
@@ -215,6 +340,9 @@ def main():
     S["vit.total"] = total.item()
     for k, v in terms.items():
         S["vit." + k] = v.item()
+
+    token_goldens(T, S)
+    gpt_distillation(T, S)
 
     save_safetensors(os.path.join(out_dir, "distill_golden.safetensors"), T)
     with open(os.path.join(out_dir, "distill_golden.json"), "w") as f:

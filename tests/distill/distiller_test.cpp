@@ -289,7 +289,7 @@ TEST(Distiller, ConstructorChecksInputsAndClasses) {
   auto t = cnn({8}, {16});
   t.num_classes = 5;
   expect_error<ConfigError>([&] { make(t, cnn({8}, {16}), o); },
-                            {"distill.weights.kl", "teacher has 5 classes and the student 10"});
+                            {"distill.weights", "teacher has 5 classes and the student 10", "kl, reverse_kl"});
   expect_error<ConfigError>([&] { make(mlp({8}, 8), mlp({8}, 28), distill::DistillOptions()); },
                             {"the teacher reads 1x8x8 images, the student 1x28x28"});
   distill::DistillOptions bad;
@@ -357,3 +357,74 @@ TEST(Distiller, LoadTeacherWeightsNamesMissingAndExtraTensors) {
   for (const auto& p : t->parameters()) EXPECT_FALSE(p.requires_grad());
 }
 
+
+namespace {
+
+models::ModelOptions gpt(int64_t dim, int64_t depth, int64_t heads) {
+  models::ModelOptions o;
+  o.name = "gpt";
+  o.vocab_size = 13;
+  o.context = 8;
+  o.dim = dim;
+  o.depth = depth;
+  o.heads = heads;
+  return o;
+}
+
+}  // namespace
+
+// distill_golden.py's gpt pair: every token-level term, hidden MSE through a projection and
+// MiniLM's attention KL, against PyTorch, with the gradients.
+TEST(Distiller, GptTokenTermsHiddenAndAttentionKlMatchPyTorch) {
+  auto teacher = distill::load_teacher_weights(gpt(16, 2, 4), test::golden_group("gpt.teacher."), "golden teacher");
+  auto student = models::make_model(gpt(8, 1, 2));
+  models::load_weights(*student, test::golden_group("gpt.student."), "golden student");
+  distill::DistillOptions o;
+  o.weight_ce = 0.5;
+  o.weight_kl = 0.5;
+  o.weight_reverse_kl = 0.25;
+  o.weight_gjs = 0.25;
+  o.gjs_beta = 0.3;
+  o.temperature = 2.0;
+  o.weight_mse = 0.3;
+  o.weight_attention = 1.0;
+  o.attention_loss = distill::DistillOptions::AttentionLoss::kKl;
+  o.layers = distill::parse_layer_map(YAML::Node("uniform"));
+  distill::Distiller d(teacher, student, o);
+  EXPECT_TRUE(teacher->keep_attention() && student->keep_attention()) << "an attention weight asks both for their maps";
+  d->prepare(golden("gpt.x"));
+  ASSERT_EQ(d->hidden_pairs().size(), 1u);
+  EXPECT_EQ(d->hidden_pairs()[0].projection, "linear");
+  models::load_weights(*d, test::golden_group("gpt.distiller."), "golden projection");
+  const std::vector<std::string> expected_terms = {"ce", "kl", "reverse_kl", "gjs", "mse.layer0", "attn.0"};
+  EXPECT_EQ(d->term_names(), expected_terms);
+  auto l = d->forward(golden("gpt.x"), golden("gpt.y"));
+  EXPECT_EQ(l.logits.sizes(), (std::vector<int64_t>{2, 6, 13}));
+  auto terms = term_map(l);
+  for (const auto& k : expected_terms) EXPECT_NEAR(terms.at(k), golden_value("gpt." + k), 1e-5) << k;
+  EXPECT_NEAR(l.total.item<double>(), golden_value("gpt.total"), 1e-5);
+  l.total.backward();
+  EXPECT_TRUE(torch::allclose(student->named_parameters()["transformer.h.0.attn.c_attn.weight"].grad(),
+                              golden("gpt.grad.student.transformer.h.0.attn.c_attn.weight"), 1e-4, 1e-6));
+  EXPECT_TRUE(torch::allclose(d->named_parameters()["proj.layer0.weight"].grad(),
+                              golden("gpt.grad.distiller.proj.layer0.weight"), 1e-4, 1e-6));
+}
+
+TEST(Distiller, LanguageModelsMustReadTheSameTokens) {
+  distill::DistillOptions o;
+  o.weight_kl = 1.0;
+  auto other_vocab = gpt(8, 1, 2);
+  other_vocab.vocab_size = 50257;
+  expect_error<ConfigError>([&] { make(other_vocab, gpt(8, 1, 2), o); },
+                            {"distill.teacher", "teacher's vocabulary has 50257 tokens", "the student's 13"});
+  auto short_teacher = gpt(16, 1, 2);
+  short_teacher.context = 4;
+  expect_error<ConfigError>([&] { make(short_teacher, gpt(8, 1, 2), o); },
+                            {"teacher reads at most 4 tokens", "student's windows have 8", "model.context <= 4"});
+  expect_error<ConfigError>([&] { make(gpt(8, 1, 2), mlp({8}), o); },
+                            {"the teacher is a language model (gpt) and the student an image model (mlp"});
+  // A longer teacher context is fine: it reads the student's windows.
+  auto long_teacher = gpt(16, 1, 2);
+  long_teacher.context = 16;
+  EXPECT_NO_THROW(make(long_teacher, gpt(8, 1, 2), o));
+}

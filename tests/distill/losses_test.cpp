@@ -1,6 +1,8 @@
 // Each loss term against PyTorch (bench/reference/distill_golden.py).
 #include <gtest/gtest.h>
 
+#include <sstream>
+
 #include "amp/autocast.h"
 #include "core/error.h"
 #include "distill/losses.h"
@@ -130,4 +132,103 @@ TEST(Losses, TermsComputeInFp32UnderBf16Autocast) {
   auto mse = distill::hidden_mse(golden("vec_s").to(torch::kBFloat16), golden("vec_t"));
   EXPECT_EQ(mse.scalar_type(), torch::kFloat);
   EXPECT_NEAR(mse.item<double>(), golden_value("mse_vec"), 2e-2);
+}
+
+// --- Token-level divergences (language-model distillation) ----------------------------------
+
+namespace {
+
+struct TokenCase {
+  const char* kind;
+  distill::Divergence divergence;
+  double param;
+};
+
+const TokenCase kTokenCases[] = {
+    {"kl", distill::Divergence::kForwardKl, 0.0},      {"reverse_kl", distill::Divergence::kReverseKl, 0.0},
+    {"skew_kl", distill::Divergence::kSkewKl, 0.1},    {"skew_kl", distill::Divergence::kSkewKl, 0.5},
+    {"gjs", distill::Divergence::kGjs, 0.5},           {"gjs", distill::Divergence::kGjs, 0.0},
+    {"gjs", distill::Divergence::kGjs, 1.0},           {"gjs", distill::Divergence::kGjs, 0.9},
+};
+
+std::string case_key(const TokenCase& c, const std::string& support, double temperature) {
+  std::ostringstream k;
+  k << c.kind << "_" << c.param << "_" << support << "_T" << temperature;
+  return k.str();
+}
+
+/// The teacher of the golden token logits: the whole distribution or the golden top-4.
+distill::TeacherDistribution golden_teacher(const std::string& support, double temperature) {
+  if (support == "whole") return distill::teacher_distribution(golden("tok_logits_t"), temperature);
+  std::ostringstream t;
+  t << "_T" << temperature;
+  return {golden("tok_top4_logp" + t.str()), golden("tok_top4_ids" + t.str())};
+}
+
+}  // namespace
+
+TEST(Losses, TokenDivergencesAndTheirGradientsMatchPyTorch) {
+  for (double temperature : {1.0, 2.0})
+    for (const std::string support : {"whole", "top4"})
+      for (const auto& c : kTokenCases) {
+        const auto key = case_key(c, support, temperature);
+        auto s = golden("tok_logits_s").clone().requires_grad_(true);
+        auto d = distill::divergence(c.divergence, s, golden_teacher(support, temperature), temperature, c.param);
+        EXPECT_NEAR(d.item<double>(), golden_value(key), kTol) << key;
+        d.backward();
+        EXPECT_TRUE(torch::allclose(s.grad(), golden("grad." + key), 1e-4, 1e-6)) << key;
+      }
+}
+
+TEST(Losses, TokenDivergencesVanishOnTheTeacherAndKeepEveryIdWithoutABucket) {
+  const auto t = golden("tok_logits_t");
+  const auto whole = distill::teacher_distribution(t, 2.0);
+  for (const auto& c : kTokenCases)
+    EXPECT_NEAR(distill::divergence(c.divergence, t, whole, 2.0, c.param).item<double>(), 0.0, 1e-6) << c.kind;
+  // Top-K with K = vocabulary, ids in any order, is the whole distribution.
+  const auto perm = torch::randperm(11).expand({10, 11}).contiguous();
+  const distill::TeacherDistribution all{whole.logp.gather(1, perm), perm};
+  for (const auto& c : kTokenCases)
+    EXPECT_NEAR(distill::divergence(c.divergence, golden("tok_logits_s"), all, 2.0, c.param).item<double>(),
+                distill::divergence(c.divergence, golden("tok_logits_s"), whole, 2.0, c.param).item<double>(), 1e-5)
+        << c.kind;
+  // kl_loss is the forward divergence of the whole distribution, rows over the leading dims.
+  EXPECT_NEAR(distill::kl_loss(golden("tok_logits_s"), t, 2.0).item<double>(), golden_value("kl_0_whole_T2"), kTol);
+}
+
+TEST(Losses, TokenDivergencesComputeInFp32AndNameBadInputs) {
+  amp::Autocast g(true, torch::kBFloat16, torch::kCPU);
+  const auto whole = distill::teacher_distribution(golden("tok_logits_t").to(torch::kBFloat16), 1.0);
+  EXPECT_EQ(whole.logp.scalar_type(), torch::kFloat);
+  const auto d = distill::divergence(distill::Divergence::kReverseKl, golden("tok_logits_s").to(torch::kBFloat16), whole,
+                                     1.0);
+  EXPECT_EQ(d.scalar_type(), torch::kFloat);
+  EXPECT_NEAR(d.item<double>(), golden_value("reverse_kl_0_whole_T1"), 0.05);
+  const auto s = golden("tok_logits_s");
+  test::expect_error<Error>([&] { distill::divergence(distill::Divergence::kSkewKl, s, whole, 1.0, 1.0); },
+                      {"skew KL's lambda must be in [0, 1)", "got 1"});
+  test::expect_error<Error>([&] { distill::divergence(distill::Divergence::kGjs, s, whole, 1.0, -0.5); },
+                      {"generalized JSD's beta must be in [0, 1]"});
+  test::expect_error<Error>([&] { distill::divergence(distill::Divergence::kForwardKl, s, whole, 0.0); },
+                      {"temperature must be a positive finite number, got 0"});
+  test::expect_error<Error>([&] { distill::divergence(distill::Divergence::kForwardKl, s.narrow(1, 0, 3), whole, 1.0); },
+                      {"student logits [2, 3, 11]", "teacher log-probabilities [10, 11]", "same rows"});
+  const distill::TeacherDistribution top{golden("tok_top4_logp_T1"), golden("tok_top4_ids_T1").narrow(1, 0, 3)};
+  test::expect_error<Error>([&] { distill::divergence(distill::Divergence::kForwardKl, s, top, 1.0); },
+                      {"top-K teacher needs log-probabilities and ids [N, K]", "[10, 4] and [10, 3]"});
+  test::expect_error<Error>([&] { distill::kl_loss(s, golden("tok_logits_t").narrow(2, 0, 5), 1.0); },
+                      {"student logits [2, 5, 11] and teacher logits [2, 5, 5] differ in shape"});
+}
+
+TEST(Losses, AttentionKlMatchesPyTorchOnCausalMaps) {
+  EXPECT_NEAR(distill::attention_kl(golden("catt_s"), golden("catt_t")).item<double>(),
+              golden_value("attn_kl_same_heads"), kTol);
+  EXPECT_NEAR(distill::attention_kl(golden("catt_s"), golden("catt_t3")).item<double>(),
+              golden_value("attn_kl_diff_heads"), kTol);
+  EXPECT_NEAR(distill::attention_kl(golden("catt_t"), golden("catt_t")).item<double>(), 0.0, 1e-6);
+  auto s = golden("catt_s").clone().requires_grad_(true);
+  distill::attention_kl(s, golden("catt_t")).backward();
+  EXPECT_TRUE(torch::isfinite(s.grad()).all().item<bool>()) << "the masked zeros give no NaN";
+  test::expect_error<Error>([&] { distill::attention_kl(golden("catt_s"), golden("catt_t").narrow(3, 0, 4)); },
+                      {"attention_kl", "[B, heads, T, T] with equal B and T"});
 }

@@ -10,6 +10,7 @@
 #include <fstream>
 #include <iomanip>
 #include <sstream>
+#include <tuple>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -121,7 +122,7 @@ TEST(Cli, EveryCommandHasItsUsageAndUsageErrorsNameTheCommandAndTheFlag) {
     EXPECT_EQ(r.out.find('\n'), r.out.size() - 1) << "one line: " << r.out;
   }
   for (const auto& [command, listed] : {std::pair<std::string, std::string>{"tokenize", "--tokenizer"},
-                                        {"generate", "--top-k"}}) {
+                                        {"generate", "--top-k"}, {"cache-teacher", "distill.cache.dir"}}) {
     auto help = run(command + " --help");
     EXPECT_EQ(help.code, 0) << help.out;
     EXPECT_NE(help.out.find(listed), std::string::npos) << help.out;
@@ -467,6 +468,55 @@ TEST(Cli, LanguageModelTokenizeTrainEvalGenerate) {
   auto too_long = run("generate " + run_dir + " --prompt x --tokens 40");
   EXPECT_EQ(too_long.code, 2) << too_long.out;
   EXPECT_NE(too_long.out.find("model.context"), std::string::npos) << too_long.out;
+}
+
+// Distilling a language model from the live teacher and from a teacher cache, and what
+// either refuses before it writes anything.
+TEST(Cli, LanguageModelDistillationLiveAndFromACache) {
+  const TempDir dir("lm-distill", false);
+  const std::string tokens = (dir / "tokens").string(), teacher = (dir / "teacher").string();
+  ASSERT_EQ(run("tokenize README.md " + tokens).code, 0);
+  const std::string data = " data.root=" + tokens + " data.subset=64 data.batch_size=16 trainer.threads=1 "
+                           "data.eval_tokens=512 amp.mode=off data.windows=blocks model.context=32 ";
+  auto t = run("train recipes/text/lm_teacher.yaml" + data + "model.dim=32 model.depth=2 model.heads=2 " +
+               "trainer.max_steps=6 run.dir=" + teacher);
+  ASSERT_EQ(t.code, 0) << t.out;
+  const std::string distill = "recipes/text/lm_distill.yaml" + data +
+                              "model.dim=16 model.depth=1 model.heads=2 trainer.max_steps=4 "
+                              "distill.weights.reverse_kl=0.25 distill.teacher.checkpoint=" + teacher + " ";
+  auto live = run("train " + distill + "run.dir=" + (dir / "live").string());
+  ASSERT_EQ(live.code, 0) << live.out;
+  const std::string live_metrics = retort::read_file(dir / "live" / "metrics.jsonl");
+  for (const char* term : {"\"loss_kl\"", "\"loss_reverse_kl\"", "\"loss_ce\""})
+    EXPECT_NE(live_metrics.find(term), std::string::npos) << term << " in " << live_metrics;
+
+  const std::string cache = " distill.cache.dir=" + (dir / "cache").string() + " distill.cache.top_k=8 distill.cache.dtype=bf16 ";
+  auto made = run("cache-teacher " + distill + cache);
+  ASSERT_EQ(made.code, 0) << made.out;
+  EXPECT_NE(made.out.find("wrote the teacher cache"), std::string::npos) << made.out;
+  EXPECT_NE(made.out.find("top 8 of 256 ids in bf16"), std::string::npos) << made.out;
+  auto cached = run("train " + distill + cache + "run.dir=" + (dir / "cached").string());
+  ASSERT_EQ(cached.code, 0) << cached.out;
+  EXPECT_NE(retort::read_file(dir / "cached" / "metrics.jsonl").find("\"loss_reverse_kl\""), std::string::npos);
+
+  // Refused, exit 2 or 4, nothing written: a cache for another context, random windows, a
+  // top-K beyond the vocabulary, a student of another vocabulary, a truncated cache.
+  const std::vector<std::tuple<std::string, int, std::string>> refused = {
+      {"train " + distill + cache + "model.context=16", 2, "the context: blocks of 32 tokens"},
+      {"train " + distill + cache + "data.windows=random", 2, "data.windows=blocks"},
+      {"cache-teacher " + distill + cache + "distill.cache.top_k=300", 2, "distill.cache.top_k"},
+      {"train " + distill + "model.vocab_size=300", 2, "teacher's vocabulary has 256 tokens"}};
+  for (const auto& [args, code, message] : refused) {
+    auto r = run(args + " run.dir=" + (dir / "refused").string());
+    EXPECT_EQ(r.code, code) << args << ": " << r.out;
+    EXPECT_NE(r.out.find(message), std::string::npos) << r.out;
+    EXPECT_FALSE(fs::exists(dir / "refused")) << args;
+  }
+  fs::resize_file(dir / "cache" / "logp.bin", 100);
+  auto truncated = run("train " + distill + cache + "run.dir=" + (dir / "refused").string());
+  EXPECT_EQ(truncated.code, 4) << truncated.out;
+  EXPECT_NE(truncated.out.find("logp.bin': 100 bytes"), std::string::npos) << truncated.out;
+  EXPECT_FALSE(fs::exists(dir / "refused"));
 }
 
 TEST(Cli, LanguageModelBadInputsNameTheFileAndWriteNothing) {
