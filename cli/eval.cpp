@@ -71,9 +71,11 @@ int export_weights(launch::World& world, const ExportArgs& a) {
   const auto ckpt = trainer::Checkpointer::load(trainer::Checkpointer::resolve(a.source));
   const std::filesystem::path out = a.out;
   const std::filesystem::path dir = out.has_parent_path() ? out.parent_path() : std::filesystem::path(".");
-  ensure_writable_dir(dir);
-  // A gpt run exports as a Hugging Face GPT-2 folder: GPT-2's config.json beside the weights.
+  // A gpt run exports as a Hugging Face GPT-2 folder: GPT-2's config.json beside the weights,
+  // made first so that a model GPT-2 cannot describe is refused before anything is written.
   const auto options = trainer::checkpoint_model_options(ckpt);
+  const std::string gpt2_config = options.name == "gpt" ? models::gpt2_config_json(options) : "";
+  ensure_writable_dir(dir);
   // Only the model: distillation projections and optimizer state stay in the checkpoint.
   // A structured-pruned model is written compacted (removed channels physically gone).
   auto weights = ckpt.model;
@@ -89,7 +91,7 @@ int export_weights(launch::World& world, const ExportArgs& a) {
   std::cout << "wrote " << out.string() << ": " << weights.size() << " tensors, " << params << " values (step "
             << ckpt.step << ")\n";
   if (options.name == "gpt") {
-    models::write_gpt2_config(dir / "config.json", options);
+    write_file_atomic(dir / "config.json", gpt2_config);
     std::cout << "wrote " << (dir / "config.json").string() << " (GPT-2 config)\n";
   }
   return kExitOk;

@@ -1,5 +1,6 @@
-// `retort prune <run_dir or checkpoint> [overrides...] [--scan]`, and what train
-// (prune.from) and export (compaction) take from pruning.
+// `retort prune <run_dir or checkpoint> [overrides...] [--scan]` (masks by prune.method, or a
+// gpt shrunk to prune.gpt's shape), and what train (prune.from) and export (compaction) take
+// from pruning.
 #include "cli/prune.h"
 
 #include <CLI/CLI.hpp>
@@ -71,6 +72,15 @@ void set_compacted(YAML::Node section, const models::ModelOptions& o) {
   section["hidden"] = hidden;
 }
 
+/// Records a pruned gpt's shape in its `model:` section.
+void set_gpt_shape(YAML::Node section, const models::ModelOptions& o) {
+  section["dim"] = o.dim;
+  section["depth"] = o.depth;
+  section["heads"] = o.heads;
+  section["mlp_dim"] = o.mlp_dim;
+  section["head_dim"] = o.head_dim;
+}
+
 std::map<std::string, torch::Tensor> task_state(const trainer::Checkpoint& ckpt) {
   std::map<std::string, torch::Tensor> out;
   for (const auto& [k, v] : ckpt.state)
@@ -92,6 +102,104 @@ int run_scan(const RunConfig& rc, models::Model& model, const prune::Masks& exis
   return kExitOk;
 }
 
+/// What `retort prune` writes.
+struct PrunedRun {
+  std::shared_ptr<models::Model> model;
+  prune::Masks masks;  ///< empty for a compacted gpt
+  YAML::Node config;   ///< the composed config, its model section the pruned model's
+  std::string summary;
+  std::string finetune_recipe;  ///< named in the hint printed at the end
+};
+
+/// The first prune.gpt.calibration training windows of the run's data, in batches of
+/// data.batch_size: the windows epoch 0 trains on first.
+std::vector<torch::Tensor> calibration_batches(const RunConfig& rc) {
+  const auto train = data::load_dataset(rc.data, "train", window_shape(rc));
+  if (!train.text) throw ConfigError("prune.gpt: calibration needs the run's text data, got data.name=" + rc.data.name);
+  const int64_t n = std::min(rc.prune.gpt.calibration, train.size());
+  std::vector<torch::Tensor> batches;
+  for (int64_t start = 0; start < n; start += rc.data.batch_size) {
+    std::vector<int64_t> indices;
+    for (int64_t i = start; i < std::min(n, start + rc.data.batch_size); ++i) indices.push_back(i);
+    batches.push_back(train.text->batch(indices, /*epoch=*/0).first);
+  }
+  return batches;
+}
+
+/// prune.gpt: the gpt ranked on calibration windows and compacted to the targets; the
+/// summary gets the ranking, the config's model section the new shape.
+PrunedRun prune_gpt(const RunConfig& rc, models::Model& model, const prune::Masks& existing, YAML::Node config,
+                    std::ostringstream& summary) {
+  auto* gpt = dynamic_cast<models::Gpt*>(&model);
+  if (!gpt)
+    throw ConfigError("prune.gpt: prunes a gpt language model, got model.name=" + model.options().name +
+                      "; prune it with prune.method=... instead");
+  if (!existing.empty())
+    throw ConfigError("prune.gpt: the run carries pruning masks (" + std::to_string(existing.size()) +
+                      " masked parameters); prune.gpt ranks and shrinks a dense gpt");
+  prune::check_gpt_targets(*gpt, rc.prune.gpt);  // before the calibration pass
+  const auto importance = prune::gpt_importance(*gpt, calibration_batches(rc));
+  const auto keep = prune::select_gpt(*gpt, importance, rc.prune.gpt);
+  auto c = prune::compact_gpt(*gpt, keep);
+  const auto& o = c.options;
+  summary << "gpt: dim " << o.dim << ", depth " << o.depth << ", heads " << o.heads << " of width "
+          << dynamic_cast<models::Gpt&>(*c.model).head_width() << ", mlp_dim " << o.mlp_dim << "; "
+          << prune::format_gpt_selection(importance, keep) << "compacted: " << c.params_before << " -> "
+          << c.params_after << " parameters\n";
+  set_gpt_shape(config["model"], o);
+  return {c.model, {}, config, summary.str(), "recipes/text/lm_prune.yaml"};
+}
+
+/// A run directory it can be evaluated and fine-tuned from: config/, a step-0 checkpoint
+/// (weights, masks as task state), prune.md.
+int write_pruned_run(const RunConfig& rc, const trainer::Checkpoint& source, const std::vector<std::string>& overrides,
+                     const PrunedRun& run) {
+  const fs::path run_dir = rc.run.dir;
+  try {
+    ensure_writable_dir(run_dir / "config");
+  } catch (const Error& e) {
+    throw Error(std::string("run.dir: ") + e.what());
+  }
+  const std::string config_text = config::emit(run.config);
+  write_file_atomic(run_dir / "config" / "recipe.yaml", source.config_yaml);
+  write_file_atomic(run_dir / "config" / "overrides.yaml", yaml_list(overrides));
+  write_file_atomic(run_dir / "config" / "config.yaml", config_text);
+  trainer::Checkpoint ckpt;
+  ckpt.step = 0;
+  ckpt.config_yaml = config_text;
+  ckpt.model = models::weights_of(*run.model);
+  for (auto& [k, v] : run.masks.state_dict()) ckpt.state["task." + k] = v;
+  const auto path = trainer::Checkpointer(run_dir / "checkpoints", rc.trainer.keep_last).save(ckpt);
+  write_file_atomic(run_dir / "prune.md", run.summary);
+  std::cout << run.summary << "wrote " << path.string() << "\n"
+            << "evaluate: retort eval " << run_dir.string() << "\n"
+            << "fine-tune: retort train " << run.finetune_recipe << " prune.from=" << run_dir.string() << "\n";
+  return kExitOk;
+}
+
+/// prune.method (and prune.compact): masks over the model, compacted when asked.
+PrunedRun prune_by_method(const RunConfig& rc, std::shared_ptr<models::Model> model, const prune::Masks& existing,
+                          YAML::Node config, std::ostringstream& summary) {
+  PrunedRun run{model, prune::compute_masks(*model, rc.prune, existing), config, "",
+                "recipes/fmnist/prune_finetune.yaml"};
+  run.masks.apply(*model);
+  summary << rc.prune.method;
+  if (rc.prune.method != "2:4") summary << ", sparsity " << rc.prune.sparsity;
+  summary << "\n\n" << prune::format_report(prune::sparsity_report(*model, run.masks), *model, run.masks);
+  if (rc.prune.compact) {
+    auto c = prune::compact(*model, run.masks);
+    summary << "compacted: " << c.params_before << " -> " << c.params_after << " parameters ("
+            << std::fixed << std::setprecision(2)
+            << static_cast<double>(c.params_after) / static_cast<double>(std::max<int64_t>(1, c.params_before))
+            << "x)\n";
+    run.model = c.model;
+    run.masks = c.masks;
+    set_compacted(run.config["model"], c.options);
+  }
+  run.summary = summary.str();
+  return run;
+}
+
 int prune(launch::World& world, const PruneArgs& a) {
   const Positionals p = split_positionals(a.positionals, "prune", "checkpoint (a run or checkpoint directory)", 1, 1);
   if (world.size() > 1) throw UsageError("prune runs in one process; launch it without mpirun");
@@ -108,48 +216,12 @@ int prune(launch::World& world, const PruneArgs& a) {
   existing.check(*model, (source.dir / "state.safetensors").string());
   if (a.scan) return run_scan(rc, *model, existing);
 
-  // --- PRUNE (and compact) -------------------------------------------------------------------
-  prune::Masks masks = prune::compute_masks(*model, rc.prune, existing);
-  masks.apply(*model);
+  // --- PRUNE (and compact), then WRITE -------------------------------------------------------
   std::ostringstream summary;
-  summary << "pruned " << source.dir.string() << " (step " << source.step << "): " << rc.prune.method;
-  if (rc.prune.method != "2:4") summary << ", sparsity " << rc.prune.sparsity;
-  summary << "\n\n" << prune::format_report(prune::sparsity_report(*model, masks), *model, masks);
-  std::shared_ptr<models::Model> out = model;
-  YAML::Node tree = composed.config;
-  if (rc.prune.compact) {
-    auto c = prune::compact(*model, masks);
-    summary << "compacted: " << c.params_before << " -> " << c.params_after << " parameters ("
-            << std::fixed << std::setprecision(2)
-            << static_cast<double>(c.params_after) / static_cast<double>(std::max<int64_t>(1, c.params_before))
-            << "x)\n";
-    out = c.model;
-    masks = c.masks;
-    set_compacted(tree["model"], c.options);
-  }
-
-  // --- WRITE: a run directory with the config it can be evaluated and trained with ---------
-  const fs::path run_dir = rc.run.dir;
-  try {
-    ensure_writable_dir(run_dir / "config");
-  } catch (const Error& e) {
-    throw Error(std::string("run.dir: ") + e.what());
-  }
-  const std::string config_text = config::emit(tree);
-  write_file_atomic(run_dir / "config" / "recipe.yaml", source.config_yaml);
-  write_file_atomic(run_dir / "config" / "overrides.yaml", yaml_list(composed.overrides));
-  write_file_atomic(run_dir / "config" / "config.yaml", config_text);
-  trainer::Checkpoint ckpt;
-  ckpt.step = 0;
-  ckpt.config_yaml = config_text;
-  ckpt.model = models::weights_of(*out);
-  for (auto& [k, v] : masks.state_dict()) ckpt.state["task." + k] = v;
-  const auto path = trainer::Checkpointer(run_dir / "checkpoints", rc.trainer.keep_last).save(ckpt);
-  write_file_atomic(run_dir / "prune.md", summary.str());
-  std::cout << summary.str() << "wrote " << path.string() << "\n"
-            << "evaluate: retort eval " << run_dir.string() << "\n"
-            << "fine-tune: retort train recipes/fmnist/prune_finetune.yaml prune.from=" << run_dir.string() << "\n";
-  return kExitOk;
+  summary << "pruned " << source.dir.string() << " (step " << source.step << "): ";
+  const PrunedRun run = rc.prune.gpt.any() ? prune_gpt(rc, *model, existing, composed.config, summary)
+                                           : prune_by_method(rc, model, existing, composed.config, summary);
+  return write_pruned_run(rc, source, composed.overrides, run);
 }
 
 }  // namespace
@@ -158,7 +230,7 @@ CommandRun define_prune(CLI::App& app) {
   auto a = std::make_shared<PruneArgs>();
   app.add_option("args", a->positionals,
                  "a run or checkpoint directory, then overrides of its config (prune.method=..., prune.sparsity=..., "
-                 "run.dir=...)");
+                 "run.dir=...; a gpt: prune.gpt.dim=... depth, heads, mlp_dim)");
   app.add_flag("--scan", a->scan, "print each layer's sensitivity and suggested recipe lines; write nothing");
   return [a](launch::World& world) { return prune(world, *a); };
 }

@@ -75,7 +75,8 @@ std::string describe_model(const models::ModelOptions& m) {
   else if (m.name == "vit")
     s << " d" << m.dim << " L" << m.depth << " h" << m.heads << " p" << m.patch;
   else if (m.name == "gpt")
-    s << " d" << m.dim << " L" << m.depth << " h" << m.heads << " ctx" << m.context << " vocab" << m.vocab_size;
+    s << " d" << m.dim << " L" << m.depth << " h" << m.heads << (m.head_dim > 0 ? "x" + std::to_string(m.head_dim) : "")
+      << " ctx" << m.context << " vocab" << m.vocab_size;
   return s.str();
 }
 

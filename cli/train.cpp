@@ -173,8 +173,10 @@ std::shared_ptr<trainer::Task> make_task(const RunConfig& rc, std::shared_ptr<mo
     }
   }
   // Masks keep pruned weights at exactly zero through fine-tuning (gradients masked,
-  // weights re-masked after every step).
-  if (pruned) task = std::make_shared<trainer::PrunedTask>(task, pruned->masks, std::move(comm));
+  // weights re-masked after every step). A compacted model with nothing left to mask trains
+  // as any model, so its checkpoints resume without masks.
+  if (pruned && !pruned->masks.empty())
+    task = std::make_shared<trainer::PrunedTask>(task, pruned->masks, std::move(comm));
   return task;
 }
 

@@ -23,9 +23,10 @@ void check_options(const ModelOptions& o) {
   at_least("model.depth", o.depth, 1);
   at_least("model.heads", o.heads, 1);
   at_least("model.mlp_dim", o.mlp_dim, 0);
-  if (o.dim % o.heads != 0)
+  at_least("model.head_dim", o.head_dim, 0);
+  if (o.head_dim == 0 && o.dim % o.heads != 0)
     throw ConfigError("model.heads: " + str(o.heads) + " does not divide model.dim " + str(o.dim) +
-                      " (each head gets dim / heads channels)");
+                      " (each head gets dim / heads channels; or set model.head_dim)");
   if (o.dropout < 0 || o.dropout >= 1)
     throw ConfigError("model.dropout: expected in [0, 1), got " + format_number(o.dropout));
 }
@@ -57,6 +58,8 @@ Gpt::Gpt(ModelOptions o) : Model(std::move(o)) {
   check_options(opt);
   const int64_t D = opt.dim;
   mlp_width_ = opt.mlp_dim > 0 ? opt.mlp_dim : 4 * D;
+  head_width_ = opt.head_dim > 0 ? opt.head_dim : D / opt.heads;
+  const int64_t A = opt.heads * head_width_;  // attention width: D unless head_dim says otherwise
   // GPT-2's initialisation: the projections that end in the residual stream are scaled
   // down by sqrt(2 depth) (two per layer), so the stream's variance does not grow with depth.
   const double init_std = 0.02, residual_std = init_std / std::sqrt(2.0 * static_cast<double>(opt.depth));
@@ -73,8 +76,8 @@ Gpt::Gpt(ModelOptions o) : Model(std::move(o)) {
     auto holder = std::make_shared<torch::nn::Module>();
     b.ln_1 = holder->register_module("ln_1", layer_norm());
     auto attn = holder->register_module("attn", std::make_shared<torch::nn::Module>());
-    b.c_attn = add_conv1d(*attn, "c_attn", D, 3 * D, init_std);
-    b.attn_proj = add_conv1d(*attn, "c_proj", D, D, residual_std);
+    b.c_attn = add_conv1d(*attn, "c_attn", D, 3 * A, init_std);
+    b.attn_proj = add_conv1d(*attn, "c_proj", A, D, residual_std);
     b.ln_2 = holder->register_module("ln_2", layer_norm());
     auto mlp = holder->register_module("mlp", std::make_shared<torch::nn::Module>());
     b.c_fc = add_conv1d(*mlp, "c_fc", D, mlp_width_, init_std);
@@ -89,8 +92,8 @@ Gpt::Gpt(ModelOptions o) : Model(std::move(o)) {
 // (which this step's are appended to). masked [T, past + T]: true where a query may not look.
 torch::Tensor Gpt::attend(const Block& b, const torch::Tensor& h, const torch::Tensor& masked, KvCache* cache,
                           size_t layer, torch::Tensor& attention) {
-  const int64_t B = h.size(0), T = h.size(1), D = options_.dim;
-  const int64_t H = options_.heads, Dh = D / H;
+  const int64_t B = h.size(0), T = h.size(1);
+  const int64_t H = options_.heads, Dh = head_width_;
   auto qkv = b.c_attn(h).reshape({B, T, 3, H, Dh}).permute({2, 0, 3, 1, 4});  // [3, B, H, T, Dh]
   auto q = qkv[0], k = qkv[1], v = qkv[2];
   if (cache && cache->keys.size() > layer) {
@@ -106,20 +109,24 @@ torch::Tensor Gpt::attend(const Block& b, const torch::Tensor& h, const torch::T
                     .masked_fill(masked, -std::numeric_limits<double>::infinity());
   auto probs = amp::softmax(scores, -1);  // fp32 under autocast
   if (keep_attention()) attention = probs;
-  auto ctx = amp::matmul(torch::dropout(probs, options_.dropout, is_training()), v)  // [B, H, T, Dh]
-                 .transpose(1, 2)
-                 .reshape({B, T, D});
+  auto ctx = amp::matmul(torch::dropout(probs, options_.dropout, is_training()), v);  // [B, H, T, Dh]
+  report(GptSite::kHeads, layer, ctx);
+  ctx = ctx.transpose(1, 2).reshape({B, T, H * Dh});
   return torch::dropout(b.attn_proj(ctx), options_.dropout, is_training());
 }
 
 torch::Tensor Gpt::block(const Block& b, const torch::Tensor& x, const torch::Tensor& masked, KvCache* cache,
                          size_t layer, torch::Tensor& attention) {
   const int64_t D = options_.dim;
+  report(GptSite::kBlockInput, layer, x);
   auto h = amp::layer_norm(x, {D}, b.ln_1->weight, b.ln_1->bias, b.ln_1->options.eps());
+  report(GptSite::kLn1, layer, h);
   // amp::add promotes: the residual stream stays fp32 while the branches run low.
   auto y = amp::add(x, attend(b, h, masked, cache, layer, attention));
   h = amp::layer_norm(y, {D}, b.ln_2->weight, b.ln_2->bias, b.ln_2->options.eps());
+  report(GptSite::kLn2, layer, h);
   h = torch::gelu(b.c_fc(h), "tanh");  // GPT-2's gelu_new
+  report(GptSite::kMlpHidden, layer, h);
   h = torch::dropout(b.mlp_proj(h), options_.dropout, is_training());
   return amp::add(y, h);
 }
@@ -153,6 +160,7 @@ Output Gpt::run(const torch::Tensor& ids, KvCache* cache) {
     if (attention.defined()) out.attention.push_back(attention);  // [B, H, T, past + T]
   }
   x = amp::layer_norm(x, {options_.dim}, ln_f_->weight, ln_f_->bias, ln_f_->options.eps());
+  report(GptSite::kLnF, blocks_.size(), x);
   out.logits = amp::linear(x, wte_);  // tied output projection: [B, T, V]
   return out;
 }

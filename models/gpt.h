@@ -2,6 +2,7 @@
 /// GPT family (registry name "gpt"): a decoder-only causal language model, GPT-2's design.
 ///   models::ModelOptions o;  o.name = "gpt";  o.vocab_size = 256;  o.context = 128;
 ///   o.dim = 128;  o.depth = 4;  o.heads = 4;               // o.mlp_dim 0: 4 * dim
+///                                                          // o.head_dim 0: dim / heads
 ///   auto gpt = models::make_model(o);
 ///   auto out = gpt->forward(ids);   // ids [B, T] int64, T <= context; out.logits [B, T, vocab];
 ///                                   // out.hidden[l] [B, T, D]; out.attention[l] [B, heads, T, T]
@@ -16,11 +17,13 @@
 /// Hidden states: each layer's output ("layer0", ...), kind "vector" ([B, T, D] tokens).
 /// Parameter names and layouts are Hugging Face GPT-2's (transformer.wte.weight [V, D],
 /// transformer.wpe.weight [P, D], transformer.h.0.ln_1.weight, transformer.h.0.attn.c_attn.weight
-/// [D, 3D] (Conv1D: stored [in, out], y = x @ W + b), attn.c_proj, ln_2, mlp.c_fc, mlp.c_proj,
+/// [D, 3 A] (Conv1D: stored [in, out], y = x @ W + b; A = heads * head_dim, which is D unless
+/// model.head_dim says otherwise), attn.c_proj [A, D], ln_2, mlp.c_fc, mlp.c_proj,
 /// transformer.ln_f.weight), so exported weights load into GPT2LMHeadModel and into the twin in
 /// bench/reference/gpt2.py; models/hf_gpt2.h writes and reads GPT-2's config.json.
 /// Initialised as GPT-2: normal(0, 0.02), the residual projections (c_proj) 0.02 / sqrt(2 depth).
 /// Every matmul, norm and softmax goes through amp/ops.h, so autocast applies.
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -31,14 +34,26 @@ namespace retort::models {
 
 /// The keys and values of the tokens a Gpt has read, per layer, for incremental decoding.
 struct KvCache {
-  std::vector<torch::Tensor> keys, values;  ///< per layer [B, heads, length, dim / heads]
+  std::vector<torch::Tensor> keys, values;  ///< per layer [B, heads, length, head_dim]
   int64_t length() const { return keys.empty() ? 0 : keys.front().size(2); }
 };
+
+/// Where a Gpt's forward reports an activation to its probe (set_probe), for the activation
+/// statistics structured pruning ranks by (prune/gpt_importance.h).
+enum class GptSite {
+  kBlockInput,  ///< [B, T, D] the residual stream entering block `layer`
+  kLn1,         ///< [B, T, D] ln_1's output
+  kHeads,       ///< [B, heads, T, head_dim] each head's attention output, before c_proj
+  kLn2,         ///< [B, T, D] ln_2's output
+  kMlpHidden,   ///< [B, T, mlp] the MLP's hidden activation, after GELU
+  kLnF,         ///< [B, T, D] ln_f's output (layer: depth)
+};
+using GptProbe = std::function<void(GptSite site, int64_t layer, const torch::Tensor& activation)>;
 
 class Gpt : public Model {
  public:
   /// ConfigError naming the key for: vocab_size, context, dim, depth or heads below 1, dim not
-  /// a multiple of heads, mlp_dim below 0, dropout outside [0, 1).
+  /// a multiple of heads (with head_dim 0), mlp_dim or head_dim below 0, dropout outside [0, 1).
   explicit Gpt(ModelOptions options);
   /// ids [B, T] int64. ConfigError naming model.context when T exceeds it.
   Output forward(const torch::Tensor& ids) override;
@@ -61,6 +76,11 @@ class Gpt : public Model {
   int64_t vocab_size() const { return options_.vocab_size; }
   /// Width of the MLP's hidden layer: model.mlp_dim, or 4 * dim when it is 0.
   int64_t mlp_width() const { return mlp_width_; }
+  /// Width of each head: model.head_dim, or dim / heads when it is 0.
+  int64_t head_width() const { return head_width_; }
+  /// Called with activations at every GptSite of each forward (null: none, the default).
+  /// The activations are the forward's own tensors: a probe reads them, never changes them.
+  void set_probe(GptProbe probe) { probe_ = std::move(probe); }
 
  private:
   struct Conv1D {  // GPT-2's projection: weight [in, out], bias [out]; y = x @ W + b
@@ -77,6 +97,9 @@ class Gpt : public Model {
                        size_t layer, torch::Tensor& attention);
   torch::Tensor block(const Block& b, const torch::Tensor& x, const torch::Tensor& masked, KvCache* cache, size_t layer,
                       torch::Tensor& attention);
+  void report(GptSite site, size_t layer, const torch::Tensor& activation) const {
+    if (probe_) probe_(site, static_cast<int64_t>(layer), activation);
+  }
 
   torch::Tensor wte_;                 // [V, D], also the output projection
   torch::Tensor wpe_;                 // [P, D]
@@ -84,6 +107,8 @@ class Gpt : public Model {
   std::vector<Block> blocks_;
   torch::nn::LayerNorm ln_f_{nullptr};
   int64_t mlp_width_ = 0;
+  int64_t head_width_ = 0;
+  GptProbe probe_;
 };
 
 }  // namespace retort::models

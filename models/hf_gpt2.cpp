@@ -59,6 +59,13 @@ class Gpt2Fields {
 
 std::string gpt2_config_json(const ModelOptions& o) {
   if (o.name != "gpt") throw ConfigError("model.name: a GPT-2 config.json describes a gpt model, not '" + o.name + "'");
+  // GPT-2 derives the head width as n_embd / n_head; a pruned gpt may keep wider heads.
+  if (o.head_dim > 0 && o.head_dim * o.heads != o.dim)
+    throw ConfigError("model.head_dim: " + std::to_string(o.head_dim) + " with model.heads " +
+                      std::to_string(o.heads) + " makes attention " + std::to_string(o.head_dim * o.heads) +
+                      " wide, not model.dim " + std::to_string(o.dim) +
+                      "; GPT-2's config.json cannot express that (its head width is n_embd / n_head), expected "
+                      "model.head_dim * model.heads == model.dim");
   const json special = o.vocab_size == kGpt2Vocab ? json(kGpt2Vocab - 1) : json(nullptr);
   const json j = {
       {"architectures", json::array({"GPT2LMHeadModel"})},

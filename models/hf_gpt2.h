@@ -17,7 +17,8 @@ namespace retort::models {
 /// The GPT2Config JSON of a gpt model: vocab_size, n_positions (and n_ctx), n_embd, n_layer,
 /// n_head, n_inner, gelu_new, the three dropouts (model.dropout), layer_norm_epsilon 1e-5,
 /// tied embeddings; bos/eos 50256 for GPT-2's 50257-token vocabulary (null otherwise).
-/// ConfigError naming model.name when the options are not a gpt's.
+/// ConfigError naming model.name when the options are not a gpt's, and model.head_dim when
+/// heads * head_dim is not dim (GPT-2 cannot express that; a pruned gpt may have it).
 std::string gpt2_config_json(const ModelOptions& options);
 /// Writes it atomically.
 void write_gpt2_config(const std::filesystem::path& file, const ModelOptions& options);

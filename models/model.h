@@ -50,6 +50,9 @@ struct ModelOptions {
   int64_t vocab_size = 256;  ///< token ids in [0, vocab_size): 256 for bytes, 50257 for GPT-2's BPE
   int64_t context = 256;     ///< positions: the longest sequence the model reads
   int64_t mlp_dim = 0;       ///< MLP width (GPT-2's n_inner); 0: 4 * dim
+  /// Width of each attention head; 0: dim / heads (GPT-2). A pruned gpt keeps its heads'
+  /// width while losing heads and channels, so heads * head_dim may differ from dim.
+  int64_t head_dim = 0;
   static void declare(config::Fields<ModelOptions>& f);
   /// A causal language model: token ids in, next-token logits [B, T, vocab_size] out.
   bool language_model() const { return name == "gpt"; }

@@ -52,6 +52,7 @@ void ModelOptions::declare(config::Fields<ModelOptions>& f) {
   f.add("vocab_size", &ModelOptions::vocab_size, "gpt: token ids in [0, vocab_size)").min(1);
   f.add("context", &ModelOptions::context, "gpt: positions, the longest sequence the model reads").min(1);
   f.add("mlp_dim", &ModelOptions::mlp_dim, "gpt: MLP width (GPT-2's n_inner); 0: 4 * dim").min(0);
+  f.add("head_dim", &ModelOptions::head_dim, "gpt: width of each attention head; 0: dim / heads").min(0);
 }
 
 void register_model(const std::string& name, ModelFactory factory) {

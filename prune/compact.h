@@ -9,7 +9,9 @@
 #include <memory>
 #include <string>
 
+#include "models/gpt.h"
 #include "models/model.h"
+#include "prune/gpt_prune.h"
 #include "prune/masks.h"
 
 namespace retort::prune {
@@ -34,5 +36,13 @@ std::map<std::string, torch::Tensor> removable_channels(const models::Model& mod
 /// graph or when no channel is removable ("nothing to compact": unstructured zeros do not
 /// shrink dense layers).
 Compacted compact(const models::Model& model, const Masks& masks);
+
+/// The gpt that keeps only what `keep` selects (prune/gpt_prune.h): the channels in wte, wpe,
+/// every LayerNorm and every projection, the layers, and per layer the heads (their q, k, v
+/// columns of c_attn and rows of attn.c_proj; each head keeps its width, so the options get
+/// head_dim when heads * head_dim is no longer dim) and the MLP neurons (columns of c_fc, rows
+/// of mlp.c_proj). With every channel kept, its logits equal those of `gpt` with the removed
+/// heads' and neurons' c_proj rows zeroed and the removed layers skipped. No masks.
+Compacted compact_gpt(const models::Gpt& gpt, const GptSelection& keep);
 
 }  // namespace retort::prune

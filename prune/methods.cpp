@@ -12,13 +12,6 @@
 namespace retort::prune {
 namespace {
 
-/// Indices of the k smallest entries of a 1-D tensor; equal values in index order, so the
-/// choice never depends on the sort algorithm.
-torch::Tensor smallest(const torch::Tensor& scores, int64_t k) {
-  auto order = std::get<1>(torch::sort(scores, /*stable=*/true, /*dim=*/0, /*descending=*/false));
-  return order.narrow(0, 0, k);
-}
-
 /// The layer's weight as its masks leave it (CPU, float64 for the scores).
 torch::Tensor effective_weight(const models::Model& model, const Layer& layer, const Masks& existing) {
   auto w = model.named_parameters()[layer.weight].detach().to(torch::kCPU, torch::kFloat64);
@@ -38,6 +31,11 @@ const Layer& find_layer(const std::vector<Layer>& layers, const std::string& nam
 
 }  // namespace
 
+torch::Tensor smallest_indices(const torch::Tensor& scores, int64_t k) {
+  auto order = std::get<1>(torch::sort(scores, /*stable=*/true, /*dim=*/0, /*descending=*/false));
+  return order.narrow(0, 0, k);
+}
+
 int64_t prune_count(double sparsity, int64_t n) {
   if (n <= 0) return 0;
   // The epsilon keeps 0.29 * 100 = 28.999999999999996 from losing a weight.
@@ -49,7 +47,7 @@ torch::Tensor magnitude_mask(const torch::Tensor& weight, double sparsity) {
   auto scores = weight.detach().to(torch::kCPU, torch::kFloat64).abs().flatten();
   auto keep = torch::ones({scores.numel()}, torch::kBool);
   const int64_t k = prune_count(sparsity, scores.numel());
-  if (k > 0) keep.index_fill_(0, smallest(scores, k), false);
+  if (k > 0) keep.index_fill_(0, smallest_indices(scores, k), false);
   return keep.view(weight.sizes());
 }
 
@@ -61,7 +59,7 @@ std::vector<torch::Tensor> global_magnitude_masks(const std::vector<torch::Tenso
   auto scores = torch::cat(flat);
   auto keep = torch::ones({scores.numel()}, torch::kBool);
   const int64_t k = prune_count(sparsity, scores.numel());
-  if (k > 0) keep.index_fill_(0, smallest(scores, k), false);
+  if (k > 0) keep.index_fill_(0, smallest_indices(scores, k), false);
   int64_t offset = 0;
   for (const auto& w : weights) {
     out.push_back(keep.narrow(0, offset, w.numel()).view(w.sizes()).clone());
@@ -78,7 +76,7 @@ torch::Tensor channel_keep(const torch::Tensor& weight, double sparsity, int p, 
   int64_t k = prune_count(sparsity, w.size(0));
   const int64_t kept = w.size(0) - k;
   if (round_to > 1 && kept > round_to) k = w.size(0) - kept / round_to * round_to;  // kept: a multiple
-  if (k > 0) keep.index_fill_(0, smallest(norms, k), false);
+  if (k > 0) keep.index_fill_(0, smallest_indices(norms, k), false);
   return keep;
 }
 

@@ -18,6 +18,10 @@
 
 namespace retort::prune {
 
+/// Indices of the k smallest entries of a 1-D tensor; equal values in index order (the lower
+/// index is pruned first), so the choice never depends on the sort algorithm.
+torch::Tensor smallest_indices(const torch::Tensor& scores, int64_t k);
+
 /// Entries `sparsity` prunes out of n: floor(sparsity * n), at most n - 1 (a layer keeps
 /// at least one weight / channel).
 int64_t prune_count(double sparsity, int64_t n);

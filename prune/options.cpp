@@ -68,6 +68,16 @@ std::string method_name(Method m) {
 
 bool is_structured(Method m) { return m == Method::kL1Structured || m == Method::kL2Structured; }
 
+void GptPruneOptions::declare(config::Fields<GptPruneOptions>& f) {
+  f.add("dim", &GptPruneOptions::dim, "gpt: embedding channels to keep (0: all)").min(0);
+  f.add("depth", &GptPruneOptions::depth, "gpt: layers to keep, by block influence (0: all)").min(0);
+  f.add("heads", &GptPruneOptions::heads, "gpt: attention heads to keep in each layer (0: all)").min(0);
+  f.add("mlp_dim", &GptPruneOptions::mlp_dim, "gpt: MLP neurons to keep in each layer (0: all)").min(0);
+  f.add("calibration", &GptPruneOptions::calibration,
+        "gpt: the first training windows whose activations rank channels, heads, neurons and layers")
+      .min(1);
+}
+
 void PruneOptions::declare(config::Fields<PruneOptions>& f) {
   f.add("method", &PruneOptions::method,
         "magnitude | global_magnitude (unstructured), l1_structured | l2_structured (output channels), 2:4")
@@ -89,6 +99,7 @@ void PruneOptions::declare(config::Fields<PruneOptions>& f) {
   f.add("max_drop", &PruneOptions::max_drop, "--scan: accuracy points a layer may lose at its suggested sparsity")
       .min(0);
   f.add("from", &PruneOptions::from, "train: fine-tune this pruned run or checkpoint (weights and masks)");
+  f.add_section("gpt", &PruneOptions::gpt);
 }
 
 void PruneOptions::validate() const {
@@ -103,6 +114,14 @@ void PruneOptions::validate() const {
     throw ConfigError("prune.compact: only structured pruning (l1_structured, l2_structured) removes whole "
                       "channels; prune.method=" + method + " leaves the layers their size");
   layer_sparsities();
+  const std::pair<const char*, int64_t> gpt_targets[] = {
+      {"dim", gpt.dim}, {"depth", gpt.depth}, {"heads", gpt.heads}, {"mlp_dim", gpt.mlp_dim}};
+  for (const auto& [key, value] : gpt_targets)
+    if (value < 0)
+      throw ConfigError(std::string("prune.gpt.") + key + ": expected a size >= 1 to keep (0: all), got " +
+                        std::to_string(value));
+  if (gpt.calibration < 1)
+    throw ConfigError("prune.gpt.calibration: expected >= 1 training windows, got " + std::to_string(gpt.calibration));
 }
 
 std::map<std::string, double> PruneOptions::layer_sparsities() const {

@@ -10,6 +10,7 @@
 ///     scan_sparsities: [0.2, 0.4, 0.6, 0.8]
 ///     max_drop: 1.0           # --scan: accuracy points a layer may lose at its suggested sparsity
 ///     from: ""                # train: start from this pruned run (weights + masks)
+///     gpt: {dim: 64, depth: 4, heads: 2, mlp_dim: 256}   # a gpt: the smaller dense gpt to make
 ///
 ///   auto opts = reader.section<prune::PruneOptions>("prune");
 ///   opts.validate();                       // ConfigError naming the key
@@ -36,6 +37,21 @@ Method parse_method(const std::string& name);
 std::string method_name(Method m);
 bool is_structured(Method m);
 
+/// `prune.gpt`: a gpt language model pruned into a smaller dense gpt (prune/gpt_prune.h):
+/// the embedding channels, layers, heads per layer and MLP neurons per layer that rank highest
+/// on calibration windows are kept. 0 keeps all of that dimension; any other value switches
+/// `retort prune` from prune.method to this.
+struct GptPruneOptions {
+  int64_t dim = 0;      ///< embedding channels kept (model.dim of the result)
+  int64_t depth = 0;    ///< layers kept
+  int64_t heads = 0;    ///< heads kept in every kept layer; each keeps the model's head width
+  int64_t mlp_dim = 0;  ///< MLP neurons kept in every kept layer
+  int64_t calibration = 64;  ///< the first training windows the activations are measured on
+
+  bool any() const { return dim != 0 || depth != 0 || heads != 0 || mlp_dim != 0; }
+  static void declare(config::Fields<GptPruneOptions>& f);
+};
+
 struct PruneOptions {
   std::string method = "magnitude";
   double sparsity = 0.5;
@@ -53,6 +69,7 @@ struct PruneOptions {
   std::vector<double> scan_sparsities = {0.2, 0.4, 0.6, 0.8};
   double max_drop = 1.0;  ///< accuracy points
   std::string from;       ///< a pruned run or checkpoint directory to fine-tune
+  GptPruneOptions gpt;
 
   static void declare(config::Fields<PruneOptions>& f);
   /// ConfigError naming the key: unknown method, a sparsity outside [0, 1) (global or per

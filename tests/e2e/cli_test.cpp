@@ -519,6 +519,61 @@ TEST(Cli, LanguageModelDistillationLiveAndFromACache) {
   EXPECT_FALSE(fs::exists(dir / "refused"));
 }
 
+// A trained gpt pruned to a smaller dense gpt (fewer channels, layers, heads and neurons),
+// then fine-tuned from the pruned run, evaluated and sampled; GPT-2 export refuses its heads.
+TEST(Cli, LanguageModelPruneFineTuneEval) {
+  const TempDir dir("lm-prune", false);
+  const std::string tokens = (dir / "tokens").string(), teacher = (dir / "teacher").string(),
+                    pruned = (dir / "pruned").string(), tuned = (dir / "tuned").string();
+  ASSERT_EQ(run("tokenize README.md " + tokens).code, 0);
+  const std::string data = " data.root=" + tokens + " data.subset=64 data.batch_size=16 trainer.threads=1 "
+                           "data.eval_tokens=512 amp.mode=off trainer.max_steps=";
+  auto t = run("train recipes/text/lm_teacher.yaml model.context=32 model.dim=32 model.depth=3 model.heads=4" + data +
+               "4 run.dir=" + teacher);
+  ASSERT_EQ(t.code, 0) << t.out;
+
+  auto too_many = run("prune " + teacher + " prune.gpt.heads=8 run.dir=" + (dir / "bad").string());
+  EXPECT_EQ(too_many.code, 2) << too_many.out;
+  for (const char* needle : {"prune.gpt.heads", "8", "4 heads per layer", "1..4"})
+    EXPECT_NE(too_many.out.find(needle), std::string::npos) << needle << " in " << too_many.out;
+  EXPECT_FALSE(fs::exists(dir / "bad"));
+
+  // 2 of 4 heads of width 8 in a model of width 24: the pruned config states head_dim.
+  auto p = run("prune " + teacher + " 'prune.gpt={dim: 24, depth: 2, heads: 2, mlp_dim: 64, calibration: 20}' run.dir=" +
+               pruned);
+  ASSERT_EQ(p.code, 0) << p.out;
+  for (const char* needle : {"block influence", "importance on 640 calibration tokens", "compacted:",
+                             "retort train recipes/text/lm_prune.yaml prune.from="})
+    EXPECT_NE(p.out.find(needle), std::string::npos) << needle << " in " << p.out;
+  const std::string config = retort::read_file(dir / "pruned" / "config" / "config.yaml");
+  for (const char* needle : {"dim: 24", "depth: 2", "heads: 2", "mlp_dim: 64", "head_dim: 8"})
+    EXPECT_NE(config.find(needle), std::string::npos) << needle << " in " << config;
+  auto e = run("eval " + pruned);
+  ASSERT_EQ(e.code, 0) << e.out;
+  EXPECT_NE(e.out.find("perplexity"), std::string::npos) << e.out;
+
+  auto f = run("train recipes/text/lm_prune.yaml prune.from=" + pruned + data + "4 run.dir=" + tuned);
+  ASSERT_EQ(f.code, 0) << f.out;
+  EXPECT_NE(retort::read_file(dir / "tuned" / "config" / "config.yaml").find("head_dim: 8"), std::string::npos);
+  // Nothing is masked in a compacted gpt: its fine-tuning resumes like any run.
+  auto resumed = run("train recipes/text/lm_prune.yaml prune.from=" + pruned + data + "6 trainer.resume=auto run.dir=" +
+                     tuned);
+  ASSERT_EQ(resumed.code, 0) << resumed.out;
+  EXPECT_NE(resumed.out.find("resumed from"), std::string::npos) << resumed.out;
+  auto e2 = run("eval " + tuned);
+  ASSERT_EQ(e2.code, 0) << e2.out;
+  EXPECT_NE(e2.out.find("bits per byte"), std::string::npos) << e2.out;
+  auto g = run("generate " + tuned + " --prompt 'retort' --tokens 8 --seed 1");
+  ASSERT_EQ(g.code, 0) << g.out;
+  EXPECT_EQ(g.out.rfind("retort", 0), 0u) << g.out;
+
+  const std::string exported = (dir / "export" / "model.safetensors").string();
+  auto x = run("export " + tuned + " " + exported);
+  EXPECT_EQ(x.code, 2) << x.out;
+  EXPECT_NE(x.out.find("model.head_dim: 8"), std::string::npos) << x.out;
+  EXPECT_FALSE(fs::exists(exported));
+}
+
 TEST(Cli, LanguageModelBadInputsNameTheFileAndWriteNothing) {
   const TempDir dir("lm-bad", false);
   fs::create_directories(dir);

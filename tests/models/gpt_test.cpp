@@ -237,6 +237,53 @@ TEST(GptCache, IncrementalLogitsEqualTheFullForward) {
   expect_error<Error>([&] { m->forward_cached(ids.slice(0, 0, 1).slice(1, 2, 3), other); }, {"batch 2"});
 }
 
+// A pruned gpt keeps its heads' width while losing heads: 2 heads of 8 in a model of width 24.
+TEST(GptHeadDim, WidthOfItsOwnShapesForwardAndCacheAgree) {
+  auto o = gpt_options();
+  o.heads = 2;
+  o.head_dim = 8;
+  auto m = make_gpt(o);
+  EXPECT_EQ(m->head_width(), 8);
+  auto params = m->named_parameters();
+  EXPECT_EQ(params["transformer.h.0.attn.c_attn.weight"].sizes(), (std::vector<int64_t>{24, 48}));
+  EXPECT_EQ(params["transformer.h.0.attn.c_attn.bias"].sizes(), (std::vector<int64_t>{48}));
+  EXPECT_EQ(params["transformer.h.0.attn.c_proj.weight"].sizes(), (std::vector<int64_t>{16, 24}));
+  EXPECT_EQ(make_gpt(gpt_options())->head_width(), 8) << "head_dim 0: dim / heads";
+  jitter(*m, 0.2, 4);
+  m->eval();
+  torch::NoGradGuard no_grad;
+  auto ids = torch::randint(0, 61, {2, 16}, torch::kLong);
+  auto full = m->forward(ids).logits;
+  EXPECT_EQ(full.sizes(), (std::vector<int64_t>{2, 16, 61}));
+  KvCache cache;
+  std::vector<torch::Tensor> steps = {m->forward_cached(ids.slice(1, 0, 5), cache)};
+  for (int64_t t = 5; t < 16; ++t) steps.push_back(m->forward_cached(ids.slice(1, t, t + 1), cache));
+  EXPECT_EQ(cache.keys.front().sizes(), (std::vector<int64_t>{2, 2, 16, 8}));
+  EXPECT_LT(max_diff(torch::cat(steps, 1), full), 1e-5);
+  // Greedy generation (through the cache) picks the argmax of the full forward at each step.
+  GenerateOptions g;
+  g.tokens = 6;
+  g.temperature = 0;
+  const std::vector<int64_t> prompt = {3, 1, 4};
+  const auto tokens = generate(*m, prompt, g);
+  ASSERT_EQ(tokens.size(), 6u);
+  std::vector<int64_t> seq = prompt;
+  for (int64_t next : tokens) {
+    const auto logits = m->forward(torch::tensor(seq, torch::kLong).unsqueeze(0)).logits[0][-1];
+    EXPECT_EQ(next, logits.argmax().item<int64_t>());
+    seq.push_back(next);
+  }
+  // No divisibility needed with head_dim set; a negative one is refused.
+  auto odd = gpt_options();
+  odd.dim = 25;
+  odd.heads = 2;
+  odd.head_dim = 8;
+  EXPECT_EQ(make_gpt(odd)->forward(ids).logits.size(2), 61);
+  odd.head_dim = -1;
+  expect_error<ConfigError>([&] { make_model(odd); }, {"model.head_dim", "got -1"});
+  EXPECT_EQ(read_model_options(YAML::Load("{name: gpt, head_dim: 32}"), "model").head_dim, 32);
+}
+
 TEST(GptGenerate, SameSeedSameTokensAndGreedyIsTheArgmax) {
   auto m = make_gpt(gpt_options());
   jitter(*m, 0.3, 4);
@@ -355,6 +402,19 @@ TEST(GptHfConfig, WritesWhatGpt2ConfigReadsAndReadsItBack) {
   EXPECT_EQ(read_gpt2_config(dir).mlp_dim, 40) << "a folder reads its config.json";
   ModelOptions cnn;
   expect_error<ConfigError>([&] { gpt2_config_json(cnn); }, {"model.name", "'cnn'"});
+}
+
+TEST(GptHfConfig, AHeadWidthGpt2CannotExpressIsRefused) {
+  auto o = gpt_options();  // dim 24, 3 heads
+  o.heads = 2;
+  o.head_dim = 8;
+  expect_error<ConfigError>([&] { gpt2_config_json(o); },
+                            {"model.head_dim: 8", "model.heads 2", "16", "model.dim 24", "n_embd / n_head"});
+  const TempDir dir("gpt-config-head-dim");
+  expect_error<ConfigError>([&] { write_gpt2_config(dir / "config.json", o); }, {"model.head_dim"});
+  EXPECT_FALSE(fs::exists(dir / "config.json"));
+  o.heads = 3;  // 3 * 8 == 24: the width GPT-2 derives, so it is written
+  EXPECT_EQ(nlohmann::json::parse(gpt2_config_json(o)).at("n_head"), 3);
 }
 
 TEST(GptHfConfig, ConfigsThisModelCannotComputeAreRefused) {
