@@ -7,7 +7,7 @@
 #   bench/lm_distill_table.sh <teacher run dir> [build_dir]
 #   SEEDS="0 1 2" STEPS=600 OUT=<dir> EXTRA="<overrides for every run>"
 #   MIXES="alone kl reverse_kl skew_kl gjs mse attention"   (names below; SEEDS1 seeds them once)
-#   PRUNED=<retort prune output dir>  adds "pruned": that model distilled as kl does
+#   PRUNED=<retort prune output dir>  for "pruned": that model distilled (lm_prune_distill.yaml)
 # The runs stay in OUT for `retort report <teacher> OUT/alone-s0 OUT/kl-s0 ...`.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -32,7 +32,7 @@ mix_args() {
     gjs) echo "$d distill.weights.kl=0 distill.weights.gjs=0.5" ;;
     mse) echo "$d distill.weights.mse=0.5 distill.layers=uniform" ;;
     attention) echo "$d distill.weights.attention=0.5 distill.attention_loss=kl" ;;
-    pruned) echo "$d prune.from=${PRUNED:?PRUNED=<pruned model dir> for the pruned mix}" ;;
+    pruned) echo "recipes/text/lm_prune_distill.yaml distill.teacher.checkpoint=$teacher prune.from=${PRUNED:?PRUNED=<retort prune output> for the pruned mix}" ;;
     *) echo "unknown mix '$1'" >&2; exit 2 ;;
   esac
 }

@@ -6,6 +6,7 @@
 #include "core/error.h"
 #include "distill/distill.h"
 #include "models/models.h"
+#include "tests/common/gpt.h"
 #include "tests/distill/helpers.h"
 
 using namespace retort;
@@ -360,16 +361,7 @@ TEST(Distiller, LoadTeacherWeightsNamesMissingAndExtraTensors) {
 
 namespace {
 
-models::ModelOptions gpt(int64_t dim, int64_t depth, int64_t heads) {
-  models::ModelOptions o;
-  o.name = "gpt";
-  o.vocab_size = 13;
-  o.context = 8;
-  o.dim = dim;
-  o.depth = depth;
-  o.heads = heads;
-  return o;
-}
+models::ModelOptions gpt(int64_t dim, int64_t depth, int64_t heads) { return test::gpt_options(13, 8, dim, depth, heads, 0); }
 
 }  // namespace
 

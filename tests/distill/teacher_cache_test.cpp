@@ -10,6 +10,7 @@
 #include "distill/teacher_cache.h"
 #include "models/models.h"
 #include "tests/common/expect.h"
+#include "tests/common/gpt.h"
 #include "tests/common/temp_dir.h"
 
 using namespace retort;
@@ -18,17 +19,6 @@ using test::expect_error;
 namespace {
 
 constexpr int64_t kVocab = 11, kContext = 6;
-
-models::ModelOptions tiny_gpt() {
-  models::ModelOptions o;
-  o.name = "gpt";
-  o.vocab_size = kVocab;
-  o.context = kContext;
-  o.dim = 8;
-  o.depth = 1;
-  o.heads = 2;
-  return o;
-}
 
 /// 5 blocks of 6 tokens (and the one next token) of a token file, and a teacher.
 struct Fixture {
@@ -43,7 +33,7 @@ struct Fixture {
     tokens = std::make_shared<data::TokenFile>(dir / "train.tokens", kVocab);
     windows = std::make_shared<data::TextWindows>(tokens, kContext, data::WindowSampling::kBlocks, 0);
     torch::manual_seed(3);
-    teacher = models::make_model(tiny_gpt());
+    teacher = models::make_model(test::gpt_options(kVocab, kContext, 8, 1, 2, 0));
   }
   distill::TeacherCacheSpec spec(int64_t top_k, torch::ScalarType dtype, double temperature = 2.0) const {
     distill::TeacherCacheKey key{"t1", "teacher.safetensors", "c1", "train.tokens", kContext, kVocab, temperature};

@@ -227,3 +227,36 @@ TEST(MpiTrain, SigtermOnOneRankCheckpointsAndResumeContinues) {
   std::snprintf(name, sizeof name, "step-%08ld", step + 3);
   EXPECT_TRUE(fs::exists(dir / "checkpoints" / name)) << resumed.out;
 }
+
+// Distilling a language model on 2 ranks trains the student one process trains, from the
+// live teacher and from a teacher cache (a batch's blocks reach each rank's cache lookup).
+TEST(MpiTrain, TwoRanksDistillALanguageModelAsOneProcessLiveAndFromACache) {
+  const TempDir dir("mpi-lm-distill", false);
+  const std::string bin = std::string(RETORT_BIN), tokens = (dir / "tokens").string(),
+                    teacher = (dir / "teacher").string();
+  ASSERT_EQ(shell(kIn + bin + " tokenize README.md " + tokens).code, 0);
+  const std::string data = " data.root=" + tokens + " data.subset=128 data.batch_size=16 trainer.threads=1 "
+                           "trainer.device=cpu trainer.eval=false amp.mode=off data.windows=blocks model.context=32 ";
+  auto t = shell(kIn + bin + " train recipes/text/lm_teacher.yaml" + data +
+                 "model.dim=32 model.depth=2 model.heads=2 trainer.max_steps=6 run.dir=" + teacher);
+  ASSERT_EQ(t.code, 0) << t.out;
+  const std::string distill = " train recipes/text/lm_distill.yaml" + data +
+                              "model.dim=16 model.depth=1 model.heads=2 trainer.max_steps=8 "
+                              "distill.weights.reverse_kl=0.25 distill.teacher.checkpoint=" + teacher + " ";
+  const std::string cache = "distill.cache.dir=" + (dir / "cache").string() + " distill.cache.top_k=16 ";
+  auto made = shell(kIn + bin + " cache-teacher" + distill.substr(6) + cache);
+  ASSERT_EQ(made.code, 0) << made.out;
+  const auto ckpt = fs::path("checkpoints") / "step-00000008" / "model.safetensors";
+  for (const std::string& source : {std::string(), cache}) {
+    const std::string name = source.empty() ? "live" : "cache";
+    const fs::path one = dir / (name + "-1"), two = dir / (name + "-2");
+    auto r1 = shell(kIn + bin + distill + source + " run.dir=" + one.string());
+    ASSERT_EQ(r1.code, 0) << r1.out;
+    auto r2 = shell(kIn + kMpirun + " -np 2 " + bin + distill + source + " run.dir=" + two.string());
+    ASSERT_EQ(r2.code, 0) << r2.out;
+    EXPECT_NE(r2.out.find("2 rank(s)"), std::string::npos) << r2.out;
+    const auto a = read_f32_tensors(one / ckpt), b = read_f32_tensors(two / ckpt);
+    ASSERT_FALSE(a.empty());
+    EXPECT_LT(max_relative_diff(b, a), 1e-4) << name << ": 2 ranks vs 1 process";
+  }
+}

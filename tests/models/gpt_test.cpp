@@ -19,6 +19,7 @@
 #include "models/hf_gpt2.h"
 #include "models/models.h"
 #include "tests/common/expect.h"
+#include "tests/common/gpt.h"
 #include "tests/common/paths.h"
 #include "tests/common/temp_dir.h"
 
@@ -30,18 +31,7 @@ using test::TempDir;
 
 namespace {
 
-ModelOptions gpt_options(int64_t vocab = 61, int64_t context = 16, int64_t dim = 24, int64_t depth = 2,
-                         int64_t heads = 3, int64_t mlp_dim = 40) {
-  ModelOptions o;
-  o.name = "gpt";
-  o.vocab_size = vocab;
-  o.context = context;
-  o.dim = dim;
-  o.depth = depth;
-  o.heads = heads;
-  o.mlp_dim = mlp_dim;
-  return o;
-}
+using test::gpt_options;
 
 std::shared_ptr<Gpt> make_gpt(const ModelOptions& o, uint64_t seed = 1) {
   torch::manual_seed(seed);

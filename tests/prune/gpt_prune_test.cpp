@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include "core/error.h"
+#include "tests/common/gpt.h"
 #include "tests/prune/helpers.h"
 
 using namespace retort;
@@ -12,17 +13,7 @@ using test::expect_error;
 namespace {
 
 /// 3 layers of width 24, 3 heads of 8, MLP 40: every dimension has something to remove.
-models::ModelOptions small_gpt() {
-  models::ModelOptions o;
-  o.name = "gpt";
-  o.vocab_size = 50;
-  o.context = 16;
-  o.dim = 24;
-  o.depth = 3;
-  o.heads = 3;
-  o.mlp_dim = 40;
-  return o;
-}
+models::ModelOptions small_gpt() { return test::gpt_options(50, 16, 24, 3, 3, 40); }
 
 /// Random weights everywhere (layer norms around 1, biases nonzero), so no part is special.
 std::shared_ptr<models::Gpt> random_gpt(uint64_t seed) {

@@ -16,6 +16,7 @@
 #include "trainer/checkpoint.h"
 #include "trainer/distill_task.h"
 #include "trainer/trainer.h"
+#include "tests/common/gpt.h"
 #include "tests/common/temp_dir.h"
 #include "tests/trainer/setup.h"
 
@@ -252,7 +253,8 @@ namespace {
 struct LmDistillation {
   TempDir dir{"lm-distill"};
   std::shared_ptr<data::Dataset> train = std::make_shared<data::Dataset>();
-  models::ModelOptions teacher_model, student_model;
+  models::ModelOptions teacher_model = test::gpt_options(64, 16, 32, 2, 4, 0);
+  models::ModelOptions student_model = test::gpt_options(64, 16, 16, 1, 2, 0);
   distill::DistillOptions opts;
 
   LmDistillation() {
@@ -261,15 +263,6 @@ struct LmDistillation {
     data::write_token_file(dir / "train.tokens", ids, {data::TokenFormat::kRetort, 64, "bytes", 0});
     train->text = std::make_shared<data::TextWindows>(std::make_shared<data::TokenFile>(dir / "train.tokens", 64), 16,
                                                       data::WindowSampling::kBlocks, 0);
-    teacher_model.name = student_model.name = "gpt";
-    teacher_model.vocab_size = student_model.vocab_size = 64;
-    teacher_model.context = student_model.context = 16;
-    teacher_model.dim = 32;
-    teacher_model.depth = 2;
-    teacher_model.heads = 4;
-    student_model.dim = 16;
-    student_model.depth = 1;
-    student_model.heads = 2;
     torch::manual_seed(5);
     models::save_safetensors(dir / "teacher.safetensors", models::weights_of(*models::make_model(teacher_model)), {});
     opts.teacher_weights = (dir / "teacher.safetensors").string();

@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "tests/common/expect.h"
+#include "tests/common/gpt.h"
 #include "tests/common/temp_dir.h"
 #include "tests/common/synthetic.h"
 #include "tests/trainer/helpers.h"
@@ -343,13 +344,7 @@ TEST(Trainer, LanguageModelResumeMidEpochIsBitIdentical) {
   train->text = std::make_shared<data::TextWindows>(std::make_shared<data::TokenFile>(dir / "train.tokens", 64),
                                                     /*context=*/16, data::WindowSampling::kRandom, /*seed=*/3);
   ASSERT_EQ(train->size(), 187);  // 6 batches of 32 an epoch: preempted in the second epoch
-  models::ModelOptions gpt;
-  gpt.name = "gpt";
-  gpt.vocab_size = 64;
-  gpt.context = 16;
-  gpt.dim = 16;
-  gpt.depth = 2;
-  gpt.heads = 2;
+  auto gpt = test::gpt_options(64, 16, 16, 2, 2, 0);
   gpt.dropout = 0.1;
   auto straight = make_setup(a_dir, train, 14, gpt);
   straight.trainer.checkpoint_every = 1000;
