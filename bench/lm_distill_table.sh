@@ -7,7 +7,8 @@
 #   bench/lm_distill_table.sh <teacher run dir> [build_dir]
 #   SEEDS="0 1 2" STEPS=600 OUT=<dir> EXTRA="<overrides for every run>"
 #   MIXES="alone kl reverse_kl skew_kl gjs mse attention"   (names below; SEEDS1 seeds them once)
-#   PRUNED=<retort prune output dir>  for "pruned": that model distilled (lm_prune_distill.yaml)
+#   PRUNED=<retort prune output dir>  for "pruned": that model distilled (lm_prune_distill.yaml), and
+#   "pruned_alone": fine-tuned without the teacher (lm_prune.yaml)
 # The runs stay in OUT for `retort report <teacher> OUT/alone-s0 OUT/kl-s0 ...`.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -32,7 +33,8 @@ mix_args() {
     gjs) echo "$d distill.weights.kl=0 distill.weights.gjs=0.5" ;;
     mse) echo "$d distill.weights.mse=0.5 distill.layers=uniform" ;;
     attention) echo "$d distill.weights.attention=0.5 distill.attention_loss=kl" ;;
-    pruned) echo "recipes/text/lm_prune_distill.yaml distill.teacher.checkpoint=$teacher prune.from=${PRUNED:?PRUNED=<retort prune output> for the pruned mix}" ;;
+    pruned) echo "recipes/text/lm_prune_distill.yaml distill.teacher.checkpoint=$teacher prune.from=${PRUNED:?PRUNED=<retort prune output> for the pruned mixes}" ;;
+    pruned_alone) echo "recipes/text/lm_prune.yaml prune.from=${PRUNED:?PRUNED=<retort prune output> for the pruned mixes}" ;;
     *) echo "unknown mix '$1'" >&2; exit 2 ;;
   esac
 }
@@ -44,11 +46,12 @@ run() {  # mix seed
   # shellcheck disable=SC2046
   "$build/retort" train $(mix_args "$1") trainer.seed="$2" trainer.max_steps="$steps" trainer.progress=plain \
     ${EXTRA:-} run.dir="$dir" > "$dir.log" 2>&1 || { echo "failed: $1 seed $2 ($dir.log)" >&2; tail -5 "$dir.log" >&2; exit 1; }
-  "$build/retort" eval "$dir" data.eval_tokens=0 > "$dir/eval.txt"
+  "$build/retort" eval "$dir" data.eval_tokens=0 > "$dir/eval.tmp" && mv "$dir/eval.tmp" "$dir/eval.txt"  # whole or absent
 }
 
 
-[ -f "$out/teacher-eval.txt" ] || "$build/retort" eval "$teacher" data.eval_tokens=0 > "$out/teacher-eval.txt"
+[ -f "$out/teacher-eval.txt" ] || { "$build/retort" eval "$teacher" data.eval_tokens=0 > "$out/teacher-eval.tmp" &&
+  mv "$out/teacher-eval.tmp" "$out/teacher-eval.txt"; }
 for m in $mixes; do
   for s in $([ "$m" = alone ] || [ "$m" = kl ] || [ "$m" = pruned ] && echo "$seeds" || echo "${SEEDS1:-0}"); do
     echo "$(date +%H:%M:%S) $m seed $s" >&2

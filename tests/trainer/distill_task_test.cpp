@@ -336,3 +336,29 @@ TEST(DistillTask, ACacheStandsForTheTeachersLogitsAlone) {
   expect_error<ConfigError>([&] { trainer::teacher_cache_key(lm.opts, *lm.train->text, lm.student_model); },
                             {"cannot stand for distill.teacher.ensemble"});
 }
+
+// A teacher whose run read another tokenizer's tokens is refused before training, naming
+// both tokenizers (the vocabulary sizes may agree; the ids would not mean the same bytes).
+TEST(DistillTask, ATeacherOfAnotherTokenizerIsRefusedNamingBoth) {
+  LmDistillation lm;
+  torch::manual_seed(1);
+  auto task = std::make_shared<trainer::SupervisedTask>(models::make_model(lm.teacher_model));
+  fs::create_directories(lm.dir / "teacher-run");
+  auto s = setup_for(task, lm.train, lm.dir / "teacher-run", 1);
+  s.config_yaml =
+      "model:\n  name: gpt\n  vocab_size: 64\n  context: 16\n  dim: 32\n  depth: 2\n  heads: 4\n"
+      "data:\n  name: text\n  tokenizer:\n    name: gpt2\n";
+  trainer::Trainer(std::move(s)).fit();
+  distill::DistillOptions o = lm.opts;
+  o.teacher_weights.clear();
+  o.teacher_model.reset();
+  o.teacher_checkpoint = (lm.dir / "teacher-run").string();
+  data::DataOptions run_data;
+  run_data.name = "text";
+  run_data.tokenizer.name = "bytes";
+  expect_error<ConfigError>([&] { trainer::load_teacher(o, run_data); },
+                            {"distill.teacher.checkpoint", "tokens of the 'gpt2' tokenizer",
+                             "this run reads 'bytes' tokens (data.tokenizer.name)"});
+  run_data.tokenizer.name = "gpt2";
+  EXPECT_NO_THROW(trainer::load_teacher(o, run_data));
+}
