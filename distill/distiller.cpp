@@ -378,19 +378,16 @@ std::vector<DistillerImpl::LogitTerm> DistillerImpl::logit_terms() const {
 void DistillerImpl::add_logit_terms(const torch::Tensor& student_logits, const TeacherDistribution& teacher,
                                     const torch::Tensor& teacher_logits, const data::Labels& labels,
                                     Losses& out) const {
-  // A language model predicts every position: its rows are the tokens.
-  const auto rows = [](const torch::Tensor& logits) { return logits.dim() == 3 ? logits.flatten(0, 1) : logits; };
+  // Every term takes rows over the leading dims: a language model's tokens are its rows.
   const double temperature = options_.temperature;
   if (weights_.ce > 0)
-    add_term(out, "ce", weights_.ce, labels.mix([&](const torch::Tensor& y) {
-      return ce_loss(rows(student_logits), y.flatten(), labels.smoothing);
-    }));
+    add_term(out, "ce", weights_.ce,
+             labels.mix([&](const torch::Tensor& y) { return ce_loss(student_logits, y, labels.smoothing); }));
   for (const auto& term : logit_terms())
     add_term(out, term.name, term.weight, divergence(term.kind, student_logits, teacher, temperature, term.param));
   if (weights_.dkd > 0)
     add_term(out, "dkd", weights_.dkd,
-             dkd_loss(rows(student_logits), rows(teacher_logits), labels.y.flatten(), temperature, options_.dkd_alpha,
-                      options_.dkd_beta));
+             dkd_loss(student_logits, teacher_logits, labels.y, temperature, options_.dkd_alpha, options_.dkd_beta));
 }
 
 std::vector<std::string> DistillerImpl::term_names() const {

@@ -130,14 +130,18 @@ torch::Tensor kl_loss(const torch::Tensor& student_logits, const torch::Tensor& 
 torch::Tensor dkd_loss(const torch::Tensor& student_logits, const torch::Tensor& teacher_logits,
                        const torch::Tensor& labels, double temperature, double alpha, double beta) {
   check_temperature("dkd_loss", temperature);
-  if (student_logits.dim() != 2 || student_logits.sizes() != teacher_logits.sizes() || student_logits.size(1) < 2 ||
-      labels.dim() != 1 || labels.size(0) != student_logits.size(0) || student_logits.size(0) == 0)
-    throw Error("distill::dkd_loss: expected student and teacher logits [B, C] (B >= 1, C >= 2) and labels [B], got " +
+  if (student_logits.dim() < 2 || student_logits.sizes() != teacher_logits.sizes() || student_logits.size(-1) < 2 ||
+      labels.sizes() != student_logits.sizes().slice(0, student_logits.dim() - 1) || student_logits.numel() == 0)
+    throw Error("distill::dkd_loss: expected student and teacher logits [..., C] (C >= 2, at least one row) and "
+                "labels of their shape without C, got " +
                 shape(student_logits) + ", " + shape(teacher_logits) + " and " + shape(labels));
-  // In fp32, as every loss under the amp policy (amp/policy.h).
-  const auto s = student_logits.to(torch::kFloat32) / temperature;
-  const auto t = teacher_logits.to(torch::kFloat32) / temperature;
-  const auto target = torch::zeros_like(s, s.options().dtype(torch::kBool)).scatter_(1, labels.unsqueeze(1), true);
+  // In fp32, as every loss under the amp policy (amp/policy.h); rows are every position of
+  // the leading dims ([B, C] -> B, a language model's [B, T, V] -> B * T).
+  const int64_t classes = student_logits.size(-1);
+  const auto s = student_logits.to(torch::kFloat32).reshape({-1, classes}) / temperature;
+  const auto t = teacher_logits.to(torch::kFloat32).reshape({-1, classes}) / temperature;
+  const auto target =
+      torch::zeros_like(s, s.options().dtype(torch::kBool)).scatter_(1, labels.reshape({-1, 1}), true);
   const double inf = std::numeric_limits<double>::infinity();
   // log p(label) and log (1 - p(label)), both from log_softmax: no 1 - p cancellation.
   const auto binary = [&](const torch::Tensor& z) {

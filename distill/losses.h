@@ -15,7 +15,8 @@
 
 namespace retort::distill {
 
-/// Cross-entropy of logits [B, C] on class indices [B], with label smoothing eps in [0, 1).
+/// Cross-entropy of logits [..., C] on class indices [...] (a language model's [B, T, V] on
+/// next tokens [B, T]), mean over rows, with label smoothing eps in [0, 1).
 torch::Tensor ce_loss(const torch::Tensor& student_logits, const torch::Tensor& labels, double label_smoothing = 0.0);
 
 /// A teacher's softened distribution over the classes (next tokens) of each row, as the
@@ -56,7 +57,8 @@ torch::Tensor kl_loss(const torch::Tensor& student_logits, const torch::Tensor& 
 /// binary split (the label's class vs all others) and NCKD the KL of the distributions over
 /// the other classes alone. Classic KL is TCKD + (1 - p_teacher(label)) * NCKD per row, so
 /// NCKD, the "dark knowledge" among wrong classes, is weighted down exactly where the
-/// teacher is confident; DKD weighs it by beta instead. Logits [B, C] (C >= 2), labels [B].
+/// teacher is confident; DKD weighs it by beta instead. Logits [..., C] (C >= 2), labels of
+/// their shape without C (a language model's [B, T, V] and next tokens [B, T]).
 torch::Tensor dkd_loss(const torch::Tensor& student_logits, const torch::Tensor& teacher_logits,
                        const torch::Tensor& labels, double temperature, double alpha, double beta);
 

@@ -1,9 +1,8 @@
 #include "trainer/distill_task.h"
 
-#include <yaml-cpp/yaml.h>
-
 #include <numeric>
 
+#include "config/config.h"
 #include "core/error.h"
 #include "core/fs.h"
 #include "models/safetensors.h"
@@ -48,12 +47,10 @@ distill::TeacherCacheKey teacher_cache_key(const distill::DistillOptions& option
 
 namespace {
 
-/// The tokenizer a run's config names for its text data ("" for image data).
-std::string text_tokenizer(const std::string& config_yaml) {
-  const auto data = YAML::Load(config_yaml)["data"];
-  if (!data || data["name"].as<std::string>("") != "text") return "";
-  const auto name = data["tokenizer"]["name"];
-  return name ? name.as<std::string>() : data::TokenizerOptions{}.name;
+/// The `data:` section a checkpoint's run trained on (its defaults where the config is silent).
+data::DataOptions checkpoint_data_options(const Checkpoint& ckpt) {
+  config::Reader reader(config::parse(ckpt.config_yaml, (ckpt.dir / "config.yaml").string()));
+  return reader.section<data::DataOptions>("data");
 }
 
 /// A frozen model from a run or checkpoint directory; a language model's token files must
@@ -62,8 +59,9 @@ std::shared_ptr<models::Model> load_checkpoint_teacher(const std::string& path, 
                                                        const data::DataOptions& data) {
   try {
     auto loaded = load_checkpoint_model(path);
-    const auto tokenizer = text_tokenizer(loaded.checkpoint.config_yaml);
-    if (data.text() && !tokenizer.empty() && tokenizer != data.tokenizer.name)
+    const auto teacher_data = checkpoint_data_options(loaded.checkpoint);
+    const auto& tokenizer = teacher_data.tokenizer.name;
+    if (data.text() && teacher_data.text() && tokenizer != data.tokenizer.name)
       throw ConfigError("the teacher " + path + " was trained on tokens of the '" + tokenizer +
                         "' tokenizer, this run reads '" + data.tokenizer.name +
                         "' tokens (data.tokenizer.name); teacher and student must read the same tokens");

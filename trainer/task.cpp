@@ -26,9 +26,9 @@ void Task::to(const torch::Device& device) {
 
 Losses SupervisedTask::loss(const torch::Tensor& x, const data::Labels& labels) {
   auto out = model_->forward(x);
-  // A language model predicts every position: [B, T, V] logits against [B, T] next tokens.
-  const auto logits = out.logits.dim() == 3 ? out.logits.flatten(0, 1) : out.logits;
-  auto ce = labels.mix([&](const torch::Tensor& y) { return amp::cross_entropy(logits, y.flatten(), labels.smoothing); });
+  // A language model predicts every position: cross_entropy takes [B, T, V] logits against
+  // [B, T] next tokens as rows over the leading dims.
+  auto ce = labels.mix([&](const torch::Tensor& y) { return amp::cross_entropy(out.logits, y, labels.smoothing); });
   return {ce, {{"ce", ce}}, out.logits};
 }
 

@@ -75,6 +75,12 @@ TEST(Losses, DkdRejectsBadShapesAndComputesInFp32) {
                             {"dkd_loss", "[4, 3]", "[3]"});
   test::expect_error<Error>([] { distill::dkd_loss(torch::rand({4, 1}), torch::rand({4, 1}), torch::zeros({4}, torch::kLong), 2, 1, 8); },
                             {"C >= 2"});
+  // Token rows: [B, T, C] logits on [B, T] labels are the rows of their flattening.
+  const auto s = golden("tok_logits_s"), t = golden("tok_logits_t");
+  const auto y = torch::arange(10, torch::kLong).remainder(11).reshape({2, 5});
+  EXPECT_NEAR(distill::dkd_loss(s, t, y, 2, 1, 8).item<double>(),
+              distill::dkd_loss(s.flatten(0, 1), t.flatten(0, 1), y.flatten(), 2, 1, 8).item<double>(), 1e-6);
+  test::expect_error<Error>([&] { distill::dkd_loss(s, t, y.flatten(), 2, 1, 8); }, {"dkd_loss", "[2, 5, 11]", "[10]"});
   amp::Autocast guard(true, torch::kBFloat16, torch::kCPU);
   const auto d = distill::dkd_loss(golden("logits_s").to(torch::kBFloat16), golden("logits_t"), golden("labels"), 2.0, 1.0, 8.0);
   EXPECT_EQ(d.scalar_type(), torch::kFloat);
