@@ -1,84 +1,74 @@
 #!/usr/bin/env bash
 # Distilling a language model, over seeds: the student alone and distilled from a trained
-# teacher with each loss mix, at the same steps (so the same training tokens), each run
-# evaluated at its end on the whole validation split; then a table of the validation loss,
-# bits per byte and the share of the student-teacher gap that distillation closes,
-# (L_alone - L_run) / (L_alone - L_teacher), means over seeds.
+# teacher with each loss mix, at the same steps (so the same training tokens); then
+# `retort report` over the teacher and every run, each evaluated on the whole validation
+# split: bits per byte, parameters, tokens/s, the share of the student-teacher gap closed,
+# (L_alone - L_run) / (L_alone - L_teacher), means over seeds, and a generated sample of each.
 #   bench/lm_distill_table.sh <teacher run dir> [build_dir]
-#   SEEDS="0 1 2" STEPS=600 OUT=<dir> EXTRA="<overrides for every run>"
-#   MIXES="alone kl reverse_kl skew_kl gjs mse attention"   (names below; SEEDS1 seeds them once)
+#   SEEDS="0 1 2" STEPS=600 JOBS=2 OUT=<dir> EXTRA="<overrides for every run>"
+#   MIXES="alone kl kl_only reverse_kl skew_kl gjs mse attention"   (names below)
+#   CACHE=<retort cache-teacher dir>  the mixes of logit terms only read the teacher's outputs
+#     from it instead of running the teacher (every run then trains on data.windows=blocks)
 #   PRUNED=<retort prune output dir>  for "pruned": that model distilled (lm_prune_distill.yaml), and
 #   "pruned_alone": fine-tuned without the teacher (lm_prune.yaml)
-# The runs stay in OUT for `retort report <teacher> OUT/alone-s0 OUT/kl-s0 ...`.
+# The runs stay in OUT; the table is OUT/report/report.md.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 teacher=$(cd "${1:?usage: bench/lm_distill_table.sh <teacher run dir> [build_dir]}" && pwd)
-build=${2:-$root/build}
+build=$(cd "${2:-$root/build}" && pwd)
 seeds=${SEEDS:-0 1 2}
 steps=${STEPS:-600}
+jobs=${JOBS:-1}
 mixes=${MIXES:-alone kl}
 out=${OUT:-$root/outputs/lm-distill-table/$(date +%Y-%m-%d_%H-%M-%S)}
 mkdir -p "$out"
+out=$(cd "$out" && pwd)
 cd "$root"
+extra="${EXTRA:-} ${CACHE:+data.windows=blocks}"
 
 # Each mix: the recipe and its distill overrides (lm_distill.yaml: ce 0.5 + kl 0.5 at T 1).
+# A trailing "cache" marks the mixes that can train from a teacher cache.
 mix_args() {
   local d="recipes/text/lm_distill.yaml distill.teacher.checkpoint=$teacher"
   case $1 in
     alone) echo "recipes/text/lm_student.yaml" ;;
-    kl) echo "$d" ;;
-    kl_only) echo "$d distill.weights.ce=0 distill.weights.kl=1" ;;
-    reverse_kl) echo "$d distill.weights.kl=0 distill.weights.reverse_kl=0.5" ;;
-    skew_kl) echo "$d distill.weights.kl=0 distill.weights.skew_kl=0.5" ;;
-    gjs) echo "$d distill.weights.kl=0 distill.weights.gjs=0.5" ;;
+    kl) echo "$d cache" ;;
+    kl_only) echo "$d distill.weights.ce=0 distill.weights.kl=1 cache" ;;
+    reverse_kl) echo "$d distill.weights.kl=0 distill.weights.reverse_kl=0.5 cache" ;;
+    skew_kl) echo "$d distill.weights.kl=0 distill.weights.skew_kl=0.5 cache" ;;
+    gjs) echo "$d distill.weights.kl=0 distill.weights.gjs=0.5 cache" ;;
     mse) echo "$d distill.weights.mse=0.5 distill.layers=uniform" ;;
     attention) echo "$d distill.weights.attention=0.5 distill.attention_loss=kl" ;;
-    pruned) echo "recipes/text/lm_prune_distill.yaml distill.teacher.checkpoint=$teacher prune.from=${PRUNED:?PRUNED=<retort prune output> for the pruned mixes}" ;;
+    pruned) echo "recipes/text/lm_prune_distill.yaml distill.teacher.checkpoint=$teacher prune.from=${PRUNED:?PRUNED=<retort prune output> for the pruned mixes} cache" ;;
     pruned_alone) echo "recipes/text/lm_prune.yaml prune.from=${PRUNED:?PRUNED=<retort prune output> for the pruned mixes}" ;;
     *) echo "unknown mix '$1'" >&2; exit 2 ;;
   esac
 }
 
 run() {  # mix seed
-  local dir=$out/$1-s$2
-  [ -f "$dir/eval.txt" ] && return 0  # done by an earlier call with the same OUT
+  local dir=$out/$1-s$2 args
+  [ -f "$dir.done" ] && return 0  # done by an earlier call with the same OUT
+  args=$(mix_args "$1")
+  case $args in *" cache") args=${args% cache}${CACHE:+ distill.cache.dir=$CACHE} ;; esac
   rm -rf "$dir"
-  # shellcheck disable=SC2046
-  "$build/retort" train $(mix_args "$1") trainer.seed="$2" trainer.max_steps="$steps" trainer.progress=plain \
-    ${EXTRA:-} run.dir="$dir" > "$dir.log" 2>&1 || { echo "failed: $1 seed $2 ($dir.log)" >&2; tail -5 "$dir.log" >&2; exit 1; }
-  "$build/retort" eval "$dir" data.eval_tokens=0 > "$dir/eval.tmp" && mv "$dir/eval.tmp" "$dir/eval.txt"  # whole or absent
+  echo "$(date +%H:%M:%S) $1 seed $2" >&2
+  # shellcheck disable=SC2086
+  "$build/retort" train $args trainer.seed="$2" trainer.max_steps="$steps" trainer.progress=plain \
+    $extra run.dir="$dir" > "$dir.log" 2>&1 || { echo "failed: $1 seed $2 ($dir.log)" >&2; tail -5 "$dir.log" >&2; return 1; }
+  touch "$dir.done"
 }
 
-
-[ -f "$out/teacher-eval.txt" ] || { "$build/retort" eval "$teacher" data.eval_tokens=0 > "$out/teacher-eval.tmp" &&
-  mv "$out/teacher-eval.tmp" "$out/teacher-eval.txt"; }
+runs=()
 for m in $mixes; do
-  for s in $([ "$m" = alone ] || [ "$m" = kl ] || [ "$m" = pruned ] && echo "$seeds" || echo "${SEEDS1:-0}"); do
-    echo "$(date +%H:%M:%S) $m seed $s" >&2
-    run "$m" "$s"
+  mix_args "$m" > /dev/null
+  for s in $seeds; do
+    while [ "$(jobs -rp | wc -l)" -ge "$jobs" ]; do wait -n || true; done
+    run "$m" "$s" &
+    runs+=("$out/$m-s$s")
   done
 done
+wait
+for r in "${runs[@]}"; do [ -f "$r.done" ] || { echo "not every run finished; see the logs in $out" >&2; exit 1; }; done
 
-python3 - "$out" "$teacher" $mixes <<'PY'
-import glob, os, re, statistics, sys
-out, teacher, mixes = sys.argv[1], sys.argv[2], sys.argv[3:]
-def read(path):
-    text = open(path).read()
-    return float(re.search(r"loss ([0-9.]+)", text).group(1)), float(re.search(r"bits per byte ([0-9.]+)", text).group(1))
-lt, bt = read(os.path.join(out, "teacher-eval.txt"))
-runs = {m: sorted(glob.glob(os.path.join(out, f"{m}-s*", "eval.txt"))) for m in mixes}
-alone = {os.path.basename(os.path.dirname(p)).split("-s")[-1]: read(p)[0] for p in runs.get("alone", [])}
-rows = ["| run | seeds | validation loss (nats per byte) | bits per byte | gap closed |", "|---|---|---|---|---|",
-        f"| teacher | 1 | {lt:.4f} | {bt:.3f} | |"]
-for m in mixes:
-    vals = [(os.path.basename(os.path.dirname(p)).split("-s")[-1], *read(p)) for p in runs[m]]
-    if not vals: continue
-    gaps = [(alone[s] - l) / (alone[s] - lt) for s, l, _ in vals if s in alone and m != "alone"]
-    gap = f"{100 * statistics.mean(gaps):.1f} %" if gaps else ""
-    seeds = ",".join(s for s, _, _ in vals)
-    rows.append(f"| {m} | {seeds} | {statistics.mean(l for _, l, _ in vals):.4f} | "
-                f"{statistics.mean(b for _, _, b in vals):.3f} | {gap} |")
-open(os.path.join(out, "table.md"), "w").write("\n".join(rows) + "\n")
-print("\n".join(rows))
-PY
-echo "runs: $out"
+"$build/retort" report "$teacher" "${runs[@]}" data.eval_tokens=0 --threads 1 --out "$out/report" > "$out/report.log"
+cat "$out/report/report.md"

@@ -1,10 +1,13 @@
 // `retort report <run_dir> [<run_dir> ...] [key=value ...] [--out report] [--csv FILE] [--json FILE] [--warmup 3]
-//                [--repeats 20] [--threads 0] [--batch 256]`
-// Compares finished runs side by side (teacher, baseline student, distilled student):
-// parameters, weights size, test accuracy (language models: evaluation loss, perplexity and
-// bits per byte), latency per batch and per sample, and the peak memory of a forward pass;
-// prints a markdown table and writes <out>/report.md and <out>/report.json, and the table
-// as CSV (--csv) or JSON (--json) for plotting.
+//                [--repeats 20] [--threads 0] [--batch 256] [--prompt TEXT] [--sample-tokens 96]
+//                [--temperature 0.8] [--seed 0]`
+// Compares finished runs side by side (teacher, baseline student, distilled student, pruned):
+// parameters, weights size, test accuracy (language models: evaluation loss, perplexity, bits
+// per byte and forward tokens/s), the share of the baseline-teacher gap a run closes, latency
+// per batch and per sample, and the peak memory of a forward pass; the means of runs that
+// differ only in trainer.seed; for language models a sample each generates from one prompt.
+// Prints markdown and writes <out>/report.md and <out>/report.json, and the per-run table as
+// CSV (--csv) or JSON (--json) for plotting.
 //   retort report outputs/fmnist-teacher/... outputs/fmnist-student/... outputs/fmnist-distill/...
 //
 // Each run is read from its newest checkpoint (or a checkpoint directory given directly):
@@ -14,7 +17,9 @@
 // (0: the cores available) on the same batch of `batch` test images or token windows (at
 // most the split):
 // `warmup` untimed forwards, then the median of `repeats` timed ones; "speed vs teacher"
-// is the ratio of latencies per sample. Memory: "weights" is the bytes of parameters and
+// is the ratio of latencies per sample. Gap closed: (q_run - q_baseline) / (q_teacher -
+// q_baseline), q the test accuracy or minus the evaluation loss, q_baseline the mean over the
+// baseline rows. Memory: "weights" is the bytes of parameters and
 // buffers; "peak forward" is the growth of the process's peak resident set (VmHWM, reset
 // through /proc/self/clear_refs before each run) during those forwards, i.e. activations
 // and workspace of one batch over the resident weights (n/a where the kernel refuses the
@@ -23,6 +28,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <fstream>
 #include <functional>
 #include <iomanip>
@@ -61,6 +67,8 @@ struct ReportArgs {
   int64_t repeats = 20;
   int64_t threads = 0;   // every run is timed with these intra-op threads (0: the cores available)
   int64_t batch = 256;   // ... on a batch of this many test samples (at most the test split)
+  std::string prompt = "The ";  // language models: each run continues it ...
+  models::GenerateOptions sample{96, 0.8, 0, 0};  // ... with these options (tokens 0: no samples)
 };
 
 std::string list(const std::vector<int64_t>& v) { return "[" + join(v, [](int64_t d) { return std::to_string(d); }) + "]"; }
@@ -100,16 +108,23 @@ bool reset_peak_rss() {
 
 struct Row {
   std::string run, checkpoint, role, model, amp;
-  int64_t step = 0, parameters = 0, batch = 0, threads = 0, test_samples = 0;
+  int64_t step = 0, parameters = 0, batch = 0, threads = 0, test_samples = 0, seed = 0;
   double weights_mb = 0, accuracy = 0, test_loss = 0;
   std::optional<double> ppl, bpb;     // language models only (bpb: token files that know their bytes)
   /// Then quality is test_loss, ppl and bpb, not accuracy.
   bool language_model() const { return ppl.has_value(); }
   double batch_ms = 0, batch_ms_min = 0, sample_ms = 0;
   std::optional<double> peak_forward_mb;
+  std::optional<double> tokens_per_s;  // language models: tokens of the timed batch per second
+  std::optional<double> gap_closed;    // when the rows hold the teacher and a baseline
+  std::string sample;                  // language models: the prompt and what the run adds to it
+  bool distilled = false, pruned = false;
   std::string distill_teacher;  // canonical run dir of the teacher, distilled runs only
   std::string model_yaml;       // to recognize the baseline of a distilled student
+  std::string seedless_config;  // the config without run.* and trainer.seed: rows alike but for the seed
   std::string run_canonical;
+  /// Higher is better: accuracy, or minus the evaluation loss of a language model.
+  double quality() const { return language_model() ? -test_loss : accuracy; }
 };
 
 struct Timing {
@@ -159,6 +174,8 @@ std::string fixed(double v, int digits) {
   s << std::fixed << std::setprecision(digits) << v;
   return s.str();
 }
+
+double mean(const std::vector<double>& v) { return std::accumulate(v.begin(), v.end(), 0.0) / static_cast<double>(v.size()); }
 
 using Fields = std::vector<std::pair<std::string, nlohmann::ordered_json>>;
 
@@ -234,13 +251,101 @@ std::vector<Column> table_columns(const std::vector<Row>& rows) {
        [](const Row& r) { return Fields{{"threads", r.threads}}; }},
       {"amp", false, [](const Row& r) { return r.amp; }, [](const Row& r) { return Fields{{"amp", r.amp}}; }},
   };
+  auto optional = [](const std::optional<double>& v, int digits) { return v ? fixed(*v, digits) : std::string("n/a"); };
+  auto value = [](const std::optional<double>& v) { return v ? nlohmann::ordered_json(*v) : nullptr; };
+  if (rows.front().language_model())
+  // After "latency ms / sample": the same timed forwards, as throughput.
+    columns.insert(columns.begin() + 7, {"tokens / s", true, [optional](const Row& r) { return optional(r.tokens_per_s, 0); },
+                                         [value](const Row& r) { return Fields{{"tokens_per_s", value(r.tokens_per_s)}}; }});
   const auto quality = quality_columns(rows.front().language_model());
   columns.insert(columns.begin() + 5, quality.begin(), quality.end());  // after "weights MB"
+  if (std::any_of(rows.begin(), rows.end(), [](const Row& r) { return r.gap_closed.has_value(); }))
+    columns.insert(columns.begin() + 5 + static_cast<std::ptrdiff_t>(quality.size()),
+                   {"gap closed", true, [](const Row& r) { return r.gap_closed ? fixed(100 * *r.gap_closed, 1) + " %" : ""; },
+                    [value](const Row& r) { return Fields{{"gap_closed", value(r.gap_closed)}}; }});
   if (teacher) add_teacher_columns(columns, *teacher);
   return columns;
 }
 
-std::string markdown(const std::vector<Row>& rows) {
+/// Runs alike but for trainer.seed, in the order of their first row.
+struct SeedGroup {
+  std::vector<const Row*> rows;
+  double quality_mean() const { return mean(values([](const Row& r) { return r.quality(); })); }
+  double quality_sd() const {
+    const auto q = values([](const Row& r) { return r.quality(); });
+    const double m = mean(q);
+    double ss = 0;
+    for (double v : q) ss += (v - m) * (v - m);
+    return q.size() > 1 ? std::sqrt(ss / static_cast<double>(q.size() - 1)) : 0.0;
+  }
+  std::optional<double> mean_of(const std::function<std::optional<double>(const Row&)>& field) const {
+    std::vector<double> v;
+    for (const Row* r : rows)
+      if (field(*r)) v.push_back(*field(*r));
+    return v.size() == rows.size() ? std::optional<double>(mean(v)) : std::nullopt;
+  }
+  std::vector<double> values(const std::function<double(const Row&)>& field) const {
+    std::vector<double> v;
+    for (const Row* r : rows) v.push_back(field(*r));
+    return v;
+  }
+  std::string seeds() const {
+    std::vector<std::string> v;
+    for (const Row* r : rows) v.push_back(std::to_string(r->seed));
+    return join(v);
+  }
+};
+
+std::vector<SeedGroup> seed_groups(const std::vector<Row>& rows) {
+  std::vector<SeedGroup> groups;
+  for (const auto& r : rows) {
+    auto g = std::find_if(groups.begin(), groups.end(),
+                          [&r](const SeedGroup& g) { return g.rows.front()->seedless_config == r.seedless_config; });
+    if (g == groups.end()) groups.push_back({{&r}});
+    else g->rows.push_back(&r);
+  }
+  return groups;
+}
+
+bool any_seeds_repeated(const std::vector<SeedGroup>& groups) {
+  return std::any_of(groups.begin(), groups.end(), [](const SeedGroup& g) { return g.rows.size() > 1; });
+}
+
+/// The means over seeds, a row per group of runs alike but for trainer.seed.
+std::string seed_means_markdown(const std::vector<SeedGroup>& groups) {
+  const bool lm = groups.front().rows.front()->language_model();
+  std::ostringstream s;
+  s << "\n### Means over seeds\n\n| runs | role | seeds | " << (lm ? "eval loss" : "test accuracy") << " | sd |"
+    << (lm ? " bits per byte |" : "") << " gap closed |\n|---|---|---|---:|---:|" << (lm ? "---:|" : "") << "---:|\n";
+  for (const auto& g : groups) {
+    const Row& first = *g.rows.front();
+    const double q = g.quality_mean(), sd = g.quality_sd();
+    s << "| " << first.run << (g.rows.size() > 1 ? " and " + std::to_string(g.rows.size() - 1) + " more" : "") << " | "
+      << (first.role.empty() ? "-" : first.role) << " | " << g.seeds() << " | "
+      << (lm ? fixed(-q, 4) : fixed(100 * q, 2) + " %") << " | "
+      << (g.rows.size() < 2 ? "" : lm ? fixed(sd, 4) : fixed(100 * sd, 2)) << " |";
+    if (lm) {
+      const auto bpb = g.mean_of([](const Row& r) { return r.bpb; });
+      s << " " << (bpb ? fixed(*bpb, 4) : "n/a") << " |";
+    }
+    const auto gap = g.mean_of([](const Row& r) { return r.gap_closed; });
+    s << " " << (gap ? fixed(100 * *gap, 1) + " %" : "") << " |\n";
+  }
+  return s.str();
+}
+
+/// What each language model generates from the same prompt with the same sampler.
+std::string samples_markdown(const std::vector<Row>& rows, const ReportArgs& a) {
+  std::ostringstream s;
+  s << "\n### Samples\n\nEach run continues the prompt \"" << a.prompt << "\" by " << a.sample.tokens
+    << " tokens (fewer where its context is shorter), temperature " << a.sample.temperature
+    << (a.sample.top_k > 0 ? ", top " + std::to_string(a.sample.top_k) : "") << ", seed " << a.sample.seed << ".\n";
+  for (const auto& r : rows)
+    s << "\n" << r.run << (r.role.empty() ? "" : " (" + r.role + ")") << ":\n\n```text\n" << r.sample << "\n```\n";
+  return s.str();
+}
+
+std::string markdown(const std::vector<Row>& rows, const ReportArgs& a) {
   const auto columns = table_columns(rows);
   std::ostringstream s;
   s << "|";
@@ -255,7 +360,13 @@ std::string markdown(const std::vector<Row>& rows) {
   }
   s << "\nLatency: median of the timed forwards (eval mode, no gradients) on one test batch, every run with the "
        "same threads and batch; speed vs teacher: the teacher's latency per sample over the run's; "
-       "peak forward: growth of the peak resident set over the resident weights during those forwards.\n";
+       "peak forward: growth of the peak resident set over the resident weights during those forwards.";
+  if (std::any_of(rows.begin(), rows.end(), [](const Row& r) { return r.gap_closed.has_value(); }))
+    s << " Gap closed: the share of the gap between the baselines' mean and the teacher that the run closes.";
+  s << "\n";
+  const auto groups = seed_groups(rows);
+  if (any_seeds_repeated(groups)) s << seed_means_markdown(groups);
+  if (rows.front().language_model() && a.sample.tokens > 0) s << samples_markdown(rows, a);
   return s.str();
 }
 
@@ -315,6 +426,7 @@ nlohmann::json to_json(const std::vector<Row>& rows, const ReportArgs& a) {
     nlohmann::json j = {{"run", r.run},
                         {"checkpoint", r.checkpoint},
                         {"step", r.step},
+                        {"seed", r.seed},
                         {"role", r.role},
                         {"model", r.model},
                         {"parameters", r.parameters},
@@ -328,13 +440,35 @@ nlohmann::json to_json(const std::vector<Row>& rows, const ReportArgs& a) {
                         {"latency_ms_per_sample", r.sample_ms},
                         {"threads", r.threads},
                         {"amp", r.amp}};
-    j["peak_forward_mb"] = r.peak_forward_mb ? nlohmann::json(*r.peak_forward_mb) : nlohmann::json(nullptr);
+    auto optional = [](const std::optional<double>& v) { return v ? nlohmann::json(*v) : nlohmann::json(nullptr); };
+    j["peak_forward_mb"] = optional(r.peak_forward_mb);
+    j["gap_closed"] = optional(r.gap_closed);
     if (r.language_model()) {
       j["language_model"] = true;
-      j["ppl"] = r.ppl ? nlohmann::json(*r.ppl) : nlohmann::json(nullptr);
-      j["bpb"] = r.bpb ? nlohmann::json(*r.bpb) : nlohmann::json(nullptr);
+      j["ppl"] = optional(r.ppl);
+      j["bpb"] = optional(r.bpb);
+      j["tokens_per_s"] = optional(r.tokens_per_s);
+      j["sample"] = r.sample;
     }
     runs.push_back(j);
+  }
+  nlohmann::json means = nlohmann::json::array();
+  for (const auto& g : seed_groups(rows)) {
+    nlohmann::json m = {{"runs", nlohmann::json::array()}, {"seeds", nlohmann::json::array()}, {"role", g.rows.front()->role}};
+    for (const Row* r : g.rows) {
+      m["runs"].push_back(r->run);
+      m["seeds"].push_back(r->seed);
+    }
+    const bool lm = g.rows.front()->language_model();
+    m[lm ? "test_loss" : "test_accuracy"] = lm ? -g.quality_mean() : g.quality_mean();
+    m[lm ? "test_loss_sd" : "test_accuracy_sd"] = g.quality_sd();
+    const auto gap = g.mean_of([](const Row& r) { return r.gap_closed; });
+    m["gap_closed"] = gap ? nlohmann::json(*gap) : nlohmann::json(nullptr);
+    if (lm) {
+      const auto bpb = g.mean_of([](const Row& r) { return r.bpb; });
+      m["bpb"] = bpb ? nlohmann::json(*bpb) : nlohmann::json(nullptr);
+    }
+    means.push_back(m);
   }
   return {{"retort", RETORT_VERSION},
           {"warmup", a.warmup},
@@ -342,34 +476,36 @@ nlohmann::json to_json(const std::vector<Row>& rows, const ReportArgs& a) {
           {"threads", a.threads},
           {"batch", a.batch},
           {"memory", "weights_mb: parameters + buffers; peak_forward_mb: VmHWM growth over VmRSS during the forwards"},
-          {"runs", runs}};
+          {"runs", runs},
+          {"seed_means", means}};
 }
 
 using TestSets = std::map<std::string, std::shared_ptr<data::Dataset>>;  // by name|root|subset|context
 
-/// What the run is: its checkpoint, model, amp, and whether it was distilled (and from
-/// which teacher run, for the roles).
+/// What the run is: its checkpoint, model, amp, seed, whether it was distilled (and from
+/// which teacher run, for the roles) or fine-tuned from a pruned run.
 void describe_run(Row& r, const trainer::Checkpoint& ckpt, const RunConfig& rc) {
   r.checkpoint = ckpt.dir.string();
   r.step = ckpt.step;
+  r.seed = rc.trainer.seed;
   r.model = describe_model(rc.model);
   r.run_canonical = canonical_path(ckpt.dir.parent_path().parent_path());  // <run>/checkpoints/step-N
-  const YAML::Node& tree = rc.tree;  // const: operator[] must not insert keys
-  r.model_yaml = config::emit(tree["model"]);
+  r.model_yaml = config::emit(rc.tree["model"]);
+  YAML::Node seedless = YAML::Clone(rc.tree);
+  seedless.remove("run");
+  if (seedless["trainer"]) seedless["trainer"].remove("seed");
+  r.seedless_config = config::emit(seedless);
   r.amp = rc.amp.mode == amp::AmpMode::kOff
               ? "off"
               : config::enum_name(rc.amp.mode) + " " + config::enum_name(rc.amp.dtype);
-  const YAML::Node teacher = tree["distill"] ? tree["distill"]["teacher"] : YAML::Node();
-  if (teacher && teacher["checkpoint"] && !teacher["checkpoint"].as<std::string>().empty()) {
-    r.role = "distilled";
-    try {
-      const auto dir = trainer::Checkpointer::resolve(teacher["checkpoint"].as<std::string>());
-      r.distill_teacher = canonical_path(dir.parent_path().parent_path());
-    } catch (const Error&) {
-      // The teacher moved or was deleted: the run is still reported, unmatched.
-    }
-  } else if (teacher && teacher["weights"] && !teacher["weights"].as<std::string>().empty()) {
-    r.role = "distilled";
+  r.pruned = !rc.prune.from.empty();
+  r.distilled = !rc.distill.teacher_checkpoint.empty() || !rc.distill.teacher_weights.empty();
+  if (rc.distill.teacher_checkpoint.empty()) return;
+  try {
+    const auto dir = trainer::Checkpointer::resolve(rc.distill.teacher_checkpoint);
+    r.distill_teacher = canonical_path(dir.parent_path().parent_path());
+  } catch (const Error&) {
+    // The teacher moved or was deleted: the run is still reported, unmatched.
   }
 }
 
@@ -383,6 +519,22 @@ torch::Tensor first_inputs(const data::Dataset& test_set, const data::DataOption
   }
   const auto stats = data::make_loader_options(o, device, 0);
   return data::normalize(test_set.images.slice(0, 0, batch), stats.mean, stats.stddev).to(device);
+}
+
+/// The prompt and what the model adds to it (as many of the asked tokens as fit its
+/// context), sampled under the run's amp; empty when asked for none.
+std::string generate_sample(models::Model& model, const RunConfig& rc, const ReportArgs& a) {
+  if (a.sample.tokens == 0) return "";
+  const auto tokenizer = data::make_tokenizer(rc.data.tokenizer);
+  const auto ids = tokenizer->encode(a.prompt);
+  models::GenerateOptions options = a.sample;
+  options.tokens = std::min<int64_t>(options.tokens, rc.model.context - static_cast<int64_t>(ids.size()));
+  if (options.tokens <= 0)
+    throw ConfigError("report: --prompt is " + std::to_string(ids.size()) + " tokens, which fills " + rc.model.name +
+                      "'s model.context " + std::to_string(rc.model.context) + "; give a shorter one");
+  amp::Autocast autocast(rc.amp, model.parameters().front().device().type());
+  const auto next = models::generate(model, std::vector<int64_t>(ids.begin(), ids.end()), options);
+  return a.prompt + tokenizer->decode(std::vector<int32_t>(next.begin(), next.end()));
 }
 
 /// One run read, sized, evaluated on its test split and timed.
@@ -424,20 +576,38 @@ Row measure_run(const std::string& run, const Args& overrides, const ReportArgs&
   r.batch_ms_min = t.min_ms;
   r.sample_ms = t.median_ms / static_cast<double>(std::max<int64_t>(1, r.batch));
   r.peak_forward_mb = t.peak_mb;
+  if (test_set->text) {
+    r.tokens_per_s = static_cast<double>(x.numel()) * 1000.0 / std::max(t.median_ms, 1e-12);
+    r.sample = generate_sample(model, rc, a);
+  }
   return r;
 }
 
-/// Roles: the teacher a distilled run names, and the baseline trained alone with the
-/// distilled student's architecture.
+/// Roles: the teacher a distilled run names; distilled and pruned (fine-tuned from a pruned
+/// run) runs; the baseline: trained alone from scratch with a distilled student's architecture.
 void assign_roles(std::vector<Row>& rows) {
   for (auto& r : rows) {
-    if (!r.role.empty()) continue;
+    r.role = r.pruned && r.distilled ? "pruned + distilled" : r.pruned ? "pruned" : r.distilled ? "distilled" : "";
     for (const auto& d : rows) {
-      if (d.role != "distilled") continue;
+      if (!r.role.empty() || !d.distilled) continue;
       if (!d.distill_teacher.empty() && d.distill_teacher == r.run_canonical) r.role = "teacher";
-      else if (d.model_yaml == r.model_yaml && r.role.empty()) r.role = "baseline";
+      else if (!d.pruned && d.model_yaml == r.model_yaml && !r.pruned) r.role = "baseline";
     }
   }
+}
+
+/// Each run's share of the gap between the baselines' mean and the teacher, when the rows
+/// hold both (and they differ).
+void assign_gaps(std::vector<Row>& rows) {
+  const Row* teacher = teacher_of(rows);
+  std::vector<double> baselines;
+  for (const auto& r : rows)
+    if (r.role == "baseline") baselines.push_back(r.quality());
+  if (!teacher || baselines.empty()) return;
+  const double baseline = mean(baselines), gap = teacher->quality() - baseline;
+  if (gap == 0) return;
+  for (auto& r : rows)
+    if (r.role != "teacher" && r.role != "baseline") r.gap_closed = (r.quality() - baseline) / gap;
 }
 
 /// A file --csv or --json names: refused now, before minutes of measuring, when it is a
@@ -457,12 +627,14 @@ void check_output_file(const std::string& flag, const std::string& file) {
 
 /// Prints the table and writes <out>/report.md, <out>/report.json and the --csv / --json files.
 void write_report(const std::vector<Row>& rows, const ReportArgs& a) {
-  const std::string table = markdown(rows);
+  const std::string table = markdown(rows, a);
   std::cout << table;
   const fs::path out = a.out;
   std::vector<std::string> written = {(out / "report.md").string(), (out / "report.json").string()};
   write_file_atomic(out / "report.md", "# retort report\n\n" + table);
-  write_file_atomic(out / "report.json", to_json(rows, a).dump(1) + "\n");
+  // A byte-level model's sample need not be valid UTF-8: JSON carries U+FFFD for such bytes.
+  write_file_atomic(out / "report.json",
+                    to_json(rows, a).dump(1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n");
   const auto values = table_values(rows);
   if (!a.csv.empty()) {
     write_file_atomic(a.csv, csv(values));
@@ -496,6 +668,7 @@ int report(launch::World& world, const ReportArgs& a) {
                       " an image classifier; a report compares runs of one kind");
   }
   assign_roles(rows);
+  assign_gaps(rows);
   write_report(rows, a);
   return kExitOk;
 }
@@ -515,6 +688,12 @@ CommandRun define_report(CLI::App& app) {
   add_integer_flag(app, "--repeats", a->repeats, 1, "timed forwards, the median reported");
   add_integer_flag(app, "--threads", a->threads, 0, "intra-op threads every run is timed with, 0: the cores available");
   add_integer_flag(app, "--batch", a->batch, 1, "test samples per timed forward (images, or token windows of a language model), at most the test split");
+  app.add_option("--prompt", a->prompt, "language models: the text each run continues in the samples")->capture_default_str();
+  add_integer_flag(app, "--sample-tokens", a->sample.tokens, 0,
+                   "language models: tokens each run adds to the prompt (fewer where its context is shorter); 0: no samples");
+  app.add_option("--temperature", a->sample.temperature, "language models: the samples' temperature; 0: greedy")
+      ->check(CLI::NonNegativeNumber)->capture_default_str();
+  app.add_option("--seed", a->sample.seed, "language models: the samples' seed, the same for every run")->capture_default_str();
   return [a](launch::World& world) { return report(world, *a); };
 }
 

@@ -499,6 +499,36 @@ TEST(Cli, LanguageModelDistillationLiveAndFromACache) {
   ASSERT_EQ(cached.code, 0) << cached.out;
   EXPECT_NE(retort::read_file(dir / "cached" / "metrics.jsonl").find("\"loss_reverse_kl\""), std::string::npos);
 
+  // report: roles, the gap closed against the baselines' mean, the means over seeds, and
+  // each run's sample, the one `retort generate` gives with the same options.
+  const std::string alone = "recipes/text/lm_student.yaml" + data + "model.dim=16 model.depth=1 model.heads=2 trainer.max_steps=4 ";
+  for (const char* seed : {"0", "1"})
+    ASSERT_EQ(run("train " + alone + "trainer.seed=" + seed + " run.dir=" + (dir / "alone").string() + seed).code, 0);
+  auto rep = run("report " + teacher + " " + (dir / "alone0").string() + " " + (dir / "alone1").string() + " " +
+                 (dir / "live").string() + " " + (dir / "cached").string() + " --repeats 1 --warmup 0 --batch 2 " +
+                 "--prompt 'the ' --sample-tokens 6 --seed 3 --out " + (dir / "report").string());
+  ASSERT_EQ(rep.code, 0) << rep.out;
+  const auto report = nlohmann::json::parse(retort::read_file(dir / "report" / "report.json"));
+  const auto& rows = report.at("runs");
+  ASSERT_EQ(rows.size(), 5u);
+  std::vector<std::string> roles;
+  for (const auto& r : rows) roles.push_back(r.at("role").get<std::string>());
+  EXPECT_EQ(roles, (std::vector<std::string>{"teacher", "baseline", "baseline", "distilled", "distilled"}));
+  const auto loss = [&rows](size_t i) { return rows.at(i).at("test_loss").get<double>(); };
+  const double baseline = 0.5 * (loss(1) + loss(2));
+  EXPECT_NEAR(rows.at(3).at("gap_closed").get<double>(), (baseline - loss(3)) / (baseline - loss(0)), 1e-9);
+  EXPECT_TRUE(rows.at(1).at("gap_closed").is_null());
+  EXPECT_GT(rows.at(3).at("tokens_per_s").get<double>(), 0);
+  const auto& means = report.at("seed_means");
+  ASSERT_EQ(means.size(), 4u);  // teacher, the two baselines, live, cached
+  EXPECT_EQ(means.at(1).at("seeds"), nlohmann::json::array({0, 1}));
+  EXPECT_NEAR(means.at(1).at("test_loss").get<double>(), baseline, 1e-12);
+  EXPECT_NE(rep.out.find("### Means over seeds"), std::string::npos) << rep.out;
+  auto g = run("generate " + (dir / "live").string() + " --prompt 'the ' --tokens 6 --temperature 0.8 --seed 3");
+  ASSERT_EQ(g.code, 0) << g.out;
+  EXPECT_NE(rep.out.find("live (distilled):\n\n```text\n" + g.out + "```"), std::string::npos) << rep.out << g.out;
+  EXPECT_EQ(rows.at(3).at("sample").get<std::string>().rfind("the ", 0), 0u);
+
   // Refused, exit 2 or 4, nothing written: a cache for another context, random windows, a
   // top-K beyond the vocabulary, a student of another vocabulary, a truncated cache.
   const std::vector<std::tuple<std::string, int, std::string>> refused = {
