@@ -28,10 +28,7 @@
 
 #include <algorithm>
 #include <chrono>
-#include <cmath>
 #include <fstream>
-#include <functional>
-#include <iomanip>
 #include <iostream>
 #include <map>
 #include <numeric>
@@ -42,6 +39,7 @@
 
 #include "amp/amp.h"
 #include "cli/commands.h"
+#include "cli/report_table.h"
 #include "cli/run_config.h"
 #include "core/error.h"
 #include "core/text.h"
@@ -58,6 +56,7 @@ namespace retort::cli {
 namespace {
 
 namespace fs = std::filesystem;
+using report_table::Row;
 
 struct ReportArgs {
   Args positionals;        // run or checkpoint directories and overrides, as given
@@ -67,8 +66,7 @@ struct ReportArgs {
   int64_t repeats = 20;
   int64_t threads = 0;   // every run is timed with these intra-op threads (0: the cores available)
   int64_t batch = 256;   // ... on a batch of this many test samples (at most the test split)
-  std::string prompt = "The ";  // language models: each run continues it ...
-  models::GenerateOptions sample{96, 0.8, 0, 0};  // ... with these options (tokens 0: no samples)
+  report_table::Samples samples;  // language models: what each run continues, and how
 };
 
 std::string list(const std::vector<int64_t>& v) { return "[" + join(v, [](int64_t d) { return std::to_string(d); }) + "]"; }
@@ -105,27 +103,6 @@ bool reset_peak_rss() {
   out.flush();
   return static_cast<bool>(out);
 }
-
-struct Row {
-  std::string run, checkpoint, role, model, amp;
-  int64_t step = 0, parameters = 0, batch = 0, threads = 0, test_samples = 0, seed = 0;
-  double weights_mb = 0, accuracy = 0, test_loss = 0;
-  std::optional<double> ppl, bpb;     // language models only (bpb: token files that know their bytes)
-  /// Then quality is test_loss, ppl and bpb, not accuracy.
-  bool language_model() const { return ppl.has_value(); }
-  double batch_ms = 0, batch_ms_min = 0, sample_ms = 0;
-  std::optional<double> peak_forward_mb;
-  std::optional<double> tokens_per_s;  // language models: tokens of the timed batch per second
-  std::optional<double> gap_closed;    // when the rows hold the teacher and a baseline
-  std::string sample;                  // language models: the prompt and what the run adds to it
-  bool distilled = false, pruned = false;
-  std::string distill_teacher;  // canonical run dir of the teacher, distilled runs only
-  std::string model_yaml;       // to recognize the baseline of a distilled student
-  std::string seedless_config;  // the config without run.* and trainer.seed: rows alike but for the seed
-  std::string run_canonical;
-  /// Higher is better: accuracy, or minus the evaluation loss of a language model.
-  double quality() const { return language_model() ? -test_loss : accuracy; }
-};
 
 struct Timing {
   double median_ms = 0, min_ms = 0;
@@ -167,317 +144,6 @@ std::string canonical_path(const fs::path& p) {
   std::error_code ec;
   auto c = fs::weakly_canonical(p, ec);
   return ec ? p.string() : c.string();
-}
-
-std::string fixed(double v, int digits) {
-  std::ostringstream s;
-  s << std::fixed << std::setprecision(digits) << v;
-  return s.str();
-}
-
-double mean(const std::vector<double>& v) { return std::accumulate(v.begin(), v.end(), 0.0) / static_cast<double>(v.size()); }
-
-using Fields = std::vector<std::pair<std::string, nlohmann::ordered_json>>;
-
-/// One column of the printed table: its header, the text of a row's cell, and the named
-/// values behind that text (numbers as numbers, null where n/a), which CSV and JSON carry.
-struct Column {
-  std::string header;
-  bool numeric = false;  // right-aligned
-  std::function<std::string(const Row&)> text;
-  std::function<Fields(const Row&)> fields;
-};
-
-/// The run the distilled runs name as their teacher, when it is among the rows.
-const Row* teacher_of(const std::vector<Row>& rows) {
-  const Row* teacher = nullptr;
-  for (const auto& r : rows)
-    if (r.role == "teacher") teacher = &r;
-  return teacher;
-}
-
-/// The ratios to the teacher: parameters, and latency per sample (the teacher's over the run's).
-void add_teacher_columns(std::vector<Column>& columns, const Row& teacher) {
-  const Row* t = &teacher;
-  auto size = [t](const Row& r) { return static_cast<double>(r.parameters) / static_cast<double>(t->parameters); };
-  auto speed = [t](const Row& r) { return t->sample_ms / std::max(r.sample_ms, 1e-12); };
-  columns.push_back({"size vs teacher", true, [size](const Row& r) { return fixed(size(r), 3) + "x"; },
-                     [size](const Row& r) { return Fields{{"size_vs_teacher", size(r)}}; }});
-  columns.push_back({"speed vs teacher", true, [speed](const Row& r) { return fixed(speed(r), 2) + "x"; },
-                     [speed](const Row& r) { return Fields{{"speed_vs_teacher", speed(r)}}; }});
-}
-
-/// How good each run is: test accuracy, or for language models the evaluation loss,
-/// perplexity and bits per byte.
-std::vector<Column> quality_columns(bool language_model) {
-  if (!language_model)
-    return {{"test accuracy", true, [](const Row& r) { return fixed(100 * r.accuracy, 2) + " %"; },
-             [](const Row& r) { return Fields{{"test_accuracy", r.accuracy}}; }}};
-  auto optional = [](const std::optional<double>& v) { return v ? nlohmann::ordered_json(*v) : nullptr; };
-  return {{"eval loss", true, [](const Row& r) { return fixed(r.test_loss, 4); },
-           [](const Row& r) { return Fields{{"eval_loss", r.test_loss}}; }},
-          {"perplexity", true, [](const Row& r) { return r.ppl ? fixed(*r.ppl, 3) : std::string("n/a"); },
-           [optional](const Row& r) { return Fields{{"perplexity", optional(r.ppl)}}; }},
-          {"bits per byte", true, [](const Row& r) { return r.bpb ? fixed(*r.bpb, 4) : std::string("n/a"); },
-           [optional](const Row& r) { return Fields{{"bits_per_byte", optional(r.bpb)}}; }}};
-}
-
-/// Every column of the table in order: markdown, CSV and JSON are all made from these.
-/// The rows are all language models or all not (report() checks).
-std::vector<Column> table_columns(const std::vector<Row>& rows) {
-  const Row* teacher = teacher_of(rows);
-  std::vector<Column> columns = {
-      {"run", false, [](const Row& r) { return r.run + " (step " + std::to_string(r.step) + ")"; },
-       [](const Row& r) { return Fields{{"run", r.run}, {"step", r.step}}; }},
-      {"role", false, [](const Row& r) { return r.role.empty() ? std::string("-") : r.role; },
-       [](const Row& r) { return Fields{{"role", r.role}}; }},
-      {"model", false, [](const Row& r) { return r.model; },
-       [](const Row& r) { return Fields{{"model", r.model}}; }},
-      {"parameters", true, [](const Row& r) { return std::to_string(r.parameters); },
-       [](const Row& r) { return Fields{{"parameters", r.parameters}}; }},
-      {"weights MB", true, [](const Row& r) { return fixed(r.weights_mb, 2); },
-       [](const Row& r) { return Fields{{"weights_mb", r.weights_mb}}; }},
-      {"latency ms / batch", true,
-       [](const Row& r) { return fixed(r.batch_ms, 2) + " (batch " + std::to_string(r.batch) + ")"; },
-       [](const Row& r) { return Fields{{"latency_ms_per_batch", r.batch_ms}, {"batch", r.batch}}; }},
-      {"latency ms / sample", true, [](const Row& r) { return fixed(r.sample_ms, 4); },
-       [](const Row& r) { return Fields{{"latency_ms_per_sample", r.sample_ms}}; }},
-      {"peak forward MB", true,
-       [](const Row& r) { return r.peak_forward_mb ? fixed(*r.peak_forward_mb, 1) : std::string("n/a"); },
-       [](const Row& r) {
-         return Fields{{"peak_forward_mb", r.peak_forward_mb ? nlohmann::ordered_json(*r.peak_forward_mb) : nullptr}};
-       }},
-      {"threads", true, [](const Row& r) { return std::to_string(r.threads); },
-       [](const Row& r) { return Fields{{"threads", r.threads}}; }},
-      {"amp", false, [](const Row& r) { return r.amp; }, [](const Row& r) { return Fields{{"amp", r.amp}}; }},
-  };
-  auto optional = [](const std::optional<double>& v, int digits) { return v ? fixed(*v, digits) : std::string("n/a"); };
-  auto value = [](const std::optional<double>& v) { return v ? nlohmann::ordered_json(*v) : nullptr; };
-  if (rows.front().language_model())
-  // After "latency ms / sample": the same timed forwards, as throughput.
-    columns.insert(columns.begin() + 7, {"tokens / s", true, [optional](const Row& r) { return optional(r.tokens_per_s, 0); },
-                                         [value](const Row& r) { return Fields{{"tokens_per_s", value(r.tokens_per_s)}}; }});
-  const auto quality = quality_columns(rows.front().language_model());
-  columns.insert(columns.begin() + 5, quality.begin(), quality.end());  // after "weights MB"
-  if (std::any_of(rows.begin(), rows.end(), [](const Row& r) { return r.gap_closed.has_value(); }))
-    columns.insert(columns.begin() + 5 + static_cast<std::ptrdiff_t>(quality.size()),
-                   {"gap closed", true, [](const Row& r) { return r.gap_closed ? fixed(100 * *r.gap_closed, 1) + " %" : ""; },
-                    [value](const Row& r) { return Fields{{"gap_closed", value(r.gap_closed)}}; }});
-  if (teacher) add_teacher_columns(columns, *teacher);
-  return columns;
-}
-
-/// Runs alike but for trainer.seed, in the order of their first row.
-struct SeedGroup {
-  std::vector<const Row*> rows;
-  double quality_mean() const { return mean(values([](const Row& r) { return r.quality(); })); }
-  double quality_sd() const {
-    const auto q = values([](const Row& r) { return r.quality(); });
-    const double m = mean(q);
-    double ss = 0;
-    for (double v : q) ss += (v - m) * (v - m);
-    return q.size() > 1 ? std::sqrt(ss / static_cast<double>(q.size() - 1)) : 0.0;
-  }
-  std::optional<double> mean_of(const std::function<std::optional<double>(const Row&)>& field) const {
-    std::vector<double> v;
-    for (const Row* r : rows)
-      if (field(*r)) v.push_back(*field(*r));
-    return v.size() == rows.size() ? std::optional<double>(mean(v)) : std::nullopt;
-  }
-  std::vector<double> values(const std::function<double(const Row&)>& field) const {
-    std::vector<double> v;
-    for (const Row* r : rows) v.push_back(field(*r));
-    return v;
-  }
-  std::string seeds() const {
-    std::vector<std::string> v;
-    for (const Row* r : rows) v.push_back(std::to_string(r->seed));
-    return join(v);
-  }
-};
-
-std::vector<SeedGroup> seed_groups(const std::vector<Row>& rows) {
-  std::vector<SeedGroup> groups;
-  for (const auto& r : rows) {
-    auto g = std::find_if(groups.begin(), groups.end(),
-                          [&r](const SeedGroup& g) { return g.rows.front()->seedless_config == r.seedless_config; });
-    if (g == groups.end()) groups.push_back({{&r}});
-    else g->rows.push_back(&r);
-  }
-  return groups;
-}
-
-bool any_seeds_repeated(const std::vector<SeedGroup>& groups) {
-  return std::any_of(groups.begin(), groups.end(), [](const SeedGroup& g) { return g.rows.size() > 1; });
-}
-
-/// The means over seeds, a row per group of runs alike but for trainer.seed.
-std::string seed_means_markdown(const std::vector<SeedGroup>& groups) {
-  const bool lm = groups.front().rows.front()->language_model();
-  std::ostringstream s;
-  s << "\n### Means over seeds\n\n| runs | role | seeds | " << (lm ? "eval loss" : "test accuracy") << " | sd |"
-    << (lm ? " bits per byte |" : "") << " gap closed |\n|---|---|---|---:|---:|" << (lm ? "---:|" : "") << "---:|\n";
-  for (const auto& g : groups) {
-    const Row& first = *g.rows.front();
-    const double q = g.quality_mean(), sd = g.quality_sd();
-    s << "| " << first.run << (g.rows.size() > 1 ? " and " + std::to_string(g.rows.size() - 1) + " more" : "") << " | "
-      << (first.role.empty() ? "-" : first.role) << " | " << g.seeds() << " | "
-      << (lm ? fixed(-q, 4) : fixed(100 * q, 2) + " %") << " | "
-      << (g.rows.size() < 2 ? "" : lm ? fixed(sd, 4) : fixed(100 * sd, 2)) << " |";
-    if (lm) {
-      const auto bpb = g.mean_of([](const Row& r) { return r.bpb; });
-      s << " " << (bpb ? fixed(*bpb, 4) : "n/a") << " |";
-    }
-    const auto gap = g.mean_of([](const Row& r) { return r.gap_closed; });
-    s << " " << (gap ? fixed(100 * *gap, 1) + " %" : "") << " |\n";
-  }
-  return s.str();
-}
-
-/// What each language model generates from the same prompt with the same sampler.
-std::string samples_markdown(const std::vector<Row>& rows, const ReportArgs& a) {
-  std::ostringstream s;
-  s << "\n### Samples\n\nEach run continues the prompt \"" << a.prompt << "\" by " << a.sample.tokens
-    << " tokens (fewer where its context is shorter), temperature " << a.sample.temperature
-    << (a.sample.top_k > 0 ? ", top " + std::to_string(a.sample.top_k) : "") << ", seed " << a.sample.seed << ".\n";
-  for (const auto& r : rows)
-    s << "\n" << r.run << (r.role.empty() ? "" : " (" + r.role + ")") << ":\n\n```text\n" << r.sample << "\n```\n";
-  return s.str();
-}
-
-std::string markdown(const std::vector<Row>& rows, const ReportArgs& a) {
-  const auto columns = table_columns(rows);
-  std::ostringstream s;
-  s << "|";
-  for (const auto& c : columns) s << " " << c.header << " |";
-  s << "\n|";
-  for (const auto& c : columns) s << (c.numeric ? "---:|" : "---|");
-  s << "\n";
-  for (const auto& r : rows) {
-    s << "|";
-    for (const auto& c : columns) s << " " << c.text(r) << " |";
-    s << "\n";
-  }
-  s << "\nLatency: median of the timed forwards (eval mode, no gradients) on one test batch, every run with the "
-       "same threads and batch; speed vs teacher: the teacher's latency per sample over the run's; "
-       "peak forward: growth of the peak resident set over the resident weights during those forwards.";
-  if (std::any_of(rows.begin(), rows.end(), [](const Row& r) { return r.gap_closed.has_value(); }))
-    s << " Gap closed: the share of the gap between the baselines' mean and the teacher that the run closes.";
-  s << "\n";
-  const auto groups = seed_groups(rows);
-  if (any_seeds_repeated(groups)) s << seed_means_markdown(groups);
-  if (rows.front().language_model() && a.sample.tokens > 0) s << samples_markdown(rows, a);
-  return s.str();
-}
-
-/// Each row's values, column after column: what CSV and JSON carry.
-std::vector<Fields> table_values(const std::vector<Row>& rows) {
-  const auto columns = table_columns(rows);
-  std::vector<Fields> table;
-  for (const auto& r : rows) {
-    Fields row;
-    for (const auto& c : columns) {
-      Fields more = c.fields(r);
-      row.insert(row.end(), more.begin(), more.end());
-    }
-    table.push_back(std::move(row));
-  }
-  return table;
-}
-
-/// A CSV field (RFC 4180): a number as JSON writes it (every digit it needs to read back),
-/// text quoted when it holds a comma, quote or line break, nothing for null.
-std::string csv_field(const nlohmann::ordered_json& value) {
-  if (value.is_null()) return "";
-  if (!value.is_string()) return value.dump();
-  const auto text = value.get<std::string>();
-  if (text.find_first_of(",\"\r\n") == std::string::npos) return text;
-  std::string quoted = "\"";
-  for (char c : text) quoted += c == '"' ? std::string("\"\"") : std::string(1, c);
-  return quoted + "\"";
-}
-
-/// The table as CSV: a header line of the value names, then one line per run.
-std::string csv(const std::vector<Fields>& table) {
-  std::ostringstream s;
-  for (size_t i = 0; i < table.front().size(); ++i) s << (i ? "," : "") << table.front()[i].first;
-  s << "\n";
-  for (const auto& row : table) {
-    for (size_t i = 0; i < row.size(); ++i) s << (i ? "," : "") << csv_field(row[i].second);
-    s << "\n";
-  }
-  return s.str();
-}
-
-/// The table as JSON: an array with one object per run, its values named as in the CSV.
-nlohmann::ordered_json json_rows(const std::vector<Fields>& table) {
-  auto rows = nlohmann::ordered_json::array();
-  for (const auto& row : table) {
-    auto object = nlohmann::ordered_json::object();
-    for (const auto& [name, value] : row) object[name] = value;
-    rows.push_back(std::move(object));
-  }
-  return rows;
-}
-
-nlohmann::json to_json(const std::vector<Row>& rows, const ReportArgs& a) {
-  nlohmann::json runs = nlohmann::json::array();
-  for (const auto& r : rows) {
-    nlohmann::json j = {{"run", r.run},
-                        {"checkpoint", r.checkpoint},
-                        {"step", r.step},
-                        {"seed", r.seed},
-                        {"role", r.role},
-                        {"model", r.model},
-                        {"parameters", r.parameters},
-                        {"weights_mb", r.weights_mb},
-                        {"test_accuracy", r.accuracy},
-                        {"test_loss", r.test_loss},
-                        {"test_samples", r.test_samples},
-                        {"batch", r.batch},
-                        {"latency_ms_per_batch", r.batch_ms},
-                        {"latency_ms_per_batch_min", r.batch_ms_min},
-                        {"latency_ms_per_sample", r.sample_ms},
-                        {"threads", r.threads},
-                        {"amp", r.amp}};
-    auto optional = [](const std::optional<double>& v) { return v ? nlohmann::json(*v) : nlohmann::json(nullptr); };
-    j["peak_forward_mb"] = optional(r.peak_forward_mb);
-    j["gap_closed"] = optional(r.gap_closed);
-    if (r.language_model()) {
-      j["language_model"] = true;
-      j["ppl"] = optional(r.ppl);
-      j["bpb"] = optional(r.bpb);
-      j["tokens_per_s"] = optional(r.tokens_per_s);
-      j["sample"] = r.sample;
-    }
-    runs.push_back(j);
-  }
-  nlohmann::json means = nlohmann::json::array();
-  for (const auto& g : seed_groups(rows)) {
-    nlohmann::json m = {{"runs", nlohmann::json::array()}, {"seeds", nlohmann::json::array()}, {"role", g.rows.front()->role}};
-    for (const Row* r : g.rows) {
-      m["runs"].push_back(r->run);
-      m["seeds"].push_back(r->seed);
-    }
-    const bool lm = g.rows.front()->language_model();
-    m[lm ? "test_loss" : "test_accuracy"] = lm ? -g.quality_mean() : g.quality_mean();
-    m[lm ? "test_loss_sd" : "test_accuracy_sd"] = g.quality_sd();
-    const auto gap = g.mean_of([](const Row& r) { return r.gap_closed; });
-    m["gap_closed"] = gap ? nlohmann::json(*gap) : nlohmann::json(nullptr);
-    if (lm) {
-      const auto bpb = g.mean_of([](const Row& r) { return r.bpb; });
-      m["bpb"] = bpb ? nlohmann::json(*bpb) : nlohmann::json(nullptr);
-    }
-    means.push_back(m);
-  }
-  return {{"retort", RETORT_VERSION},
-          {"warmup", a.warmup},
-          {"repeats", a.repeats},
-          {"threads", a.threads},
-          {"batch", a.batch},
-          {"memory", "weights_mb: parameters + buffers; peak_forward_mb: VmHWM growth over VmRSS during the forwards"},
-          {"runs", runs},
-          {"seed_means", means}};
 }
 
 using TestSets = std::map<std::string, std::shared_ptr<data::Dataset>>;  // by name|root|subset|context
@@ -523,11 +189,11 @@ torch::Tensor first_inputs(const data::Dataset& test_set, const data::DataOption
 
 /// The prompt and what the model adds to it (as many of the asked tokens as fit its
 /// context), sampled under the run's amp; empty when asked for none.
-std::string generate_sample(models::Model& model, const RunConfig& rc, const ReportArgs& a) {
-  if (a.sample.tokens == 0) return "";
+std::string generate_sample(models::Model& model, const RunConfig& rc, const report_table::Samples& a) {
+  if (a.options.tokens == 0) return "";
   const auto tokenizer = data::make_tokenizer(rc.data.tokenizer);
   const auto ids = tokenizer->encode(a.prompt);
-  models::GenerateOptions options = a.sample;
+  models::GenerateOptions options = a.options;
   options.tokens = std::min<int64_t>(options.tokens, rc.model.context - static_cast<int64_t>(ids.size()));
   if (options.tokens <= 0)
     throw ConfigError("report: --prompt is " + std::to_string(ids.size()) + " tokens, which fills " + rc.model.name +
@@ -578,36 +244,9 @@ Row measure_run(const std::string& run, const Args& overrides, const ReportArgs&
   r.peak_forward_mb = t.peak_mb;
   if (test_set->text) {
     r.tokens_per_s = static_cast<double>(x.numel()) * 1000.0 / std::max(t.median_ms, 1e-12);
-    r.sample = generate_sample(model, rc, a);
+    r.sample = generate_sample(model, rc, a.samples);
   }
   return r;
-}
-
-/// Roles: the teacher a distilled run names; distilled and pruned (fine-tuned from a pruned
-/// run) runs; the baseline: trained alone from scratch with a distilled student's architecture.
-void assign_roles(std::vector<Row>& rows) {
-  for (auto& r : rows) {
-    r.role = r.pruned && r.distilled ? "pruned + distilled" : r.pruned ? "pruned" : r.distilled ? "distilled" : "";
-    for (const auto& d : rows) {
-      if (!r.role.empty() || !d.distilled) continue;
-      if (!d.distill_teacher.empty() && d.distill_teacher == r.run_canonical) r.role = "teacher";
-      else if (!d.pruned && d.model_yaml == r.model_yaml && !r.pruned) r.role = "baseline";
-    }
-  }
-}
-
-/// Each run's share of the gap between the baselines' mean and the teacher, when the rows
-/// hold both (and they differ).
-void assign_gaps(std::vector<Row>& rows) {
-  const Row* teacher = teacher_of(rows);
-  std::vector<double> baselines;
-  for (const auto& r : rows)
-    if (r.role == "baseline") baselines.push_back(r.quality());
-  if (!teacher || baselines.empty()) return;
-  const double baseline = mean(baselines), gap = teacher->quality() - baseline;
-  if (gap == 0) return;
-  for (auto& r : rows)
-    if (r.role != "teacher" && r.role != "baseline") r.gap_closed = (r.quality() - baseline) / gap;
 }
 
 /// A file --csv or --json names: refused now, before minutes of measuring, when it is a
@@ -625,23 +264,35 @@ void check_output_file(const std::string& flag, const std::string& file) {
   }
 }
 
+/// report.json: the settings, then every run and the means over seeds.
+nlohmann::json report_json(const std::vector<Row>& rows, const ReportArgs& a) {
+  nlohmann::json j = report_table::to_json(rows);
+  j["retort"] = RETORT_VERSION;
+  j["warmup"] = a.warmup;
+  j["repeats"] = a.repeats;
+  j["threads"] = a.threads;
+  j["batch"] = a.batch;
+  j["memory"] = "weights_mb: parameters + buffers; peak_forward_mb: VmHWM growth over VmRSS during the forwards";
+  return j;
+}
+
 /// Prints the table and writes <out>/report.md, <out>/report.json and the --csv / --json files.
 void write_report(const std::vector<Row>& rows, const ReportArgs& a) {
-  const std::string table = markdown(rows, a);
+  const std::string table = report_table::markdown(rows, a.samples);
   std::cout << table;
   const fs::path out = a.out;
   std::vector<std::string> written = {(out / "report.md").string(), (out / "report.json").string()};
   write_file_atomic(out / "report.md", "# retort report\n\n" + table);
   // A byte-level model's sample need not be valid UTF-8: JSON carries U+FFFD for such bytes.
   write_file_atomic(out / "report.json",
-                    to_json(rows, a).dump(1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n");
-  const auto values = table_values(rows);
+                    report_json(rows, a).dump(1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n");
+  const auto values = report_table::table_values(rows);
   if (!a.csv.empty()) {
-    write_file_atomic(a.csv, csv(values));
+    write_file_atomic(a.csv, report_table::csv(values));
     written.push_back(a.csv);
   }
   if (!a.json.empty()) {
-    write_file_atomic(a.json, json_rows(values).dump(1) + "\n");
+    write_file_atomic(a.json, report_table::json_rows(values).dump(1) + "\n");
     written.push_back(a.json);
   }
   std::cout << "wrote";
@@ -667,8 +318,8 @@ int report(launch::World& world, const ReportArgs& a) {
     throw ConfigError("report: " + lm.run + " is a language model and " + image.run +
                       " an image classifier; a report compares runs of one kind");
   }
-  assign_roles(rows);
-  assign_gaps(rows);
+  report_table::assign_roles(rows);
+  report_table::assign_gaps(rows);
   write_report(rows, a);
   return kExitOk;
 }
@@ -688,12 +339,12 @@ CommandRun define_report(CLI::App& app) {
   add_integer_flag(app, "--repeats", a->repeats, 1, "timed forwards, the median reported");
   add_integer_flag(app, "--threads", a->threads, 0, "intra-op threads every run is timed with, 0: the cores available");
   add_integer_flag(app, "--batch", a->batch, 1, "test samples per timed forward (images, or token windows of a language model), at most the test split");
-  app.add_option("--prompt", a->prompt, "language models: the text each run continues in the samples")->capture_default_str();
-  add_integer_flag(app, "--sample-tokens", a->sample.tokens, 0,
+  app.add_option("--prompt", a->samples.prompt, "language models: the text each run continues in the samples")->capture_default_str();
+  add_integer_flag(app, "--sample-tokens", a->samples.options.tokens, 0,
                    "language models: tokens each run adds to the prompt (fewer where its context is shorter); 0: no samples");
-  app.add_option("--temperature", a->sample.temperature, "language models: the samples' temperature; 0: greedy")
+  app.add_option("--temperature", a->samples.options.temperature, "language models: the samples' temperature; 0: greedy")
       ->check(CLI::NonNegativeNumber)->capture_default_str();
-  app.add_option("--seed", a->sample.seed, "language models: the samples' seed, the same for every run")->capture_default_str();
+  app.add_option("--seed", a->samples.options.seed, "language models: the samples' seed, the same for every run")->capture_default_str();
   return [a](launch::World& world) { return report(world, *a); };
 }
 
