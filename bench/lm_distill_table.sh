@@ -11,6 +11,7 @@
 #     from it instead of running the teacher (every run then trains on data.windows=blocks)
 #   PRUNED=<retort prune output dir>  for "pruned": that model distilled (lm_prune_distill.yaml), and
 #   "pruned_alone": fine-tuned without the teacher (lm_prune.yaml)
+#   REPORT=0  the runs only (e.g. calls that each add one mix to a shared OUT)
 # The runs stay in OUT; the table is OUT/report/report.md.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -70,5 +71,6 @@ done
 wait
 for r in "${runs[@]}"; do [ -f "$r.done" ] || { echo "not every run finished; see the logs in $out" >&2; exit 1; }; done
 
+[ "${REPORT:-1}" = 0 ] && exit 0
 "$build/retort" report "$teacher" "${runs[@]}" data.eval_tokens=0 --threads 1 --out "$out/report" > "$out/report.log"
 cat "$out/report/report.md"

@@ -593,6 +593,13 @@ TEST(Cli, LanguageModelPruneFineTuneEval) {
   auto e2 = run("eval " + tuned);
   ASSERT_EQ(e2.code, 0) << e2.out;
   EXPECT_NE(e2.out.find("bits per byte"), std::string::npos) << e2.out;
+  auto rep = run("report " + teacher + " " + tuned + " --repeats 1 --warmup 0 --batch 2 --sample-tokens 4 --out " +
+                 (dir / "report").string());
+  ASSERT_EQ(rep.code, 0) << rep.out;
+  const auto rows = nlohmann::json::parse(retort::read_file(dir / "report" / "report.json")).at("runs");
+  EXPECT_EQ(rows.at(0).at("role"), "");  // no distilled run names it as its teacher
+  EXPECT_EQ(rows.at(1).at("role"), "pruned");
+  EXPECT_TRUE(rows.at(1).at("gap_closed").is_null());
   auto g = run("generate " + tuned + " --prompt 'retort' --tokens 8 --seed 1");
   ASSERT_EQ(g.code, 0) << g.out;
   EXPECT_EQ(g.out.rfind("retort", 0), 0u) << g.out;
