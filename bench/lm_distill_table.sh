@@ -27,19 +27,19 @@ out=$(cd "$out" && pwd)
 cd "$root"
 extra="${EXTRA:-} ${CACHE:+data.windows=blocks}"
 
-# Each mix: the recipe and its distill overrides (lm_distill.yaml: ce 0.5 + kl 0.5 at T 1).
-# A trailing "cache" marks the mixes that can train from a teacher cache.
+# Each mix: the recipe and its distill overrides, every weight stated (lm_distill.yaml's own mix
+# is kl_only). A trailing "cache" marks the mixes that can train from a teacher cache.
 mix_args() {
-  local d="recipes/text/lm_distill.yaml distill.teacher.checkpoint=$teacher"
+  local d="recipes/text/lm_distill.yaml distill.teacher.checkpoint=$teacher distill.weights.ce=0 distill.weights.kl=0"
   case $1 in
     alone) echo "recipes/text/lm_student.yaml" ;;
-    kl) echo "$d cache" ;;
-    kl_only) echo "$d distill.weights.ce=0 distill.weights.kl=1 cache" ;;
-    reverse_kl) echo "$d distill.weights.kl=0 distill.weights.reverse_kl=0.5 cache" ;;
-    skew_kl) echo "$d distill.weights.kl=0 distill.weights.skew_kl=0.5 cache" ;;
-    gjs) echo "$d distill.weights.kl=0 distill.weights.gjs=0.5 cache" ;;
-    mse) echo "$d distill.weights.mse=0.5 distill.layers=uniform" ;;
-    attention) echo "$d distill.weights.attention=0.5 distill.attention_loss=kl" ;;
+    kl) echo "$d distill.weights.ce=0.5 distill.weights.kl=0.5 cache" ;;
+    kl_only) echo "$d distill.weights.kl=1 cache" ;;
+    reverse_kl) echo "$d distill.weights.reverse_kl=1 cache" ;;
+    skew_kl) echo "$d distill.weights.skew_kl=1 cache" ;;
+    gjs) echo "$d distill.weights.gjs=1 cache" ;;
+    mse) echo "$d distill.weights.ce=0.5 distill.weights.mse=0.5 distill.layers=uniform" ;;
+    attention) echo "$d distill.weights.ce=0.5 distill.weights.attention=0.5 distill.attention_loss=kl" ;;
     pruned) echo "recipes/text/lm_prune_distill.yaml distill.teacher.checkpoint=$teacher prune.from=${PRUNED:?PRUNED=<retort prune output> for the pruned mixes} cache" ;;
     pruned_alone) echo "recipes/text/lm_prune.yaml prune.from=${PRUNED:?PRUNED=<retort prune output> for the pruned mixes}" ;;
     *) echo "unknown mix '$1'" >&2; exit 2 ;;

@@ -483,7 +483,7 @@ TEST(Cli, LanguageModelDistillationLiveAndFromACache) {
   ASSERT_EQ(t.code, 0) << t.out;
   const std::string distill = "recipes/text/lm_distill.yaml" + data +
                               "model.dim=16 model.depth=1 model.heads=2 trainer.max_steps=4 "
-                              "distill.weights.reverse_kl=0.25 distill.teacher.checkpoint=" + teacher + " ";
+                              "distill.weights.ce=0.5 distill.weights.reverse_kl=0.25 distill.teacher.checkpoint=" + teacher + " ";
   auto live = run("train " + distill + "run.dir=" + (dir / "live").string());
   ASSERT_EQ(live.code, 0) << live.out;
   const std::string live_metrics = retort::read_file(dir / "live" / "metrics.jsonl");
