@@ -6,7 +6,7 @@
 # (L_alone - L_run) / (L_alone - L_teacher), means over seeds, and a generated sample of each.
 #   bench/lm_distill_table.sh <teacher run dir> [build_dir]
 #   SEEDS="0 1 2" STEPS=600 JOBS=2 OUT=<dir> EXTRA="<overrides for every run>"
-#   MIXES="alone kl kl_only reverse_kl skew_kl gjs mse attention"   (names below)
+#   MIXES="alone kl kl_only reverse_kl skew_kl gjs mse attention kl_attention"   (names below)
 #   CACHE=<retort cache-teacher dir>  the mixes of logit terms only read the teacher's outputs
 #     from it instead of running the teacher (every run then trains on data.windows=blocks)
 #   PRUNED=<retort prune output dir>  for "pruned": that model distilled (lm_prune_distill.yaml), and
@@ -40,6 +40,7 @@ mix_args() {
     gjs) echo "$d distill.weights.gjs=1 cache" ;;
     mse) echo "$d distill.weights.ce=0.5 distill.weights.mse=0.5 distill.layers=uniform" ;;
     attention) echo "$d distill.weights.ce=0.5 distill.weights.attention=0.5 distill.attention_loss=kl" ;;
+    kl_attention) echo "$d distill.weights.kl=1 distill.weights.attention=0.5 distill.attention_loss=kl" ;;
     pruned) echo "recipes/text/lm_prune_distill.yaml distill.teacher.checkpoint=$teacher prune.from=${PRUNED:?PRUNED=<retort prune output> for the pruned mixes} cache" ;;
     pruned_alone) echo "recipes/text/lm_prune.yaml prune.from=${PRUNED:?PRUNED=<retort prune output> for the pruned mixes}" ;;
     *) echo "unknown mix '$1'" >&2; exit 2 ;;

@@ -1,15 +1,12 @@
-// `retort eval <run_dir or checkpoint> [more ...] [overrides...]` (several: each, then their ensemble) and
-// `retort export <run_dir or checkpoint> <out.safetensors>`
+// `retort eval <run_dir or checkpoint> [more ...] [overrides...]` (several: each, then their ensemble)
 #include <CLI/CLI.hpp>
 
 #include <iomanip>
 #include <iostream>
 
 #include "cli/commands.h"
-#include "cli/prune.h"
 #include "cli/run_config.h"
 #include "core/error.h"
-#include "core/fs.h"
 #include "data/data.h"
 #include "distill/distill.h"
 #include "launch/communicator.h"
@@ -61,42 +58,6 @@ int eval(launch::World& world, const Args& positionals) {
   return kExitOk;
 }
 
-struct ExportArgs {
-  std::string source;
-  std::string out;
-};
-
-int export_weights(launch::World& world, const ExportArgs& a) {
-  if (world.rank() != 0) return kExitOk;
-  const auto ckpt = trainer::Checkpointer::load(trainer::Checkpointer::resolve(a.source));
-  const std::filesystem::path out = a.out;
-  const std::filesystem::path dir = out.has_parent_path() ? out.parent_path() : std::filesystem::path(".");
-  // A gpt run exports as a Hugging Face GPT-2 folder: GPT-2's config.json beside the weights,
-  // made first so that a model GPT-2 cannot describe is refused before anything is written.
-  const auto options = trainer::checkpoint_model_options(ckpt);
-  const std::string gpt2_config = options.name == "gpt" ? models::gpt2_config_json(options) : "";
-  ensure_writable_dir(dir);
-  // Only the model: distillation projections and optimizer state stay in the checkpoint.
-  // A structured-pruned model is written compacted (removed channels physically gone).
-  auto weights = ckpt.model;
-  std::map<std::string, std::string> meta = {{"format", "pt"}, {"retort.step", std::to_string(ckpt.step)}};
-  if (auto compacted = compact_checkpoint(ckpt)) {
-    weights = compacted->weights;
-    meta["retort.model"] = compacted->model_yaml;
-    std::cout << "compacted: " << compacted->params_before << " -> " << compacted->params_after << " parameters\n";
-  }
-  models::save_safetensors(out, weights, meta);
-  int64_t params = 0;
-  for (const auto& kv : weights) params += kv.second.numel();
-  std::cout << "wrote " << out.string() << ": " << weights.size() << " tensors, " << params << " values (step "
-            << ckpt.step << ")\n";
-  if (options.name == "gpt") {
-    write_file_atomic(dir / "config.json", gpt2_config);
-    std::cout << "wrote " << (dir / "config.json").string() << " (GPT-2 config)\n";
-  }
-  return kExitOk;
-}
-
 }  // namespace
 
 CommandRun define_eval(CLI::App& app) {
@@ -105,14 +66,6 @@ CommandRun define_eval(CLI::App& app) {
                  "run or checkpoint directories (several: each, then their ensemble), then overrides of their "
                  "configs (key=value ...; data.root=... to evaluate on data kept elsewhere)");
   return [positionals](launch::World& world) { return eval(world, *positionals); };
-}
-
-CommandRun define_export(CLI::App& app) {
-  auto a = std::make_shared<ExportArgs>();
-  app.add_option("checkpoint", a->source, "a run directory (its newest checkpoint) or a checkpoint directory")
-      ->required();
-  app.add_option("out", a->out, "the .safetensors file to write (a gpt run: config.json beside it)")->required();
-  return [a](launch::World& world) { return export_weights(world, *a); };
 }
 
 }  // namespace retort::cli

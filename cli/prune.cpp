@@ -1,6 +1,6 @@
 // `retort prune <run_dir or checkpoint> [overrides...] [--scan]` (masks by prune.method, or a
-// gpt shrunk to prune.gpt's shape), and what train (prune.from) and export (compaction) take
-// from pruning.
+// gpt shrunk to prune.gpt's shape), and what train (prune.from) and export (masks applied,
+// compaction) take from pruning.
 #include "cli/prune.h"
 
 #include <CLI/CLI.hpp>
@@ -254,22 +254,21 @@ std::optional<PrunedStart> resolve_prune_from(YAML::Node& config) {
   return s;
 }
 
-std::optional<CompactedWeights> compact_checkpoint(const trainer::Checkpoint& ckpt) {
+ExportedModel exported_model(const trainer::Checkpoint& ckpt) {
+  ExportedModel out{trainer::checkpoint_model(ckpt), std::nullopt};
   const auto masks = prune::Masks::from_state_dict(task_state(ckpt));
-  if (masks.empty()) return std::nullopt;
-  auto model = trainer::checkpoint_model(ckpt);
-  if (prune::removable_channels(*model, masks).empty()) return std::nullopt;
-  auto c = prune::compact(*model, masks);
-  CompactedWeights out;
-  out.weights = models::weights_of(*c.model);
-  out.options = c.options;
+  if (masks.empty()) return out;
+  masks.check(*out.model, (ckpt.dir / "state.safetensors").string());
+  masks.apply(*out.model);
+  if (prune::removable_channels(*out.model, masks).empty()) return out;
+  auto c = prune::compact(*out.model, masks);
+  out.model = c.model;
+  out.model->eval();
   YAML::Node section = YAML::Clone(YAML::Load(ckpt.config_yaml)["model"]);
   set_compacted(section, c.options);
   YAML::Emitter emitter;
   emitter << YAML::Flow << section;
-  out.model_yaml = emitter.c_str();
-  out.params_before = c.params_before;
-  out.params_after = c.params_after;
+  out.compaction = Compaction{c.options, emitter.c_str(), c.params_before, c.params_after};
   return out;
 }
 

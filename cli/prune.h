@@ -5,6 +5,7 @@
 ///   retort prune <run> prune.method=l1_structured --scan     # sensitivity per layer
 #include <filesystem>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 
@@ -35,14 +36,22 @@ PrunedStart load_pruned_start(const std::string& from);
 /// nullopt when prune.from is empty. Call before building the model from the config.
 std::optional<PrunedStart> resolve_prune_from(YAML::Node& config);
 
-/// For export: when the checkpoint's masks remove whole channels, the compacted model's
-/// weights and options; nullopt when there are no masks or nothing to compact.
-struct CompactedWeights {
-  std::map<std::string, torch::Tensor> weights;
-  models::ModelOptions options;
-  std::string model_yaml;  ///< options as a `model:` section (flow YAML), for metadata
+/// How export compacted a structured-pruned model.
+struct Compaction {
+  models::ModelOptions options;  ///< the compacted model's
+  std::string model_yaml;        ///< options as a `model:` section (flow YAML), for metadata
   int64_t params_before = 0, params_after = 0;
 };
-std::optional<CompactedWeights> compact_checkpoint(const trainer::Checkpoint& ckpt);
+
+/// For export: the model a checkpoint computes with, in eval mode. Its pruning masks are
+/// applied (pruned weights exactly zero, whatever the stored weights hold); where they
+/// remove whole channels the model is compacted, and `compaction` says how.
+struct ExportedModel {
+  std::shared_ptr<models::Model> model;
+  std::optional<Compaction> compaction;
+};
+/// CheckpointError naming state.safetensors when a mask names no parameter of the model or
+/// has another shape.
+ExportedModel exported_model(const trainer::Checkpoint& ckpt);
 
 }  // namespace retort::cli

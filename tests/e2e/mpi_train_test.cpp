@@ -2,13 +2,10 @@
 // process, a config mismatch named by key, preemption by SIGTERM and resume.
 #include <gtest/gtest.h>
 #include <signal.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
-#include <array>
 #include <chrono>
 #include <cmath>
-#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -18,7 +15,9 @@
 #include <thread>
 
 #include "core/fs.h"
+#include "tests/common/shell.h"
 #include "tests/common/temp_dir.h"
+#include "tests/e2e/helpers.h"
 
 using retort::test::TempDir;
 
@@ -26,28 +25,13 @@ namespace fs = std::filesystem;
 
 namespace {
 
-struct Result {
-  int code = -1;
-  std::string out;
-};
-
-Result shell(const std::string& cmd) {
-  Result r;
-  FILE* p = ::popen((cmd + " 2>&1").c_str(), "r");
-  std::array<char, 4096> buf{};
-  size_t n;
-  while ((n = std::fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
-  const int status = ::pclose(p);
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
-}
+using retort::test::has_dataset;
+using retort::test::run_shell;
 
 const std::string kMpirun = std::string(RETORT_MPIEXEC) + " --allow-run-as-root --oversubscribe";
 const std::string kIn = std::string("cd ") + RETORT_SOURCE_DIR + " && ";
 
 std::string train(const std::string& args) { return std::string(RETORT_BIN) + " train recipes/fmnist/default.yaml " + args; }
-
-bool has_dataset() { return fs::exists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"); }
 
 /// The float32 tensors of a safetensors file, by name (the format: an 8-byte little-endian
 /// header length, a JSON header of dtype/shape/offsets, then the data).
@@ -113,13 +97,13 @@ TEST(MpiTrain, TwoRanksTrainTheStudentOneProcessTrains) {
   const TempDir one("one", false), two("two", false), local("local-bn", false);
   const std::string student = std::string(RETORT_BIN) + " train recipes/fmnist/student.yaml trainer.max_steps=20 "
                               "trainer.device=cpu data.subset=4000 ";
-  auto r1 = shell(kIn + student + "trainer.eval=false run.dir=" + one.string());
+  auto r1 = run_shell(kIn + student + "trainer.eval=false run.dir=" + one.string());
   ASSERT_EQ(r1.code, 0) << r1.out;
-  auto r2 = shell(kIn + kMpirun + " -np 2 " + student + "run.dir=" + two.string());
+  auto r2 = run_shell(kIn + kMpirun + " -np 2 " + student + "run.dir=" + two.string());
   ASSERT_EQ(r2.code, 0) << r2.out;
   EXPECT_NE(r2.out.find("2 rank(s)"), std::string::npos) << r2.out;
-  auto r3 = shell(kIn + kMpirun + " -np 2 " + student + "trainer.eval=false ddp.sync_batchnorm=false run.dir=" +
-                  local.string());
+  auto r3 = run_shell(kIn + kMpirun + " -np 2 " + student + "trainer.eval=false ddp.sync_batchnorm=false run.dir=" +
+                      local.string());
   ASSERT_EQ(r3.code, 0) << r3.out;
 
   // One run directory: only rank 0 wrote checkpoints and metrics.
@@ -132,7 +116,7 @@ TEST(MpiTrain, TwoRanksTrainTheStudentOneProcessTrains) {
 
   const double logged = logged_eval_loss(two);
   ASSERT_GT(logged, 0) << "no eval record";
-  auto eval = shell(kIn + std::string(RETORT_BIN) + " eval " + two.string());
+  auto eval = run_shell(kIn + std::string(RETORT_BIN) + " eval " + two.string());
   ASSERT_EQ(eval.code, 0) << eval.out;
   const auto at = eval.out.find("test loss ");
   ASSERT_NE(at, std::string::npos) << eval.out;
@@ -143,15 +127,15 @@ TEST(MpiTrain, TwoRanksTrainTheStudentOneProcessTrains) {
 // embeddings, the reducer's buckets), fp32, to the same tolerance as the CNN.
 TEST(MpiTrain, TwoRanksTrainTheLanguageModelOneProcessTrains) {
   const TempDir dir("lm", false);
-  auto t = shell(kIn + std::string(RETORT_BIN) + " tokenize README.md " + (dir / "tokens").string());
+  auto t = run_shell(kIn + std::string(RETORT_BIN) + " tokenize README.md " + (dir / "tokens").string());
   ASSERT_EQ(t.code, 0) << t.out;
   const std::string lm = std::string(RETORT_BIN) + " train recipes/text/lm_student.yaml model.context=32 "
                          "model.dim=32 model.depth=2 model.heads=2 data.batch_size=16 trainer.max_steps=10 "
                          "trainer.threads=1 trainer.eval=false trainer.device=cpu amp.mode=off data.root=" +
                          (dir / "tokens").string() + " run.dir=";
-  auto one = shell(kIn + lm + (dir / "one").string());
+  auto one = run_shell(kIn + lm + (dir / "one").string());
   ASSERT_EQ(one.code, 0) << one.out;
-  auto two = shell(kIn + kMpirun + " -np 2 " + lm + (dir / "two").string());
+  auto two = run_shell(kIn + kMpirun + " -np 2 " + lm + (dir / "two").string());
   ASSERT_EQ(two.code, 0) << two.out;
   const auto ckpt = fs::path("checkpoints") / "step-00000010" / "model.safetensors";
   const auto a = read_f32_tensors(dir / "one" / ckpt), b = read_f32_tensors(dir / "two" / ckpt);
@@ -165,8 +149,8 @@ TEST(MpiTrain, ConfigMismatchNamesTheKeyAndCreatesNothing) {
   if (!has_dataset()) GTEST_SKIP() << "dataset-fashion-mnist not installed";
   const TempDir dir("mismatch", false);
   const std::string common = kSmall + "trainer.max_steps=2 run.dir=" + dir.string();
-  auto r = shell(kIn + kMpirun + " -np 1 " + train(common + " trainer.seed=1") + " : -np 1 " +
-                 train(common + " trainer.seed=2"));
+  auto r = run_shell(kIn + kMpirun + " -np 1 " + train(common + " trainer.seed=1") + " : -np 1 " +
+                     train(common + " trainer.seed=2"));
   EXPECT_EQ(r.code, 2) << r.out;
   EXPECT_NE(r.out.find("config differs from rank 0's at 'trainer.seed': rank 0 has 1, rank 1 has 2"),
             std::string::npos)
@@ -183,7 +167,7 @@ TEST(MpiTrain, SigtermOnOneRankCheckpointsAndResumeContinues) {
   // Checkpoints only when stopped (and at the end), so the stop's is the only one.
   const std::string ckpt = "trainer.checkpoint_every=100000 ";
   const std::string args = kSmall + ckpt + "trainer.max_epochs=1000 trainer.log_every=1 run.dir=" + dir.string();
-  auto job = std::async(std::launch::async, [&] { return shell(kIn + kMpirun + " -np 2 " + train(args)); });
+  auto job = std::async(std::launch::async, [&] { return run_shell(kIn + kMpirun + " -np 2 " + train(args)); });
 
   // Wait for training steps, then signal the rank-1 process only.
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
@@ -197,9 +181,9 @@ TEST(MpiTrain, SigtermOnOneRankCheckpointsAndResumeContinues) {
     stepping = lines >= 3;
   }
   ASSERT_TRUE(stepping) << "no training steps within 60 s";
-  auto pids = shell("for p in $(pgrep -f 'run.dir=" + dir.string() +
-                    "'); do if tr '\\0' '\\n' < /proc/$p/environ 2>/dev/null | grep -qx OMPI_COMM_WORLD_RANK=1; then "
-                    "echo $p; fi; done");
+  auto pids = run_shell("for p in $(pgrep -f 'run.dir=" + dir.string() +
+                        "'); do if tr '\\0' '\\n' < /proc/$p/environ 2>/dev/null | grep -qx OMPI_COMM_WORLD_RANK=1; then "
+                        "echo $p; fi; done");
   ASSERT_EQ(pids.code, 0) << pids.out;
   const int pid = std::atoi(pids.out.c_str());
   ASSERT_GT(pid, 0) << "rank 1 not found: " << pids.out;
@@ -218,9 +202,9 @@ TEST(MpiTrain, SigtermOnOneRankCheckpointsAndResumeContinues) {
   ASSERT_EQ(checkpoints, 1) << "one checkpoint, from rank 0";
   const long step = std::stol(last.substr(std::strlen("step-")));
 
-  auto resumed = shell(kIn + kMpirun + " -np 2 " +
-                       train(kSmall + ckpt + "trainer.max_epochs=1000 trainer.resume=auto trainer.max_steps=" +
-                             std::to_string(step + 3) + " run.dir=" + dir.string()));
+  auto resumed = run_shell(kIn + kMpirun + " -np 2 " +
+                           train(kSmall + ckpt + "trainer.max_epochs=1000 trainer.resume=auto trainer.max_steps=" +
+                                 std::to_string(step + 3) + " run.dir=" + dir.string()));
   ASSERT_EQ(resumed.code, 0) << resumed.out;
   EXPECT_NE(resumed.out.find("resumed from"), std::string::npos) << resumed.out;
   char name[32];
@@ -234,25 +218,25 @@ TEST(MpiTrain, TwoRanksDistillALanguageModelAsOneProcessLiveAndFromACache) {
   const TempDir dir("mpi-lm-distill", false);
   const std::string bin = std::string(RETORT_BIN), tokens = (dir / "tokens").string(),
                     teacher = (dir / "teacher").string();
-  ASSERT_EQ(shell(kIn + bin + " tokenize README.md " + tokens).code, 0);
+  ASSERT_EQ(run_shell(kIn + bin + " tokenize README.md " + tokens).code, 0);
   const std::string data = " data.root=" + tokens + " data.subset=128 data.batch_size=16 trainer.threads=1 "
                            "trainer.device=cpu trainer.eval=false amp.mode=off data.windows=blocks model.context=32 ";
-  auto t = shell(kIn + bin + " train recipes/text/lm_teacher.yaml" + data +
-                 "model.dim=32 model.depth=2 model.heads=2 trainer.max_steps=6 run.dir=" + teacher);
+  auto t = run_shell(kIn + bin + " train recipes/text/lm_teacher.yaml" + data +
+                     "model.dim=32 model.depth=2 model.heads=2 trainer.max_steps=6 run.dir=" + teacher);
   ASSERT_EQ(t.code, 0) << t.out;
   const std::string distill = " train recipes/text/lm_distill.yaml" + data +
                               "model.dim=16 model.depth=1 model.heads=2 trainer.max_steps=8 "
                               "distill.weights.reverse_kl=0.25 distill.teacher.checkpoint=" + teacher + " ";
   const std::string cache = "distill.cache.dir=" + (dir / "cache").string() + " distill.cache.top_k=16 ";
-  auto made = shell(kIn + bin + " cache-teacher" + distill.substr(6) + cache);
+  auto made = run_shell(kIn + bin + " cache-teacher" + distill.substr(6) + cache);
   ASSERT_EQ(made.code, 0) << made.out;
   const auto ckpt = fs::path("checkpoints") / "step-00000008" / "model.safetensors";
   for (const std::string& source : {std::string(), cache}) {
     const std::string name = source.empty() ? "live" : "cache";
     const fs::path one = dir / (name + "-1"), two = dir / (name + "-2");
-    auto r1 = shell(kIn + bin + distill + source + " run.dir=" + one.string());
+    auto r1 = run_shell(kIn + bin + distill + source + " run.dir=" + one.string());
     ASSERT_EQ(r1.code, 0) << r1.out;
-    auto r2 = shell(kIn + kMpirun + " -np 2 " + bin + distill + source + " run.dir=" + two.string());
+    auto r2 = run_shell(kIn + kMpirun + " -np 2 " + bin + distill + source + " run.dir=" + two.string());
     ASSERT_EQ(r2.code, 0) << r2.out;
     EXPECT_NE(r2.out.find("2 rank(s)"), std::string::npos) << r2.out;
     const auto a = read_f32_tensors(one / ckpt), b = read_f32_tensors(two / ckpt);
