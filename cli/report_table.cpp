@@ -19,6 +19,20 @@ std::string fixed(double v, int digits) {
   return s.str();
 }
 
+/// A value that may be n/a, as text.
+std::string fixed_or(const std::optional<double>& v, int digits, const std::string& none) {
+  return v ? fixed(*v, digits) : none;
+}
+
+/// A share as a percentage, or nothing when n/a.
+std::string percent_or_empty(const std::optional<double>& v) { return v ? fixed(100 * *v, 1) + " %" : ""; }
+
+/// A value that may be n/a, as JSON (null when n/a).
+template <class Json>
+Json or_null(const std::optional<double>& v) {
+  return v ? Json(*v) : Json(nullptr);
+}
+
 double mean(const std::vector<double>& v) { return std::accumulate(v.begin(), v.end(), 0.0) / static_cast<double>(v.size()); }
 
 /// One column of the printed table: its header, the text of a row's cell, and the named
@@ -55,13 +69,13 @@ std::vector<Column> quality_columns(bool language_model) {
   if (!language_model)
     return {{"test accuracy", true, [](const Row& r) { return fixed(100 * r.accuracy, 2) + " %"; },
              [](const Row& r) { return Fields{{"test_accuracy", r.accuracy}}; }}};
-  auto optional = [](const std::optional<double>& v) { return v ? nlohmann::ordered_json(*v) : nullptr; };
+  using J = nlohmann::ordered_json;
   return {{"eval loss", true, [](const Row& r) { return fixed(r.test_loss, 4); },
            [](const Row& r) { return Fields{{"eval_loss", r.test_loss}}; }},
-          {"perplexity", true, [](const Row& r) { return r.ppl ? fixed(*r.ppl, 3) : std::string("n/a"); },
-           [optional](const Row& r) { return Fields{{"perplexity", optional(r.ppl)}}; }},
-          {"bits per byte", true, [](const Row& r) { return r.bpb ? fixed(*r.bpb, 4) : std::string("n/a"); },
-           [optional](const Row& r) { return Fields{{"bits_per_byte", optional(r.bpb)}}; }}};
+          {"perplexity", true, [](const Row& r) { return fixed_or(r.ppl, 3, "n/a"); },
+           [](const Row& r) { return Fields{{"perplexity", or_null<J>(r.ppl)}}; }},
+          {"bits per byte", true, [](const Row& r) { return fixed_or(r.bpb, 4, "n/a"); },
+           [](const Row& r) { return Fields{{"bits_per_byte", or_null<J>(r.bpb)}}; }}};
 }
 
 /// Every column of the table in order: markdown, CSV and JSON are all made from these.
@@ -85,26 +99,23 @@ std::vector<Column> table_columns(const std::vector<Row>& rows) {
       {"latency ms / sample", true, [](const Row& r) { return fixed(r.sample_ms, 4); },
        [](const Row& r) { return Fields{{"latency_ms_per_sample", r.sample_ms}}; }},
       {"peak forward MB", true,
-       [](const Row& r) { return r.peak_forward_mb ? fixed(*r.peak_forward_mb, 1) : std::string("n/a"); },
-       [](const Row& r) {
-         return Fields{{"peak_forward_mb", r.peak_forward_mb ? nlohmann::ordered_json(*r.peak_forward_mb) : nullptr}};
-       }},
+       [](const Row& r) { return fixed_or(r.peak_forward_mb, 1, "n/a"); },
+       [](const Row& r) { return Fields{{"peak_forward_mb", or_null<nlohmann::ordered_json>(r.peak_forward_mb)}}; }},
       {"threads", true, [](const Row& r) { return std::to_string(r.threads); },
        [](const Row& r) { return Fields{{"threads", r.threads}}; }},
       {"amp", false, [](const Row& r) { return r.amp; }, [](const Row& r) { return Fields{{"amp", r.amp}}; }},
   };
-  auto optional = [](const std::optional<double>& v, int digits) { return v ? fixed(*v, digits) : std::string("n/a"); };
-  auto value = [](const std::optional<double>& v) { return v ? nlohmann::ordered_json(*v) : nullptr; };
-  if (rows.front().language_model())
+  using J = nlohmann::ordered_json;
   // After "latency ms / sample": the same timed forwards, as throughput.
-    columns.insert(columns.begin() + 7, {"tokens / s", true, [optional](const Row& r) { return optional(r.tokens_per_s, 0); },
-                                         [value](const Row& r) { return Fields{{"tokens_per_s", value(r.tokens_per_s)}}; }});
+  if (rows.front().language_model())
+    columns.insert(columns.begin() + 7, {"tokens / s", true, [](const Row& r) { return fixed_or(r.tokens_per_s, 0, "n/a"); },
+                                         [](const Row& r) { return Fields{{"tokens_per_s", or_null<J>(r.tokens_per_s)}}; }});
   const auto quality = quality_columns(rows.front().language_model());
   columns.insert(columns.begin() + 5, quality.begin(), quality.end());  // after "weights MB"
   if (std::any_of(rows.begin(), rows.end(), [](const Row& r) { return r.gap_closed.has_value(); }))
     columns.insert(columns.begin() + 5 + static_cast<std::ptrdiff_t>(quality.size()),
-                   {"gap closed", true, [](const Row& r) { return r.gap_closed ? fixed(100 * *r.gap_closed, 1) + " %" : ""; },
-                    [value](const Row& r) { return Fields{{"gap_closed", value(r.gap_closed)}}; }});
+                   {"gap closed", true, [](const Row& r) { return percent_or_empty(r.gap_closed); },
+                    [](const Row& r) { return Fields{{"gap_closed", or_null<J>(r.gap_closed)}}; }});
   if (teacher) add_teacher_columns(columns, *teacher);
   return columns;
 }
@@ -112,24 +123,26 @@ std::vector<Column> table_columns(const std::vector<Row>& rows) {
 /// Runs alike but for trainer.seed, in the order of their first row.
 struct SeedGroup {
   std::vector<const Row*> rows;
-  double quality_mean() const { return mean(values([](const Row& r) { return r.quality(); })); }
+  std::vector<double> qualities() const {
+    std::vector<double> q;
+    for (const Row* r : rows) q.push_back(r->quality());
+    return q;
+  }
+  double quality_mean() const { return mean(qualities()); }
+  /// The sample standard deviation; 0 for one run.
   double quality_sd() const {
-    const auto q = values([](const Row& r) { return r.quality(); });
+    const auto q = qualities();
     const double m = mean(q);
     double ss = 0;
     for (double v : q) ss += (v - m) * (v - m);
     return q.size() > 1 ? std::sqrt(ss / static_cast<double>(q.size() - 1)) : 0.0;
   }
-  std::optional<double> mean_of(const std::function<std::optional<double>(const Row&)>& field) const {
+  /// The mean of an optional field, n/a unless every run has it.
+  std::optional<double> mean_of(std::optional<double> Row::*field) const {
     std::vector<double> v;
     for (const Row* r : rows)
-      if (field(*r)) v.push_back(*field(*r));
+      if (r->*field) v.push_back(*(r->*field));
     return v.size() == rows.size() ? std::optional<double>(mean(v)) : std::nullopt;
-  }
-  std::vector<double> values(const std::function<double(const Row&)>& field) const {
-    std::vector<double> v;
-    for (const Row* r : rows) v.push_back(field(*r));
-    return v;
   }
   std::string seeds() const {
     std::vector<std::string> v;
@@ -166,12 +179,8 @@ std::string seed_means_markdown(const std::vector<SeedGroup>& groups) {
       << (first.role.empty() ? "-" : first.role) << " | " << g.seeds() << " | "
       << (lm ? fixed(-q, 4) : fixed(100 * q, 2) + " %") << " | "
       << (g.rows.size() < 2 ? "" : lm ? fixed(sd, 4) : fixed(100 * sd, 2)) << " |";
-    if (lm) {
-      const auto bpb = g.mean_of([](const Row& r) { return r.bpb; });
-      s << " " << (bpb ? fixed(*bpb, 4) : "n/a") << " |";
-    }
-    const auto gap = g.mean_of([](const Row& r) { return r.gap_closed; });
-    s << " " << (gap ? fixed(100 * *gap, 1) + " %" : "") << " |\n";
+    if (lm) s << " " << fixed_or(g.mean_of(&Row::bpb), 4, "n/a") << " |";
+    s << " " << percent_or_empty(g.mean_of(&Row::gap_closed)) << " |\n";
   }
   return s.str();
 }
@@ -281,14 +290,14 @@ nlohmann::json to_json(const std::vector<Row>& rows) {
                         {"latency_ms_per_sample", r.sample_ms},
                         {"threads", r.threads},
                         {"amp", r.amp}};
-    auto optional = [](const std::optional<double>& v) { return v ? nlohmann::json(*v) : nlohmann::json(nullptr); };
-    j["peak_forward_mb"] = optional(r.peak_forward_mb);
-    j["gap_closed"] = optional(r.gap_closed);
+    using J = nlohmann::json;
+    j["peak_forward_mb"] = or_null<J>(r.peak_forward_mb);
+    j["gap_closed"] = or_null<J>(r.gap_closed);
     if (r.language_model()) {
       j["language_model"] = true;
-      j["ppl"] = optional(r.ppl);
-      j["bpb"] = optional(r.bpb);
-      j["tokens_per_s"] = optional(r.tokens_per_s);
+      j["ppl"] = or_null<J>(r.ppl);
+      j["bpb"] = or_null<J>(r.bpb);
+      j["tokens_per_s"] = or_null<J>(r.tokens_per_s);
       j["sample"] = r.sample;
     }
     runs.push_back(j);
@@ -303,12 +312,8 @@ nlohmann::json to_json(const std::vector<Row>& rows) {
     const bool lm = g.rows.front()->language_model();
     m[lm ? "test_loss" : "test_accuracy"] = lm ? -g.quality_mean() : g.quality_mean();
     m[lm ? "test_loss_sd" : "test_accuracy_sd"] = g.quality_sd();
-    const auto gap = g.mean_of([](const Row& r) { return r.gap_closed; });
-    m["gap_closed"] = gap ? nlohmann::json(*gap) : nlohmann::json(nullptr);
-    if (lm) {
-      const auto bpb = g.mean_of([](const Row& r) { return r.bpb; });
-      m["bpb"] = bpb ? nlohmann::json(*bpb) : nlohmann::json(nullptr);
-    }
+    m["gap_closed"] = or_null<nlohmann::json>(g.mean_of(&Row::gap_closed));
+    if (lm) m["bpb"] = or_null<nlohmann::json>(g.mean_of(&Row::bpb));
     means.push_back(m);
   }
   return {{"runs", runs}, {"seed_means", means}};
