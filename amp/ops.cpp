@@ -5,6 +5,7 @@
 #include <string>
 
 #include "amp/autocast.h"
+#include "amp/layer_kernels.h"
 #include "amp/policy.h"
 #include "core/error.h"
 
@@ -27,11 +28,22 @@ void check_same_shape(const char* op, const torch::Tensor& a, const torch::Tenso
   }
 }
 
+/// What a kernel registered for `weight` is told of the call (amp/layer_kernels.h).
+LayerCall layer_call(LayerOp op, const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias) {
+  LayerCall call;
+  call.op = op;
+  call.x = x;
+  call.weight = weight;
+  call.bias = bias;
+  return call;
+}
+
 }  // namespace
 
 // --- lower precision -----------------------------------------------------------------
 
 torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias) {
+  if (auto kernel = layer_kernel(weight)) return kernel->run(layer_call(LayerOp::kLinear, x, weight, bias));
   auto in = autocast_inputs(Op::kLinear, {x, weight, bias});
   return torch::linear(in[0], in[1], in[2]);
 }
@@ -47,6 +59,7 @@ torch::Tensor bmm(const torch::Tensor& a, const torch::Tensor& b) {
 }
 
 torch::Tensor addmm(const torch::Tensor& bias, const torch::Tensor& a, const torch::Tensor& b) {
+  if (auto kernel = layer_kernel(b)) return kernel->run(layer_call(LayerOp::kConv1D, a, b, bias));
   auto in = autocast_inputs(Op::kAddmm, {bias, a, b});
   return torch::addmm(in[0], in[1], in[2]);
 }
@@ -60,6 +73,11 @@ torch::Tensor baddbmm(const torch::Tensor& bias, const torch::Tensor& a, const t
 torch::Tensor conv2d(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias,
                      torch::IntArrayRef stride, torch::IntArrayRef padding, torch::IntArrayRef dilation,
                      int64_t groups) {
+  if (auto kernel = layer_kernel(weight)) {
+    auto call = layer_call(LayerOp::kConv2d, x, weight, bias);
+    call.stride = stride.vec(), call.padding = padding.vec(), call.dilation = dilation.vec(), call.groups = groups;
+    return kernel->run(call);
+  }
   auto in = autocast_inputs(Op::kConv2d, {x, weight, bias});
   return torch::conv2d(in[0], in[1], in[2], stride, padding, dilation, groups);
 }

@@ -4,7 +4,9 @@
 /// with it on, inputs are cast at the op (low precision for matmul-like ops, fp32 for
 /// numerically sensitive ones, widest type for promoting ones).
 ///   auto h = amp::linear(x, fc->weight, fc->bias);   // bf16 under a bf16 Autocast
-/// This header is the contract between amp/ and models/, distill/; amp/ owns the rest.
+/// linear, addmm and conv2d run the kernel registered for their weight instead, where one
+/// is (amp/layer_kernels.h: int8 layers). This header is the contract between amp/ and
+/// models/, distill/; amp/ owns the rest.
 #include <torch/torch.h>
 
 #include <memory>

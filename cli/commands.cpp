@@ -24,6 +24,8 @@ const std::vector<Command>& commands() {
        "parameters, accuracy, latency and memory of runs side by side", define_report},
       {"prune", "<run_dir | checkpoint> prune.method=... [key=value ...] [options]",
        "prune a trained run into a new run directory; --scan: each layer's sensitivity", define_prune},
+      {"quantize", "<run_dir | checkpoint> quant.method=dynamic|static [key=value ...]",
+       "int8 post-training quantization of a trained run into a new run directory", define_quantize},
       {"tokenize", "<text file or folder> <out_dir> [options]",
        "a text corpus as token files for language models (train.tokens, val.tokens)", define_tokenize},
       {"generate", "<run_dir | checkpoint> --prompt TEXT [options]",

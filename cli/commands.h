@@ -48,6 +48,7 @@ CommandRun define_eval(CLI::App& app);
 CommandRun define_export(CLI::App& app);
 CommandRun define_report(CLI::App& app);
 CommandRun define_prune(CLI::App& app);
+CommandRun define_quantize(CLI::App& app);
 CommandRun define_tokenize(CLI::App& app);
 CommandRun define_generate(CLI::App& app);
 CommandRun define_cache_teacher(CLI::App& app);

@@ -46,21 +46,29 @@ ExportFormat export_format(const fs::path& out) {
 fs::path folder_of(const fs::path& out) { return out.has_parent_path() ? out.parent_path() : fs::path("."); }
 
 void write_safetensors(const trainer::Checkpoint& ckpt, const ExportedModel& exported, const fs::path& out) {
+  const auto& model = *exported.model;
+  const auto& options = model.options();
   // A gpt run exports as a Hugging Face GPT-2 folder: GPT-2's config.json beside the weights,
   // made first so that a model GPT-2 cannot describe is refused before anything is written.
-  const auto& options = exported.model->options();
-  const std::string gpt2_config = options.name == "gpt" ? models::gpt2_config_json(options) : "";
+  // Not for int8 weights, which GPT-2's loader would read as numbers of another scale.
+  const bool gpt2 = options.name == "gpt" && !model.quantized();
+  const std::string gpt2_config = gpt2 ? models::gpt2_config_json(options) : "";
   ensure_writable_dir(folder_of(out));
   // Only the model: distillation projections and optimizer state stay in the checkpoint.
-  const auto weights = models::weights_of(*exported.model);
+  const auto weights = model.quantized() ? models::int8_tensors(models::weights_of(model), model.int8_layers())
+                                         : models::weights_of(model);
   std::map<std::string, std::string> meta = {{"format", "pt"}, {"retort.step", std::to_string(ckpt.step)}};
   if (exported.compaction) meta["retort.model"] = exported.compaction->model_yaml;
+  if (model.quantized())
+    meta["retort.int8"] = "L.weight int8 = round(w / L.weight_scale), per output channel; static: L.input_* and "
+                          "L.output_* quint8 (real = scale * (q - zero_point))";
   models::save_safetensors(out, weights, meta);
-  int64_t params = 0;
-  for (const auto& kv : weights) params += kv.second.numel();
-  std::cout << "wrote " << out.string() << ": " << weights.size() << " tensors, " << params << " values (step "
-            << ckpt.step << ")\n";
-  if (options.name == "gpt") {
+  int64_t values = 0;
+  for (const auto& kv : weights) values += kv.second.numel();
+  std::cout << "wrote " << out.string() << ": " << weights.size() << " tensors, " << values << " values"
+            << (model.quantized() ? " (" + std::to_string(model.int8_layers().size()) + " int8 layers)" : "")
+            << " (step " << ckpt.step << ")\n";
+  if (gpt2) {
     write_file_atomic(folder_of(out) / "config.json", gpt2_config);
     std::cout << "wrote " << (folder_of(out) / "config.json").string() << " (GPT-2 config)\n";
   }
@@ -83,8 +91,11 @@ void write_onnx(const trainer::Checkpoint& ckpt, const ExportedModel& exported, 
   std::cout << "wrote " << out.string() << ": ONNX opset " << models::kOnnxOpset << ", " << input << " -> logits "
             << (o.language_model() ? "[batch, tokens, " + std::to_string(o.vocab_size) + "]"
                                    : "[batch, " + std::to_string(o.num_classes) + "]")
-            << " float32, " << models::count_parameters(*exported.model) << " parameters (step " << ckpt.step
-            << ")\n";
+            << " float32, " << models::count_parameters(*exported.model) << " parameters"
+            << (exported.model->quantized()
+                    ? ", " + std::to_string(exported.model->int8_layers().size()) + " int8 layers in QDQ form"
+                    : "")
+            << " (step " << ckpt.step << ")\n";
 }
 
 struct ExportArgs {

@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "cli/commands.h"
+#include "cli/derived_run.h"
 #include "cli/run_config.h"
 #include "core/error.h"
 #include "core/fs.h"
@@ -31,18 +32,6 @@ struct PruneArgs {
   bool scan = false;
 };
 
-/// The stored config over the schema of every declared key (so `prune.x=...` needs no
-/// `+` even when the run had no prune section), with the prune command's own default run
-/// directory, composed with the command line's overrides.
-config::Composed compose_for_prune(const trainer::Checkpoint& ckpt, const std::vector<std::string>& overrides) {
-  YAML::Node tree = YAML::Load(ckpt.config_yaml);
-  if (!tree.IsMap()) throw CheckpointError(ckpt.dir.string() + "/config.yaml: expected a YAML map");
-  tree["run"]["dir"] = "outputs/prune/${now:%Y-%m-%d}/${now:%H-%M-%S}";
-  auto composed = compose_stored(config::emit(tree), ckpt.dir / "config.yaml", overrides);
-  composed.overrides = overrides;
-  return composed;
-}
-
 /// The last `n` samples of `d` (the held-out part of the train split for --scan).
 data::Dataset tail(const data::Dataset& d, int64_t n) {
   n = std::min(n, d.size());
@@ -50,12 +39,6 @@ data::Dataset tail(const data::Dataset& d, int64_t n) {
   out.images = d.images.narrow(0, d.size() - n, n);
   out.labels = d.labels.narrow(0, d.size() - n, n);
   return out;
-}
-
-std::string yaml_list(const std::vector<std::string>& items) {
-  YAML::Node n(YAML::NodeType::Sequence);
-  for (const auto& s : items) n.push_back(s);
-  return config::emit(n);
 }
 
 /// Records the compacted widths in a `model:` section.
@@ -111,21 +94,6 @@ struct PrunedRun {
   std::string finetune_recipe;  ///< named in the hint printed at the end
 };
 
-/// The first prune.gpt.calibration training windows of the run's data, in batches of
-/// data.batch_size: the windows epoch 0 trains on first.
-std::vector<torch::Tensor> calibration_batches(const RunConfig& rc) {
-  const auto train = data::load_dataset(rc.data, "train", window_shape(rc));
-  if (!train.text) throw ConfigError("prune.gpt: calibration needs the run's text data, got data.name=" + rc.data.name);
-  const int64_t n = std::min(rc.prune.gpt.calibration, train.size());
-  std::vector<torch::Tensor> batches;
-  for (int64_t start = 0; start < n; start += rc.data.batch_size) {
-    std::vector<int64_t> indices;
-    for (int64_t i = start; i < std::min(n, start + rc.data.batch_size); ++i) indices.push_back(i);
-    batches.push_back(train.text->batch(indices, /*epoch=*/0).first);
-  }
-  return batches;
-}
-
 /// prune.gpt: the gpt ranked on calibration windows and compacted to the targets; the
 /// summary gets the ranking, the config's model section the new shape.
 PrunedRun prune_gpt(const RunConfig& rc, models::Model& model, const prune::Masks& existing, YAML::Node config,
@@ -138,7 +106,11 @@ PrunedRun prune_gpt(const RunConfig& rc, models::Model& model, const prune::Mask
     throw ConfigError("prune.gpt: the run carries pruning masks (" + std::to_string(existing.size()) +
                       " masked parameters); prune.gpt ranks and shrinks a dense gpt");
   prune::check_gpt_targets(*gpt, rc.prune.gpt);  // before the calibration pass
-  const auto importance = prune::gpt_importance(*gpt, calibration_batches(rc));
+  if (!rc.data.text())
+    throw ConfigError("prune.gpt: calibration needs the run's text data, got data.name=" + rc.data.name);
+  // The windows epoch 0 trains on first.
+  const auto importance =
+      prune::gpt_importance(*gpt, first_training_inputs(rc, rc.prune.gpt.calibration, "prune.gpt.calibration"));
   const auto keep = prune::select_gpt(*gpt, importance, rc.prune.gpt);
   auto c = prune::compact_gpt(*gpt, keep);
   const auto& o = c.options;
@@ -154,26 +126,13 @@ PrunedRun prune_gpt(const RunConfig& rc, models::Model& model, const prune::Mask
 /// (weights, masks as task state), prune.md.
 int write_pruned_run(const RunConfig& rc, const trainer::Checkpoint& source, const std::vector<std::string>& overrides,
                      const PrunedRun& run) {
-  const fs::path run_dir = rc.run.dir;
-  try {
-    ensure_writable_dir(run_dir / "config");
-  } catch (const Error& e) {
-    throw Error(std::string("run.dir: ") + e.what());
-  }
-  const std::string config_text = config::emit(run.config);
-  write_file_atomic(run_dir / "config" / "recipe.yaml", source.config_yaml);
-  write_file_atomic(run_dir / "config" / "overrides.yaml", yaml_list(overrides));
-  write_file_atomic(run_dir / "config" / "config.yaml", config_text);
-  trainer::Checkpoint ckpt;
-  ckpt.step = 0;
-  ckpt.config_yaml = config_text;
-  ckpt.model = models::weights_of(*run.model);
-  for (auto& [k, v] : run.masks.state_dict()) ckpt.state["task." + k] = v;
-  const auto path = trainer::Checkpointer(run_dir / "checkpoints", rc.trainer.keep_last).save(ckpt);
-  write_file_atomic(run_dir / "prune.md", run.summary);
+  DerivedRun derived{run.config, 0, models::weights_of(*run.model), {}, "prune.md", run.summary};
+  for (auto& [k, v] : run.masks.state_dict()) derived.state["task." + k] = v;
+  const auto path = write_derived_run(rc, source, overrides, derived);
+  const std::string run_dir = rc.run.dir;
   std::cout << run.summary << "wrote " << path.string() << "\n"
-            << "evaluate: retort eval " << run_dir.string() << "\n"
-            << "fine-tune: retort train " << run.finetune_recipe << " prune.from=" << run_dir.string() << "\n";
+            << "evaluate: retort eval " << run_dir << "\n"
+            << "fine-tune: retort train " << run.finetune_recipe << " prune.from=" << run_dir << "\n";
   return kExitOk;
 }
 
@@ -207,7 +166,10 @@ int prune(launch::World& world, const PruneArgs& a) {
   // --- SOURCE AND CONFIG: every problem reported before anything is written ---------------
   const auto loaded = trainer::load_checkpoint_model(p.inputs.front());
   const trainer::Checkpoint& source = loaded.checkpoint;
-  auto composed = compose_for_prune(source, p.overrides);
+  if (loaded.model->quantized())
+    throw UsageError("prune: " + source.dir.string() + " is an int8 run (retort quantize); prune the fp32 run it "
+                     "was made from, then quantize the result");
+  auto composed = compose_derived(source, p.overrides, {{"run.dir", "outputs/prune/${now:%Y-%m-%d}/${now:%H-%M-%S}"}});
   RunConfig rc = read_run_config(composed.config);
   rc.prune.validate();
   trainer::set_threads(rc.trainer.threads);
@@ -238,6 +200,9 @@ CommandRun define_prune(CLI::App& app) {
 PrunedStart load_pruned_start(const std::string& from) {
   PrunedStart s;
   auto ckpt = trainer::Checkpointer::load(trainer::Checkpointer::resolve(from));
+  if (models::has_int8_layers(ckpt.model))
+    throw ConfigError("prune.from: " + ckpt.dir.string() + " is an int8 run (retort quantize); fine-tune the fp32 "
+                      "run it was made from, then quantize the result");
   s.checkpoint = ckpt.dir;
   s.model = trainer::checkpoint_model_options(ckpt);
   s.model_section = YAML::Clone(YAML::Load(ckpt.config_yaml)["model"]);

@@ -19,11 +19,11 @@
 // `warmup` untimed forwards, then the median of `repeats` timed ones; "speed vs teacher"
 // is the ratio of latencies per sample. Gap closed: (q_run - q_baseline) / (q_teacher -
 // q_baseline), q the test accuracy or minus the evaluation loss, q_baseline the mean over the
-// baseline rows. Memory: "weights" is the bytes of parameters and
-// buffers; "peak forward" is the growth of the process's peak resident set (VmHWM, reset
-// through /proc/self/clear_refs before each run) during those forwards, i.e. activations
-// and workspace of one batch over the resident weights (n/a where the kernel refuses the
-// reset).
+// baseline rows. Memory: "weights" is the bytes of the checkpoint's model tensors (parameters
+// and buffers; an int8 run's int8 values and scales); "peak forward" is the growth of the
+// process's peak resident set (VmHWM, reset through /proc/self/clear_refs before each run)
+// during those forwards, i.e. activations and workspace of one batch over the resident
+// weights (n/a where the kernel refuses the reset).
 #include <CLI/CLI.hpp>
 
 #include <algorithm>
@@ -215,8 +215,10 @@ Row measure_run(const std::string& run, const Args& overrides, const ReportArgs&
   models::Model& model = *loaded.model;
   model.to(device);
   r.parameters = models::count_parameters(model);
-  int64_t bytes = 0;
-  for (const auto& kv : models::named_state(model)) bytes += kv.second.numel() * kv.second.element_size();
+  r.quantized = model.quantized();
+  if (r.quantized) r.seedless_config += "# int8\n";  // never one group with its fp32 source
+  int64_t bytes = 0;  // as stored: an int8 run's int8 tensors
+  for (const auto& kv : loaded.checkpoint.model) bytes += kv.second.numel() * kv.second.element_size();
   r.weights_mb = static_cast<double>(bytes) / (1024.0 * 1024.0);
   r.threads = trainer::set_threads(a.threads);
 

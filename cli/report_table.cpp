@@ -322,6 +322,7 @@ nlohmann::json to_json(const std::vector<Row>& rows) {
 void assign_roles(std::vector<Row>& rows) {
   for (auto& r : rows) {
     r.role = r.pruned && r.distilled ? "pruned + distilled" : r.pruned ? "pruned" : r.distilled ? "distilled" : "";
+    if (r.quantized) r.role = r.role.empty() ? "int8" : r.role + ", int8";
     for (const auto& d : rows) {
       if (!r.role.empty() || !d.distilled) continue;
       if (!d.distill_teacher.empty() && d.distill_teacher == r.run_canonical) r.role = "teacher";

@@ -29,7 +29,7 @@ struct Row {
   std::optional<double> tokens_per_s;  // language models: tokens of the timed batch per second
   std::optional<double> gap_closed;    // when the rows hold the teacher and a baseline
   std::string sample;                  // language models: the prompt and what the run adds to it
-  bool distilled = false, pruned = false;
+  bool distilled = false, pruned = false, quantized = false;
   std::string distill_teacher;  // canonical run dir of the teacher, distilled runs only
   std::string model_yaml;       // to recognize the baseline of a distilled student
   std::string seedless_config;  // the config without run.* and trainer.seed: rows alike but for the seed
@@ -47,7 +47,9 @@ struct Samples {
 
 /// Roles: the teacher a distilled run names; "distilled", "pruned" (fine-tuned from a pruned
 /// run) and "pruned + distilled" from each run's own config; "baseline": trained alone from
-/// scratch with a distilled student's architecture; "" for any other run.
+/// scratch with a distilled student's architecture; "" for any other run. An int8 run
+/// (retort quantize) is its source's role with ", int8" ("int8" alone), never a teacher or
+/// a baseline.
 void assign_roles(std::vector<Row>& rows);
 
 /// Each run's share of the gap between the baselines' mean and the teacher, when the rows

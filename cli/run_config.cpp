@@ -17,6 +17,7 @@ RunConfig read_run_config(const YAML::Node& tree) {
   rc.ddp = reader.section<trainer::DdpOptions>("ddp");
   rc.distill = reader.section<distill::DistillOptions>("distill");
   rc.prune = reader.section<prune::PruneOptions>("prune");
+  rc.quant = reader.section<quant::QuantOptions>("quant");
   reader.finish();
   return rc;
 }
@@ -33,6 +34,7 @@ std::vector<config::KeyInfo> describe_run_config() {
   add(config::describe<trainer::DdpOptions>("ddp"));
   add(config::describe<distill::DistillOptions>("distill"));
   add(config::describe<prune::PruneOptions>("prune"));
+  add(config::describe<quant::QuantOptions>("quant"));
   return keys;
 }
 

@@ -12,6 +12,7 @@
 #include "distill/options.h"
 #include "models/model.h"
 #include "prune/options.h"
+#include "quant/options.h"
 #include "trainer/checkpoint.h"
 #include "trainer/options.h"
 #include "trainer/trainer.h"
@@ -28,6 +29,7 @@ struct RunConfig {
   trainer::DdpOptions ddp;
   distill::DistillOptions distill;  ///< used when distill.teacher is set
   prune::PruneOptions prune;        ///< the prune command; train reads prune.from
+  quant::QuantOptions quant;        ///< the quantize command
   YAML::Node tree;  ///< the composed, resolved config
 };
 

@@ -14,6 +14,7 @@
 
 #include "config/config.h"
 #include "launch/communicator.h"
+#include "models/int8.h"
 
 namespace retort::models {
 
@@ -90,6 +91,17 @@ class Model : public torch::nn::Module {
   void set_batch_norm_sync(std::shared_ptr<launch::Communicator> comm) { batch_norm_sync_ = std::move(comm); }
   const std::shared_ptr<launch::Communicator>& batch_norm_sync() const { return batch_norm_sync_; }
 
+  /// A quantized model (quant/): the int8 layers it computes with, whose kernels stay
+  /// registered for the layers' weights while the model holds `kernels`; its fp32
+  /// parameters hold the dequantized weights, for ops outside the layers (GPT-2's
+  /// embedding lookup of the tied wte).
+  void set_int8(std::vector<Int8Layer> layers, std::shared_ptr<const amp::LayerKernels> kernels) {
+    int8_layers_ = std::move(layers);
+    int8_kernels_ = std::move(kernels);
+  }
+  const std::vector<Int8Layer>& int8_layers() const { return int8_layers_; }
+  bool quantized() const { return !int8_layers_.empty(); }
+
  protected:
   explicit Model(ModelOptions options) : options_(std::move(options)) {}
   ModelOptions options_;
@@ -97,6 +109,8 @@ class Model : public torch::nn::Module {
  private:
   std::shared_ptr<launch::Communicator> batch_norm_sync_;
   bool keep_attention_ = false;
+  std::vector<Int8Layer> int8_layers_;
+  std::shared_ptr<const amp::LayerKernels> int8_kernels_;
 };
 
 using ModelFactory = std::function<std::shared_ptr<Model>(const ModelOptions&)>;

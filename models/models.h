@@ -5,6 +5,7 @@
 #include "models/generate.h"
 #include "models/gpt.h"
 #include "models/hf_gpt2.h"
+#include "models/int8.h"
 #include "models/model.h"
 #include "models/onnx_export.h"
 #include "models/safetensors.h"

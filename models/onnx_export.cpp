@@ -27,7 +27,8 @@ class OnnxLayers {
   OnnxGraph& graph() { return graph_; }
 
   /// The parameter or buffer `name` as an fp32 initializer, stored on first use. Every
-  /// weight enters the graph here: a quantized export would dequantize it here.
+  /// weight enters the graph here: an int8 layer's as its int8 values, scales and zero
+  /// points through DequantizeLinear (the QDQ form runtimes fuse into int8 kernels).
   std::string weight(const std::string& name);
   /// x @ W^T (+ b): torch's linear, W `<prefix>.weight` [out, in], b `<prefix>.bias` if any.
   std::string linear(const std::string& x, const std::string& prefix);
@@ -53,8 +54,19 @@ class OnnxLayers {
   template <typename M>
   const M& module(const std::string& name) const;
 
+  /// x as the int8 layer `prefix` quantizes its input: QuantizeLinear then DequantizeLinear
+  /// with the calibrated parameters (static), or DynamicQuantizeLinear's (dynamic); x
+  /// itself for an fp32 layer.
+  std::string layer_input(const std::string& x, const std::string& prefix);
+  /// y as the layer requantizes its output (static); y itself otherwise.
+  std::string layer_output(const std::string& y, const std::string& prefix);
+  std::string quantize_dequantize(const std::string& x, const Affine8& a);
+  const Int8Layer* int8_layer(const std::string& prefix) const;
+
   OnnxGraph& graph_;
   std::map<std::string, torch::Tensor> weights_;
+  std::map<std::string, Int8Layer> int8_;  ///< by weight name
+  std::map<std::string, std::string> dequantized_;  ///< an int8 weight's DequantizeLinear output
   std::map<std::string, std::shared_ptr<torch::nn::Module>> modules_;
   std::set<std::string> stored_;
   std::string family_;
@@ -63,14 +75,52 @@ class OnnxLayers {
 OnnxLayers::OnnxLayers(const Model& model, OnnxGraph& graph)
     : graph_(graph), weights_(weights_of(model)), family_(model.options().name) {
   for (const auto& item : model.named_modules()) modules_[item.key()] = item.value();
+  for (const auto& l : model.int8_layers()) int8_[l.weight_name()] = l;
 }
 
 std::string OnnxLayers::weight(const std::string& name) {
   const auto it = weights_.find(name);
   if (it == weights_.end())
     throw Error("onnx export: the " + family_ + " model has no parameter or buffer '" + name + "'");
-  if (stored_.insert(name).second) graph_.initializer(name, it->second.to(torch::kFloat));
-  return name;
+  const auto q = int8_.find(name);
+  if (q == int8_.end()) {
+    if (stored_.insert(name).second) graph_.initializer(name, it->second.to(torch::kFloat));
+    return name;
+  }
+  auto& out = dequantized_[name];
+  if (out.empty()) {
+    const auto& l = q->second;
+    const auto scale = l.scale.flatten();
+    out = graph_.op("DequantizeLinear",
+                    {graph_.initializer(name, l.values), graph_.initializer(l.name + ".weight_scale", scale),
+                     graph_.initializer(l.name + ".weight_zero_point", torch::zeros_like(scale, torch::kChar))},
+                    {Attr::integer("axis", l.axis())});
+  }
+  return out;
+}
+
+const Int8Layer* OnnxLayers::int8_layer(const std::string& prefix) const {
+  const auto it = int8_.find(prefix + ".weight");
+  return it == int8_.end() ? nullptr : &it->second;
+}
+
+std::string OnnxLayers::quantize_dequantize(const std::string& x, const Affine8& a) {
+  const auto scale = graph_.scalar(a.scale);
+  const auto zero_point = graph_.constant(torch::tensor(static_cast<uint8_t>(a.zero_point), torch::kByte));
+  return graph_.op("DequantizeLinear", {graph_.op("QuantizeLinear", {x, scale, zero_point}), scale, zero_point});
+}
+
+std::string OnnxLayers::layer_input(const std::string& x, const std::string& prefix) {
+  const Int8Layer* l = int8_layer(prefix);
+  if (!l) return x;
+  if (l->input) return quantize_dequantize(x, *l->input);
+  const auto q = graph_.ops("DynamicQuantizeLinear", {x}, 3);  // uint8, its range over this input and 0
+  return graph_.op("DequantizeLinear", q);
+}
+
+std::string OnnxLayers::layer_output(const std::string& y, const std::string& prefix) {
+  const Int8Layer* l = int8_layer(prefix);
+  return l && l->output ? quantize_dequantize(y, *l->output) : y;
 }
 
 template <typename M>
@@ -84,21 +134,24 @@ const M& OnnxLayers::module(const std::string& name) const {
 std::string OnnxLayers::linear(const std::string& x, const std::string& prefix) {
   // A Transpose of the stored weight rather than a transposed copy: the gpt's output
   // projection is its token embedding, one tensor in the file; runtimes fold it at load.
-  auto y = graph_.op("MatMul", {x, graph_.op("Transpose", {weight(prefix + ".weight")})});
-  return weights_.count(prefix + ".bias") ? add(y, weight(prefix + ".bias")) : y;
+  auto y = graph_.op("MatMul", {layer_input(x, prefix), graph_.op("Transpose", {weight(prefix + ".weight")})});
+  return layer_output(weights_.count(prefix + ".bias") ? add(y, weight(prefix + ".bias")) : y, prefix);
 }
 
 std::string OnnxLayers::conv1d(const std::string& x, const std::string& prefix) {
-  return add(graph_.op("MatMul", {x, weight(prefix + ".weight")}), weight(prefix + ".bias"));
+  auto y = graph_.op("MatMul", {layer_input(x, prefix), weight(prefix + ".weight")});
+  return layer_output(add(y, weight(prefix + ".bias")), prefix);
 }
 
 std::string OnnxLayers::conv2d(const std::string& x, const std::string& prefix, int64_t stride, int64_t pad) {
-  std::vector<std::string> inputs = {x, weight(prefix + ".weight")};
-  const auto& w = weights_.at(inputs[1]);  // [out, in, kh, kw]
+  std::vector<std::string> inputs = {layer_input(x, prefix), weight(prefix + ".weight")};
+  const auto& w = weights_.at(prefix + ".weight");  // [out, in, kh, kw]
   if (weights_.count(prefix + ".bias")) inputs.push_back(weight(prefix + ".bias"));
-  return graph_.op("Conv", inputs,
-                   {Attr::integers("kernel_shape", {w.size(2), w.size(3)}),
-                    Attr::integers("strides", {stride, stride}), Attr::integers("pads", {pad, pad, pad, pad})});
+  return layer_output(graph_.op("Conv", inputs,
+                                {Attr::integers("kernel_shape", {w.size(2), w.size(3)}),
+                                 Attr::integers("strides", {stride, stride}),
+                                 Attr::integers("pads", {pad, pad, pad, pad})}),
+                      prefix);
 }
 
 std::string OnnxLayers::batch_norm(const std::string& x, const std::string& prefix) {

@@ -18,8 +18,11 @@ onnx::TensorProto_DataType element_type(torch::ScalarType type, const std::strin
     case torch::kFloat: return onnx::TensorProto_DataType_FLOAT;
     case torch::kLong: return onnx::TensorProto_DataType_INT64;
     case torch::kBool: return onnx::TensorProto_DataType_BOOL;
+    case torch::kChar: return onnx::TensorProto_DataType_INT8;
+    case torch::kByte: return onnx::TensorProto_DataType_UINT8;
     default:
-      throw Error("onnx: '" + name + "' has dtype " + c10::toString(type) + "; expected float32, int64 or bool");
+      throw Error("onnx: '" + name + "' has dtype " + c10::toString(type) +
+                  "; expected float32, int64, bool, int8 or uint8");
   }
 }
 
@@ -118,12 +121,18 @@ std::string OnnxGraph::scalar(double value) { return constant(torch::tensor(valu
 
 std::string OnnxGraph::op(const std::string& type, const std::vector<std::string>& inputs,
                           const std::vector<OnnxAttribute>& attributes) {
+  return ops(type, inputs, 1, attributes).front();
+}
+
+std::vector<std::string> OnnxGraph::ops(const std::string& type, const std::vector<std::string>& inputs,
+                                        size_t outputs, const std::vector<OnnxAttribute>& attributes) {
   auto* node = graph_->add_node();
-  const std::string out = fresh_name(type);
+  std::vector<std::string> out = {fresh_name(type)};
   node->set_op_type(type);
-  node->set_name(out);
+  node->set_name(out.front());
   for (const auto& in : inputs) node->add_input(in);
-  node->add_output(out);
+  while (out.size() < outputs) out.push_back(fresh_name(type));
+  for (const auto& o : out) node->add_output(o);
   for (const auto& a : attributes) set_attribute(*node->add_attribute(), a);
   return out;
 }

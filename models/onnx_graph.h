@@ -62,7 +62,7 @@ class OnnxGraph {
   /// Makes `value` the graph output `name` (an Identity node renames it).
   void output(const std::string& name, const std::string& value, torch::ScalarType type,
               const std::vector<OnnxDim>& dims);
-  /// A constant stored in the file under `name` (float32, int64 or bool; CPU copy,
+  /// A constant stored in the file under `name` (float32, int64, bool, int8 or uint8; CPU copy,
   /// contiguous); retort::Error naming it for another dtype or a name already taken.
   std::string initializer(const std::string& name, const torch::Tensor& value);
   /// A constant named by the graph: shapes, axes, indices (int64), scales (float).
@@ -75,6 +75,9 @@ class OnnxGraph {
   /// Appends node `type`(inputs) with `attributes`; returns the name of its one output.
   std::string op(const std::string& type, const std::vector<std::string>& inputs,
                  const std::vector<OnnxAttribute>& attributes = {});
+  /// The same for a node with several outputs (DynamicQuantizeLinear's three); their names.
+  std::vector<std::string> ops(const std::string& type, const std::vector<std::string>& inputs, size_t outputs,
+                               const std::vector<OnnxAttribute>& attributes = {});
 
   /// The model file's bytes: this graph at kOnnxOpset, retort as producer, `metadata` as
   /// its metadata_props. retort::Error when it exceeds protobuf's 2 GiB.

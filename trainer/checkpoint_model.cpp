@@ -3,6 +3,7 @@
 #include "config/config.h"
 #include "core/error.h"
 #include "models/weights.h"
+#include "quant/quantize.h"
 
 namespace retort::trainer {
 namespace {
@@ -31,7 +32,11 @@ std::shared_ptr<models::Model> checkpoint_model(const Checkpoint& ckpt) {
   } catch (const ConfigError& e) {
     throw ConfigError(config_file(ckpt) + ": " + e.what());
   }
-  models::load_weights(*model, ckpt.model, (ckpt.dir / "model.safetensors").string());
+  const std::string weights = (ckpt.dir / "model.safetensors").string();
+  if (models::has_int8_layers(ckpt.model))
+    quant::load_int8(*model, ckpt.model, weights);  // a `retort quantize` run
+  else
+    models::load_weights(*model, ckpt.model, weights);
   model->eval();
   return model;
 }
