@@ -4,8 +4,9 @@
 # 2 threads, amp off: accuracy (language models: bits per byte) over the whole test split, the size
 # of model.safetensors, the median forward latency; ratios against the fp32 run.
 #   [OUT=dir CALIBRATION=entropy REPEATS=20 RETORT=build/retort] bench/quant_bench.sh <run> [run ...]
-# Writes $OUT/<run>-{dynamic,static}/ (the int8 runs), $OUT/b<batch>-t<threads>.json (the
-# reports) and prints the markdown table of bench/RESULTS.md "Quantization".
+# Writes $OUT/<run>-{dynamic,static}/ (the int8 runs), $OUT/<run>-b<batch>-t<threads>.json
+# (a report per run and setting) and prints the markdown table of bench/RESULTS.md
+# "Quantization".
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 retort=${RETORT:-$root/build/retort}
@@ -14,9 +15,10 @@ calibration=${CALIBRATION:-entropy}
 repeats=${REPEATS:-20}
 [[ $# -ge 1 ]] || { echo "usage: bench/quant_bench.sh <run> [run ...]" >&2; exit 2; }
 mkdir -p "$out"
-runs=()
+names=()
 for source in "$@"; do
   name=$(basename "$source")
+  names+=("$name")
   for method in dynamic static; do
     target="$out/$name-$method"
     if [[ ! -d $target/checkpoints ]]; then
@@ -24,38 +26,38 @@ for source in "$@"; do
         > "$target.log" || { cat "$target.log" >&2; exit 1; }
     fi
   done
-  runs+=("$source" "$out/$name-dynamic" "$out/$name-static")
-done
-for batch in 1 256; do
-  for threads in 1 2; do
-    "$retort" report "${runs[@]}" data.eval_tokens=0 amp.mode=off --batch $batch --threads $threads --repeats "$repeats" \
-      --warmup 3 --sample-tokens 0 --out "$out/b$batch-t$threads" --json "$out/b$batch-t$threads.json" > /dev/null
+  for batch in 1 256; do
+    for threads in 1 2; do
+      "$retort" report "$source" "$out/$name-dynamic" "$out/$name-static" data.eval_tokens=0 amp.mode=off \
+        --batch $batch --threads $threads --repeats "$repeats" --warmup 3 --sample-tokens 0 \
+        --out "$out/$name-b$batch-t$threads" --json "$out/$name-b$batch-t$threads.json" > /dev/null
+    done
   done
 done
-/usr/bin/python3 - "$out" "$calibration" <<'PY'
+/usr/bin/python3 - "$out" "$calibration" "${names[@]}" <<'PY'
 import json, os, sys
-out, calibration = sys.argv[1], sys.argv[2]
+out, calibration, names = sys.argv[1], sys.argv[2], sys.argv[3:]
 configs = [(b, t) for b in (1, 256) for t in (1, 2)]
-reports = {c: json.load(open(f"{out}/b{c[0]}-t{c[1]}.json")) for c in configs}
 def size(row): return os.path.getsize(os.path.join(row["checkpoint"], "model.safetensors"))
-rows = reports[configs[0]]
 print("| run | quantization | quality | vs fp32 | model.safetensors | vs fp32 | "
       + " | ".join(f"batch {b}, {t} thr ms" for b, t in configs) + " |")
 print("|---" * (6 + len(configs)) + "|")
-for i in range(0, len(rows), 3):
-    base = rows[i]
+for name in names:
+    reports = {c: json.load(open(f"{out}/{name}-b{c[0]}-t{c[1]}.json")) for c in configs}
+    rows = reports[configs[0]]
+    base = rows[0]
     for j, what in enumerate(("fp32", "int8 dynamic", f"int8 static, {calibration}")):
-        r = rows[i + j]
+        r = rows[j]
         if r.get("language_model"):
             quality = f'{r["bpb"]:.4f} bpb'
             delta = f'{100 * (r["test_loss"] / base["test_loss"] - 1):+.2f} % loss'
         else:
             quality = f'{100 * r["test_accuracy"]:.2f} %'
             delta = f'{100 * (r["test_accuracy"] - base["test_accuracy"]):+.2f} points'
-        cells = [os.path.basename(base["run"].rstrip("/")), what, quality, "" if j == 0 else delta,
+        cells = [name, what, quality, "" if j == 0 else delta,
                  f"{size(r) / 1e6:.3f} MB", "" if j == 0 else f"{size(r) / size(base):.3f}x"]
         for c in configs:
-            ms, ms0 = reports[c][i + j]["latency_ms_per_batch"], reports[c][i]["latency_ms_per_batch"]
+            ms, ms0 = reports[c][j]["latency_ms_per_batch"], reports[c][0]["latency_ms_per_batch"]
             cells.append(f"{ms:.3f}" + ("" if j == 0 else f" ({ms / ms0:.2f}x)"))
         print("| " + " | ".join(cells) + " |")
 PY

@@ -274,7 +274,9 @@ nlohmann::json report_json(const std::vector<Row>& rows, const ReportArgs& a) {
   j["repeats"] = a.repeats;
   j["threads"] = a.threads;
   j["batch"] = a.batch;
-  j["memory"] = "weights_mb: parameters + buffers; peak_forward_mb: VmHWM growth over VmRSS during the forwards";
+  j["memory"] =
+      "weights_mb: the checkpoint's model tensors (an int8 run's as stored); peak_forward_mb: VmHWM growth over "
+      "VmRSS during the forwards";
   return j;
 }
 

@@ -502,6 +502,23 @@ TEST(Cli, LanguageModelDistillationLiveAndFromACache) {
   EXPECT_NE(rep.out.find("live (distilled):\n\n```text\n" + g.out + "```"), std::string::npos) << rep.out << g.out;
   EXPECT_EQ(rows.at(3).at("sample").get<std::string>().rfind("the ", 0), 0u);
 
+  // An int8 copy of a baseline is its own row and group, never a baseline, its weights as
+  // stored; a prompt that fills the context is refused naming model.context.
+  const std::string int8_dir = (dir / "alone0-int8").string();
+  ASSERT_EQ(run_retort("quantize " + alone_dir + "0 run.dir=" + int8_dir).code, 0);
+  auto q = run_retort("report " + alone_dir + "0 " + int8_dir + " --repeats 1 --warmup 0 --batch 2 --sample-tokens 0 " +
+                      "--out " + (dir / "report-int8").string());
+  ASSERT_EQ(q.code, 0) << q.out;
+  const auto int8_report = nlohmann::json::parse(retort::read_file(dir / "report-int8" / "report.json"));
+  const auto& int8_rows = int8_report.at("runs");
+  EXPECT_EQ(int8_rows.at(1).at("role"), "int8");
+  EXPECT_LT(int8_rows.at(1).at("weights_mb").get<double>(), 0.5 * int8_rows.at(0).at("weights_mb").get<double>());
+  EXPECT_EQ(int8_report.at("seed_means").size(), 2u);
+  auto long_prompt = run_retort("report " + alone_dir + "0 --repeats 1 --warmup 0 --prompt '" + std::string(40, 'x') +
+                                "' --out " + (dir / "report-long").string());
+  EXPECT_EQ(long_prompt.code, 2) << long_prompt.out;
+  EXPECT_NE(long_prompt.out.find("model.context 32"), std::string::npos) << long_prompt.out;
+
   // Refused, exit 2 or 4, nothing written: a cache for another context, random windows, a
   // top-K beyond the vocabulary, a student of another vocabulary, a truncated cache.
   const std::vector<std::tuple<std::string, int, std::string>> refused = {
