@@ -154,14 +154,12 @@ int main(int argc, char** argv) {
       runs.push_back(a);
   }
   if (runs.empty()) {
-    std::cerr << "usage: int8_bench [--batch 256] [--threads 1] [--repeats 20] "
-                 "<int8 run> [more ...]\n";
+    std::cerr << "usage: int8_bench [--batch 256] [--threads 1] [--repeats 20] <int8 run> [more ...]\n";
     return 2;
   }
   trainer::set_threads(threads);
   std::cout << "| int8 run | batch | threads | fp32 ms | int8 layers' share of "
-               "fp32 | fp32, channels-last convolutions ms | "
-               "int8 onednn ms | int8 fbgemm ms | int8 qnnpack ms |\n"
+               "fp32 | fp32, channels-last convolutions ms | int8 onednn ms | int8 fbgemm ms | int8 qnnpack ms |\n"
             << "|---|---:|---:|---:|---:|---:|---:|---:|---:|\n";
   try {
     for (const auto& run : runs) bench_run(run, batch, repeats);

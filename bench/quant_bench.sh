@@ -4,9 +4,9 @@
 # 2 threads, amp off: accuracy (language models: bits per byte) over the whole test split, the size
 # of model.safetensors, the median forward latency; ratios against the fp32 run.
 #   [OUT=dir CALIBRATION=entropy REPEATS=20 RETORT=build/retort] bench/quant_bench.sh <run> [run ...]
-# Writes $OUT/<run>-{dynamic,static}/ (the int8 runs), $OUT/<run>-b<batch>-t<threads>.json
-# (a report per run and setting) and prints the markdown table of bench/RESULTS.md
-# "Quantization".
+# Writes $OUT/<run>-{dynamic,static}/ (the int8 runs) and $OUT/<run>-b<batch>-t<threads>/ (a
+# report per run and setting), each kept for a rerun, and prints the markdown table of
+# bench/RESULTS.md "Quantization".
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 retort=${RETORT:-$root/build/retort}
@@ -28,9 +28,10 @@ for source in "$@"; do
   done
   for batch in 1 256; do
     for threads in 1 2; do
-      "$retort" report "$source" "$out/$name-dynamic" "$out/$name-static" data.eval_tokens=0 amp.mode=off \
-        --batch $batch --threads $threads --repeats "$repeats" --warmup 3 --sample-tokens 0 \
-        --out "$out/$name-b$batch-t$threads" --json "$out/$name-b$batch-t$threads.json" > /dev/null
+      [[ -f $out/$name-b$batch-t$threads/report.json ]] ||
+        "$retort" report "$source" "$out/$name-dynamic" "$out/$name-static" data.eval_tokens=0 amp.mode=off \
+          --batch $batch --threads $threads --repeats "$repeats" --warmup 3 --sample-tokens 0 \
+          --out "$out/$name-b$batch-t$threads" > /dev/null
     done
   done
 done
@@ -43,7 +44,7 @@ print("| run | quantization | quality | vs fp32 | model.safetensors | vs fp32 | 
       + " | ".join(f"batch {b}, {t} thr ms" for b, t in configs) + " |")
 print("|---" * (6 + len(configs)) + "|")
 for name in names:
-    reports = {c: json.load(open(f"{out}/{name}-b{c[0]}-t{c[1]}.json")) for c in configs}
+    reports = {c: json.load(open(f"{out}/{name}-b{c[0]}-t{c[1]}/report.json"))["runs"] for c in configs}
     rows = reports[configs[0]]
     base = rows[0]
     for j, what in enumerate(("fp32", "int8 dynamic", f"int8 static, {calibration}")):

@@ -62,16 +62,14 @@ std::string summary(const RunConfig& rc, const trainer::Checkpoint& source, cons
   for (const auto& l : q.layers) {
     if (l.lookup) {
       s << "| " << l.name << " | embedding (looked up) | int8 " << shape_of(l.values)
-        << " per row, stored; the model computes with the rows dequantized | "
-           "fp32 |\n";
+        << " per row, stored; the model computes with the rows dequantized | fp32 |\n";
       continue;
     }
     s << "| " << l.name << " | " << op_name(l.op) << " | int8 " << shape_of(l.values) << " per output channel | "
       << (l.input ? "uint8, ranged on calibration" : "uint8, ranged per call") << " |\n";
   }
   for (const auto& k : q.kept) s << "| " << k.name << " | | fp32: " << k.why << " | fp32 |\n";
-  s << "\nAlso fp32: normalisation layers, embedding lookups, attention's "
-       "products of activations (no weights).\n"
+  s << "\nAlso fp32: normalisation layers, embedding lookups, attention's products of activations (no weights).\n"
     << "model tensors: " << fp32_bytes << " bytes in fp32, " << int8_bytes << " bytes quantized (" << std::fixed
     << std::setprecision(3) << static_cast<double>(int8_bytes) / static_cast<double>(std::max<int64_t>(1, fp32_bytes))
     << "x)\n";
@@ -124,10 +122,8 @@ int quantize(launch::World& world, const Args& positionals) {
 CommandRun define_quantize(CLI::App& app) {
   auto positionals = std::make_shared<Args>();
   app.add_option("args", *positionals,
-                 "a run or checkpoint directory, then overrides of its config "
-                 "(quant.method=dynamic|static, "
-                 "quant.calibration=minmax|percentile|entropy, "
-                 "quant.batches=N, quant.skip=[head], run.dir=...)");
+                 "a run or checkpoint directory, then overrides of its config (quant.method=dynamic|static, "
+                 "quant.calibration=minmax|percentile|entropy, quant.batches=N, quant.skip=[head], run.dir=...)");
   return [positionals](launch::World& world) { return quantize(world, *positionals); };
 }
 

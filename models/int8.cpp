@@ -84,8 +84,7 @@ SplitTensors split_int8_tensors(const std::map<std::string, torch::Tensor>& tens
       l.lookup = true;
     else
       throw CheckpointError(origin + ": " + name +
-                            " is int8, but the model has no linear or convolution layer "
-                            "with that weight");
+                            " is int8, but the model has no linear or convolution layer with that weight");
     l.values = values;
     auto scale = rest.find(l.name + ".weight_scale");
     if (scale == rest.end())

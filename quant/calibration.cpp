@@ -137,9 +137,7 @@ void RangeObserver::add_to_histogram(const torch::Tensor& values) {
 
 Range RangeObserver::range() const {
   if (count_ == 0)
-    throw Error(
-        "RangeObserver: no values observed; observe calibration "
-        "batches before asking for a range");
+    throw Error("RangeObserver: no values observed; observe calibration batches before asking for a range");
   if (min_ == max_) return {min_, max_};
   switch (method_) {
     case Calibration::kMinMax:

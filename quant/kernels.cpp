@@ -91,9 +91,7 @@ class Int8Kernel : public amp::LayerKernel {
       throw Error("int8 layer " + name_ + ": runs on the CPU, got an input on " + call.x.device().str() +
                   " (evaluate a quantized run with trainer.device=cpu)");
     if (torch::GradMode::is_enabled() && call.x.requires_grad())
-      throw Error("int8 layer " + name_ +
-                  ": has no gradient (train or fine-tune the fp32 run, then "
-                  "quantize it)");
+      throw Error("int8 layer " + name_ + ": has no gradient (train or fine-tune the fp32 run, then quantize it)");
     return call.x.to(torch::kFloat32);
   }
   std::string name_;

@@ -18,6 +18,20 @@ torch::Tensor sample_input(const models::ModelOptions& o) {
   return torch::zeros({1, o.in_channels, o.image_size, o.image_size});
 }
 
+/// Eval mode while it lives, the module's mode restored after: the forwards here must not
+/// move batch norm's running statistics (a fresh model is in training mode).
+class EvalMode {
+ public:
+  explicit EvalMode(torch::nn::Module& module) : module_(module), was_training_(module.is_training()) {
+    module_.eval();
+  }
+  ~EvalMode() { module_.train(was_training_); }
+
+ private:
+  torch::nn::Module& module_;
+  bool was_training_;
+};
+
 struct Seen {
   bool called = false;
   amp::LayerCall call;  ///< the first call: its bias (a parameter, or none), not
@@ -84,10 +98,7 @@ struct ActivationObservers {
 /// fp32 over `batches`.
 std::map<std::string, ActivationObservers> calibrate(models::Model& model, const std::vector<std::string>& weights,
                                                      const QuantOptions& o, const std::vector<torch::Tensor>& batches) {
-  if (batches.empty())
-    throw ConfigError(
-        "quant.batches: static quantization needs calibration "
-        "batches, got none");
+  if (batches.empty()) throw ConfigError("quant.batches: static quantization needs calibration batches, got none");
   std::map<std::string, ActivationObservers> observers;
   const auto params = model.named_parameters();
   amp::LayerKernels kernels;
@@ -99,8 +110,21 @@ std::map<std::string, ActivationObservers> calibrate(models::Model& model, const
     kernels.add(params[w], std::make_shared<Observer>(&a.input, &a.output));
   }
   torch::NoGradGuard no_grad;
+  EvalMode eval(model);
   for (const auto& x : batches) model.forward(x);
   return observers;
+}
+
+/// The weight `name` of `value`, int8 per output channel (a lookup table: per row).
+models::Int8Layer int8_weight(const std::string& name, const torch::Tensor& value, amp::LayerOp op, bool lookup) {
+  models::Int8Layer l;
+  l.name = models::layer_name(name);
+  l.op = op;
+  l.lookup = lookup;
+  auto q = quantize_weight(value, l.axis());
+  l.values = q.values;
+  l.scale = q.scale;
+  return l;
 }
 
 models::Affine8 affine_of(const RangeObserver& observer) {
@@ -118,6 +142,7 @@ std::map<std::string, amp::LayerCall> find_layers(models::Model& model) {
       kernels.add(p.value(), std::make_shared<Recorder>(&seen[p.key()]));
   {
     torch::NoGradGuard no_grad;
+    EvalMode eval(model);
     model.forward(sample_input(model.options()));
   }
   std::map<std::string, amp::LayerCall> layers;
@@ -145,8 +170,7 @@ Quantized quantize(models::Model& model, const QuantOptions& o, const std::vecto
       out.kept.push_back({name, "in quant.skip"});
     else if (call.op == amp::LayerOp::kConv2d && o.method == Method::kDynamic)
       out.kept.push_back({name,
-                          "a convolution: dynamic quantization covers "
-                          "linear layers (quant.method=static "
+                          "a convolution: dynamic quantization covers linear layers (quant.method=static "
                           "quantizes convolutions)"});
     else
       quantized.push_back(weight);
@@ -155,12 +179,7 @@ Quantized quantize(models::Model& model, const QuantOptions& o, const std::vecto
   if (o.method == Method::kStatic) observers = calibrate(model, quantized, o, batches);
   const auto params = model.named_parameters();
   for (const auto& weight : quantized) {
-    models::Int8Layer l;
-    l.name = models::layer_name(weight);
-    l.op = layers.at(weight).op;
-    auto q = quantize_weight(params[weight], l.axis());
-    l.values = q.values;
-    l.scale = q.scale;
+    auto l = int8_weight(weight, params[weight], layers.at(weight).op, false);
     if (o.method == Method::kStatic) {
       l.input = affine_of(observers.at(weight).input);
       l.output = affine_of(observers.at(weight).output);
@@ -172,13 +191,7 @@ Quantized quantize(models::Model& model, const QuantOptions& o, const std::vecto
       out.kept.push_back({models::layer_name(weight), "in quant.skip"});
       continue;
     }
-    models::Int8Layer l;
-    l.name = models::layer_name(weight);
-    l.lookup = true;
-    auto q = quantize_weight(params[weight], 0);
-    l.values = q.values;
-    l.scale = q.scale;
-    out.layers.push_back(std::move(l));
+    out.layers.push_back(int8_weight(weight, params[weight], amp::LayerOp::kLinear, true));
   }
   return out;
 }

@@ -44,9 +44,7 @@ void expect_onnx_runtime_scores_as_eval(const fs::path& run, const fs::path& onn
 
 /// Trained long enough that its logits are no coin toss (kSmall's 6 steps leave
 /// 25 %).
-const std::string kTrained =
-    " data.subset=600 data.batch_size=64 "
-    "trainer.max_steps=60 trainer.threads=1 ";
+const std::string kTrained = " data.subset=600 data.batch_size=64 trainer.max_steps=60 trainer.threads=1 ";
 
 }  // namespace
 
@@ -58,13 +56,10 @@ TEST(Cli, QuantizeACnnRunStaticallyAndDynamically) {
   ASSERT_EQ(trained.code, 0) << trained.out;
 
   const auto q = run_retort("quantize " + run.string() +
-                            " quant.method=static quant.calibration=entropy "
-                            "quant.batches=3 run.dir=" +
-                            stat.string());
+                            " quant.method=static quant.calibration=entropy quant.batches=3 run.dir=" + stat.string());
   ASSERT_EQ(q.code, 0) << q.out;
   EXPECT_NE(q.out.find("static, entropy on 192 training samples"), std::string::npos) << q.out;
-  EXPECT_NE(q.out.find("| stage0.conv0 | conv2d | int8 [16, 1, 3, 3] per "
-                       "output channel | uint8, ranged on "
+  EXPECT_NE(q.out.find("| stage0.conv0 | conv2d | int8 [16, 1, 3, 3] per output channel | uint8, ranged on "
                        "calibration |"),
             std::string::npos)
       << q.out;
@@ -77,8 +72,7 @@ TEST(Cli, QuantizeACnnRunStaticallyAndDynamically) {
 
   const auto d = run_retort("quantize " + run.string() + " quant.method=dynamic run.dir=" + dynamic.string());
   ASSERT_EQ(d.code, 0) << d.out;
-  EXPECT_NE(d.out.find("| stage0.conv0 | | fp32: a convolution: dynamic "
-                       "quantization covers linear layers"),
+  EXPECT_NE(d.out.find("| stage0.conv0 | | fp32: a convolution: dynamic quantization covers linear layers"),
             std::string::npos)
       << d.out;
   EXPECT_NEAR(std::stod(eval_accuracy(dynamic)), std::stod(eval_accuracy(run)), 2.0);
@@ -101,17 +95,14 @@ TEST(Cli, QuantizeAGptRunDynamicallyAndServeItWithOnnxRuntime) {
   const auto tokens = dir / "tokens", run = dir / "run", int8 = dir / "int8", onnx = dir / "int8.onnx";
   ASSERT_EQ(run_retort("tokenize README.md " + tokens.string()).code, 0);
   const auto trained = run_retort(
-      "train recipes/text/lm_teacher.yaml model=gpt_student "
-      "model.context=32 model.dim=32 model.depth=2 "
-      "model.heads=2 data.subset=64 data.batch_size=16 "
-      "trainer.max_steps=8 trainer.threads=1 data.eval_tokens=1024 "
+      "train recipes/text/lm_teacher.yaml model=gpt_student model.context=32 model.dim=32 model.depth=2 "
+      "model.heads=2 data.subset=64 data.batch_size=16 trainer.max_steps=8 trainer.threads=1 data.eval_tokens=1024 "
       "amp.mode=off data.root=" +
       tokens.string() + " run.dir=" + run.string());
   ASSERT_EQ(trained.code, 0) << trained.out;
   const auto q = run_retort("quantize " + run.string() + " quant.method=dynamic run.dir=" + int8.string());
   ASSERT_EQ(q.code, 0) << q.out;
-  EXPECT_NE(q.out.find("| transformer.h.0.attn.c_attn | conv1d (GPT-2) | int8 "
-                       "[32, 96] per output channel"),
+  EXPECT_NE(q.out.find("| transformer.h.0.attn.c_attn | conv1d (GPT-2) | int8 [32, 96] per output channel"),
             std::string::npos)
       << q.out;
   const auto exported = run_retort("export " + int8.string() + " " + (dir / "int8.safetensors").string());

@@ -211,9 +211,12 @@ TEST(Quantize, AStaticCnnRunsInt8CloseToFp32AndRoundTripsThroughItsTensors) {
   EXPECT_EQ(tensors.at("stage0.conv0.weight").scalar_type(), torch::kInt8);
   EXPECT_EQ(tensors.at("stage0.conv0.weight_scale").sizes(), torch::IntArrayRef({4, 1, 1, 1}));
   EXPECT_EQ(tensors.at("head.output_zero_point").scalar_type(), torch::kUInt8);
-  auto fresh = models::make_model(options);
-  fresh->eval();
+  auto fresh = models::make_model(options);  // in training mode, as built
   load_int8(*fresh, tensors, "model.safetensors");
+  for (const auto& [name, buffer] : models::named_state(*fresh))  // batch norm's statistics untouched
+    if (name.find("running_") != std::string::npos) EXPECT_TRUE(torch::equal(buffer, tensors.at(name))) << name;
+  EXPECT_TRUE(fresh->is_training());
+  fresh->eval();
   EXPECT_TRUE(torch::equal(fresh->forward(x).logits, int8));
 }
 
