@@ -355,9 +355,13 @@ void Reader::finish() {
   if (problems.empty()) return;
   std::sort(problems.begin(), problems.end());
   problems.erase(std::unique(problems.begin(), problems.end()), problems.end());
-  std::string text = "invalid configuration (" + std::to_string(problems.size()) +
-                     (problems.size() == 1 ? " problem):" : " problems):");
-  for (const auto& [path, message] : problems) text += "\n  " + (path.empty() ? "<root>" : path) + ": " + message;
+  auto line = [](const std::pair<std::string, std::string>& p) {
+    return (p.first.empty() ? "<root>" : p.first) + ": " + p.second;
+  };
+  // One problem, one line (as every error); several, one line each under a count.
+  if (problems.size() == 1) throw ConfigError("invalid configuration: " + line(problems.front()));
+  std::string text = "invalid configuration (" + std::to_string(problems.size()) + " problems):";
+  for (const auto& p : problems) text += "\n  " + line(p);
   throw ConfigError(text);
 }
 
