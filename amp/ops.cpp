@@ -1,7 +1,6 @@
 #include "amp/ops.h"
 
 #include <cmath>
-#include <sstream>
 #include <string>
 
 #include "amp/autocast.h"
@@ -12,19 +11,13 @@
 namespace retort::amp {
 namespace {
 
-std::string shape_str(const torch::Tensor& t) {
-  std::ostringstream os;
-  os << t.sizes();
-  return os.str();
-}
-
 void check_same_shape(const char* op, const torch::Tensor& a, const torch::Tensor& b, const char* na, const char* nb) {
   if (!a.defined() || !b.defined()) {
     throw Error(std::string("amp::") + op + ": " + (a.defined() ? nb : na) + " is an undefined tensor");
   }
   if (a.sizes() != b.sizes()) {
-    throw Error(std::string("amp::") + op + ": " + na + " " + shape_str(a) + " and " + nb + " " + shape_str(b) +
-                " must have the same shape");
+    throw Error(std::string("amp::") + op + ": " + na + " " + c10::str(a.sizes()) + " and " + nb + " " +
+                c10::str(b.sizes()) + " must have the same shape");
   }
 }
 
@@ -148,14 +141,14 @@ torch::Tensor cross_entropy(const torch::Tensor& logits, const torch::Tensor& ta
   if (!(label_smoothing >= 0.0 && label_smoothing < 1.0))
     throw Error("amp::cross_entropy: label_smoothing must be in [0, 1), got " + std::to_string(label_smoothing));
   if (logits.dim() < 2) {
-    throw Error("amp::cross_entropy: logits " + shape_str(logits) + " need at least 2 dims [..., classes]");
+    throw Error("amp::cross_entropy: logits " + c10::str(logits.sizes()) + " need at least 2 dims [..., classes]");
   }
   const bool soft = target.is_floating_point();
   if (soft) {
     check_same_shape("cross_entropy", logits, target, "logits", "probability target");
   } else if (target.sizes() != logits.sizes().slice(0, logits.dim() - 1)) {
-    throw Error("amp::cross_entropy: class-index target " + shape_str(target) + " must have the shape of logits " +
-                shape_str(logits) + " without the last (class) dim");
+    throw Error("amp::cross_entropy: class-index target " + c10::str(target.sizes()) +
+                " must have the shape of logits " + c10::str(logits.sizes()) + " without the last (class) dim");
   }
   auto in = autocast_inputs(Op::kCrossEntropy, {logits, target});
   // Classes are the last dim (transformer logits [B, T, V]); flatten to [N, C] / [N].
@@ -173,7 +166,7 @@ torch::Tensor mse_loss(const torch::Tensor& input, const torch::Tensor& target) 
 
 torch::Tensor cosine_loss(const torch::Tensor& a, const torch::Tensor& b) {
   check_same_shape("cosine_loss", a, b, "a", "b");
-  if (a.dim() < 2) throw Error("amp::cosine_loss: inputs " + shape_str(a) + " need at least 2 dims [rows, ...]");
+  if (a.dim() < 2) throw Error("amp::cosine_loss: inputs " + c10::str(a.sizes()) + " need at least 2 dims [rows, ...]");
   auto in = autocast_inputs(Op::kCosineLoss, {a, b});
   auto cos = torch::cosine_similarity(in[0].flatten(1), in[1].flatten(1), /*dim=*/1, /*eps=*/1e-8);  // [rows]
   return (1.0 - cos).mean();

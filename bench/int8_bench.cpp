@@ -107,7 +107,7 @@ void bench_run(const std::string& run, int64_t batch, int64_t repeats) {
   double layers_ms = 0;
   double total_ms = 0;
   {
-    amp::LayerKernels timers;  // the int8 layers' fp32 time within one timed forward
+    amp::LayerKernels timers;  // the int8 layers' fp32 time within the timed forwards
     auto params = fp32->named_parameters();
     for (const auto& l : split.layers)
       if (!l.lookup) timers.add(params[l.weight_name()], std::make_shared<Timed>(&layers_ms));

@@ -40,12 +40,6 @@ int64_t bytes_of(const std::map<std::string, torch::Tensor>& tensors) {
   return n;
 }
 
-std::string shape_of(const torch::Tensor& t) {
-  std::ostringstream os;
-  os << t.sizes();
-  return os.str();
-}
-
 /// quantize.md: how, each layer, what stayed fp32 and why, the tensors' bytes.
 std::string summary(const RunConfig& rc, const trainer::Checkpoint& source, const quant::Quantized& q,
                     const std::string& engine, int64_t calibrated, int64_t fp32_bytes, int64_t int8_bytes) {
@@ -61,12 +55,12 @@ std::string summary(const RunConfig& rc, const trainer::Checkpoint& source, cons
     << "\n\n| layer | op | weight | activations |\n|---|---|---|---|\n";
   for (const auto& l : q.layers) {
     if (l.lookup) {
-      s << "| " << l.name << " | embedding (looked up) | int8 " << shape_of(l.values)
+      s << "| " << l.name << " | embedding (looked up) | int8 " << c10::str(l.values.sizes())
         << " per row, stored; the model computes with the rows dequantized | fp32 |\n";
       continue;
     }
-    s << "| " << l.name << " | " << op_name(l.op) << " | int8 " << shape_of(l.values) << " per output channel | "
-      << (l.input ? "uint8, ranged on calibration" : "uint8, ranged per call") << " |\n";
+    s << "| " << l.name << " | " << op_name(l.op) << " | int8 " << c10::str(l.values.sizes())
+      << " per output channel | " << (l.input ? "uint8, ranged on calibration" : "uint8, ranged per call") << " |\n";
   }
   for (const auto& k : q.kept) s << "| " << k.name << " | | fp32: " << k.why << " | fp32 |\n";
   s << "\nAlso fp32: normalisation layers, embedding lookups, attention's products of activations (no weights).\n"
@@ -80,14 +74,12 @@ int quantize(launch::World& world, const Args& positionals) {
   const Positionals p = split_positionals(positionals, "quantize", "checkpoint (a run or checkpoint directory)", 1, 1);
   if (world.size() > 1) throw UsageError("quantize runs in one process; launch it without mpirun");
 
-  // --- SOURCE AND CONFIG: every problem reported before anything is written
-  // ---------------
+  // --- SOURCE AND CONFIG: every problem reported before anything is written ---------------
   const auto source = trainer::Checkpointer::load(trainer::Checkpointer::resolve(p.inputs.front()));
   if (models::has_int8_layers(source.model))
     throw UsageError("quantize: " + source.dir.string() +
                      " holds an int8 model already; quantize the fp32 run it was made from");
-  // amp off: the ops int8 leaves (norms, attention) in fp32, as the exported
-  // graph has them.
+  // amp off: the ops int8 leaves (norms, attention) in fp32, as the exported graph has them.
   auto composed = compose_derived(
       source, p.overrides, {{"run.dir", "outputs/quantize/${now:%Y-%m-%d}/${now:%H-%M-%S}"}, {"amp.mode", "off"}});
   const RunConfig rc = read_run_config(composed.config);
@@ -98,8 +90,7 @@ int quantize(launch::World& world, const Args& positionals) {
   const int64_t samples = calibrate ? rc.quant.batches * rc.data.batch_size : 0;
   const auto batches = calibrate ? first_training_inputs(rc, samples, "quant.batches") : std::vector<torch::Tensor>{};
 
-  // --- QUANTIZE, then WRITE
-  // -------------------------------------------------------------------
+  // --- QUANTIZE, then WRITE -------------------------------------------------------------------
   auto q = quant::quantize(model, rc.quant, batches);
   const auto fp32 = models::weights_of(model);
   const std::string engine = quant::attach(model, q.layers);

@@ -10,6 +10,7 @@
 #include "core/error.h"
 #include "core/text.h"
 #include "distill/losses.h"
+#include "models/eval_scope.h"
 
 namespace retort::distill {
 namespace {
@@ -156,19 +157,9 @@ void DistillerImpl::prepare(const torch::Tensor& sample) {
 }
 
 std::pair<models::Output, models::Output> DistillerImpl::dry_run(const torch::Tensor& x) {
-  const bool student_training = student_->is_training();
-  student_->eval();
+  models::EvalScope eval(*student_);
   teacher_->eval();
-  std::pair<models::Output, models::Output> out;
-  try {
-    out.first = teacher_forward(x);
-    out.second = student_->forward(x);
-  } catch (...) {
-    student_->train(student_training);
-    throw;
-  }
-  student_->train(student_training);
-  return out;
+  return {teacher_forward(x), student_->forward(x)};
 }
 
 // What a hidden pair needs (a projection, pooling) or why it cannot be matched.

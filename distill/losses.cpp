@@ -2,19 +2,12 @@
 
 #include <cmath>
 #include <limits>
-#include <sstream>
 
 #include "amp/ops.h"
 #include "core/error.h"
 
 namespace retort::distill {
 namespace {
-
-std::string shape(const torch::Tensor& t) {
-  std::ostringstream s;
-  s << t.sizes();
-  return s.str();
-}
 
 void check_temperature(const char* where, double temperature) {
   if (!(temperature > 0.0) || !std::isfinite(temperature))
@@ -41,14 +34,15 @@ std::pair<torch::Tensor, torch::Tensor> on_support(const torch::Tensor& student_
   const bool rows_agree = t.logp.dim() == 2 && t.logp.size(0) == q.size(0);
   if (t.whole()) {
     if (!rows_agree || t.logp.size(1) != vocab)
-      throw Error("distill::divergence: student logits " + shape(student_logits) + " and teacher log-probabilities " +
-                  shape(t.logp) + " must be [..., V] and [N, V] with the same rows");
+      throw Error("distill::divergence: student logits " + c10::str(student_logits.sizes()) +
+                  " and teacher log-probabilities " + c10::str(t.logp.sizes()) +
+                  " must be [..., V] and [N, V] with the same rows");
     return {t.logp, q};
   }
   if (!rows_agree || t.ids.sizes() != t.logp.sizes() || t.logp.size(1) > vocab)
     throw Error("distill::divergence: a top-K teacher needs log-probabilities and ids [N, K] (K <= " +
                 std::to_string(vocab) + ") for the student's " + std::to_string(q.size(0)) + " rows, got " +
-                shape(t.logp) + " and " + shape(t.ids));
+                c10::str(t.logp.sizes()) + " and " + c10::str(t.ids.sizes()));
   const auto kept = q.gather(1, t.ids);
   if (t.ids.size(1) == vocab) return {t.logp, kept};  // every id kept: no rest
   // The rest's mass, clamped: rounding can leave 1 - sum slightly below 0.
@@ -66,8 +60,8 @@ void check_weight_param(const char* what, double v, bool one_allowed) {
 void check_attention_maps(const char* where, const torch::Tensor& student, const torch::Tensor& teacher) {
   if (student.dim() != 4 || teacher.dim() != 4 || student.size(0) != teacher.size(0) ||
       student.size(2) != teacher.size(2) || student.size(3) != teacher.size(3))
-    throw Error(std::string("distill::") + where + ": attention maps " + shape(student) + " and " + shape(teacher) +
-                " must be [B, heads, T, T] with equal B and T");
+    throw Error(std::string("distill::") + where + ": attention maps " + c10::str(student.sizes()) + " and " +
+                c10::str(teacher.sizes()) + " must be [B, heads, T, T] with equal B and T");
 }
 
 }  // namespace
@@ -75,7 +69,7 @@ void check_attention_maps(const char* where, const torch::Tensor& student, const
 TeacherDistribution teacher_distribution(const torch::Tensor& teacher_logits, double temperature) {
   check_temperature("teacher_distribution", temperature);
   if (teacher_logits.dim() < 1 || teacher_logits.numel() == 0)
-    throw Error("distill::teacher_distribution: logits " + shape(teacher_logits) + " are empty");
+    throw Error("distill::teacher_distribution: logits " + c10::str(teacher_logits.sizes()) + " are empty");
   const int64_t vocab = teacher_logits.size(-1);
   return {torch::log_softmax(teacher_logits.to(torch::kFloat32).reshape({-1, vocab}) / temperature, 1), {}};
 }
@@ -84,7 +78,7 @@ torch::Tensor divergence(Divergence kind, const torch::Tensor& student_logits, c
                          double temperature, double param) {
   check_temperature("divergence", temperature);
   if (student_logits.dim() < 1 || student_logits.numel() == 0)
-    throw Error("distill::divergence: student logits " + shape(student_logits) + " are empty");
+    throw Error("distill::divergence: student logits " + c10::str(student_logits.sizes()) + " are empty");
   const auto [p, q] = on_support(student_logits, teacher, temperature);
   torch::Tensor rows;
   switch (kind) {
@@ -121,8 +115,8 @@ torch::Tensor ce_loss(const torch::Tensor& student_logits, const torch::Tensor& 
 
 torch::Tensor kl_loss(const torch::Tensor& student_logits, const torch::Tensor& teacher_logits, double temperature) {
   if (student_logits.sizes() != teacher_logits.sizes())
-    throw Error("distill::kl_loss: student logits " + shape(student_logits) + " and teacher logits " +
-                shape(teacher_logits) + " differ in shape");
+    throw Error("distill::kl_loss: student logits " + c10::str(student_logits.sizes()) + " and teacher logits " +
+                c10::str(teacher_logits.sizes()) + " differ in shape");
   return divergence(Divergence::kForwardKl, student_logits, teacher_distribution(teacher_logits, temperature),
                     temperature);
 }
@@ -132,9 +126,11 @@ torch::Tensor dkd_loss(const torch::Tensor& student_logits, const torch::Tensor&
   check_temperature("dkd_loss", temperature);
   if (student_logits.dim() < 2 || student_logits.sizes() != teacher_logits.sizes() || student_logits.size(-1) < 2 ||
       labels.sizes() != student_logits.sizes().slice(0, student_logits.dim() - 1) || student_logits.numel() == 0)
-    throw Error("distill::dkd_loss: expected student and teacher logits [..., C] (C >= 2, at least one row) and "
-                "labels of their shape without C, got " +
-                shape(student_logits) + ", " + shape(teacher_logits) + " and " + shape(labels));
+    throw Error(
+        "distill::dkd_loss: expected student and teacher logits [..., C] (C >= 2, at least one row) and "
+        "labels of their shape without C, got " +
+        c10::str(student_logits.sizes()) + ", " + c10::str(teacher_logits.sizes()) + " and " +
+        c10::str(labels.sizes()));
   // In fp32, as every loss under the amp policy (amp/policy.h); rows are every position of
   // the leading dims ([B, C] -> B, a language model's [B, T, V] -> B * T).
   const int64_t classes = student_logits.size(-1);
@@ -187,8 +183,8 @@ torch::Tensor attention_kl(const torch::Tensor& student, const torch::Tensor& te
 
 std::pair<torch::Tensor, torch::Tensor> match_spatial(const torch::Tensor& student, const torch::Tensor& teacher) {
   if (student.dim() != 4 || teacher.dim() != 4)
-    throw Error("distill::match_spatial: expected feature maps [B, C, H, W], got " + shape(student) + " and " +
-                shape(teacher));
+    throw Error("distill::match_spatial: expected feature maps [B, C, H, W], got " + c10::str(student.sizes()) +
+                " and " + c10::str(teacher.sizes()));
   const int64_t h = std::min(student.size(2), teacher.size(2)), w = std::min(student.size(3), teacher.size(3));
   auto pool = [&](const torch::Tensor& x) {
     return x.size(2) == h && x.size(3) == w ? x : torch::adaptive_avg_pool2d(x, {h, w});

@@ -10,6 +10,7 @@
 #include "core/error.h"
 #include "core/fs.h"
 #include "core/text.h"
+#include "models/eval_scope.h"
 
 namespace retort::distill {
 namespace {
@@ -66,8 +67,7 @@ void write_cache_files(models::Model& teacher, const data::TextWindows& windows,
   if (!whole) ids_out.open(tmp / "ids.bin", std::ios::binary);
 
   torch::NoGradGuard no_grad;
-  const bool training = teacher.is_training();
-  teacher.eval();
+  models::EvalScope eval(teacher);
   const int64_t blocks = windows.size();
   for (int64_t first = 0; first < blocks; first += batch) {
     std::vector<int64_t> indices(static_cast<size_t>(std::min(batch, blocks - first)));
@@ -77,7 +77,6 @@ void write_cache_files(models::Model& teacher, const data::TextWindows& windows,
     if (!whole) write_block_rows(ids_out, ids);
     if (progress) progress(first + static_cast<int64_t>(indices.size()), blocks);
   }
-  teacher.train(training);
   for (auto* out : {&logp_out, &ids_out}) {
     if (!out->is_open()) continue;
     out->close();

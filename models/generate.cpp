@@ -6,6 +6,7 @@
 
 #include "core/error.h"
 #include "core/text.h"
+#include "models/eval_scope.h"
 #include "models/gpt.h"
 
 namespace retort::models {
@@ -51,21 +52,6 @@ int64_t sample(torch::Tensor logits, const GenerateOptions& o, at::Generator& ge
   }
   return torch::multinomial(torch::softmax(logits, 0), 1, false, generator).item<int64_t>();
 }
-
-// Eval mode (no dropout) for the scope; the module's own mode again after, however it ends.
-class EvalScope {
- public:
-  explicit EvalScope(torch::nn::Module& module) : module_(module), was_training_(module.is_training()) {
-    module_.eval();
-  }
-  ~EvalScope() { module_.train(was_training_); }
-  EvalScope(const EvalScope&) = delete;
-  EvalScope& operator=(const EvalScope&) = delete;
-
- private:
-  torch::nn::Module& module_;
-  bool was_training_;
-};
 
 }  // namespace
 

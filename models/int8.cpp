@@ -1,7 +1,5 @@
 #include "models/int8.h"
 
-#include <sstream>
-
 #include "core/error.h"
 
 namespace retort::models {
@@ -11,12 +9,6 @@ const std::string kWeight = ".weight";
 
 bool ends_with(const std::string& s, const std::string& suffix) {
   return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
-
-std::string shape_of(const torch::Tensor& t) {
-  std::ostringstream os;
-  os << t.sizes();
-  return os.str();
 }
 
 /// The scalar tensors of an activation's parameters, as stored.
@@ -93,8 +85,8 @@ SplitTensors split_int8_tensors(const std::map<std::string, torch::Tensor>& tens
     std::vector<int64_t> expected(values.dim(), 1);
     expected[l.axis()] = values.size(l.axis());
     if (l.scale.sizes() != torch::IntArrayRef(expected))
-      throw CheckpointError(origin + ": " + l.name + ".weight_scale has shape " + shape_of(l.scale) +
-                            ", expected one scale per output channel of " + name + " " + shape_of(values));
+      throw CheckpointError(origin + ": " + l.name + ".weight_scale has shape " + c10::str(l.scale.sizes()) +
+                            ", expected one scale per output channel of " + name + " " + c10::str(values.sizes()));
     rest.erase(scale);
     rest.erase(l.name + ".weight_zero_point");
     l.input = take_affine(rest, l.name + ".input", origin);

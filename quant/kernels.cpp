@@ -9,22 +9,15 @@
 namespace retort::quant {
 namespace {
 
-/// Calls one of LibTorch's quantized ops (registered as `quantized::<name>`,
-/// not in at::) through the dispatcher; the packed weights they take are
-/// custom-class objects, held here as IValues.
-c10::IValue call_op(const char* name, const char* overload, std::vector<c10::IValue> stack) {
-  static std::mutex mutex;
-  static std::map<std::string, c10::OperatorHandle> handles;
-  c10::OperatorHandle* op = nullptr;
-  {
-    std::lock_guard lock(mutex);
-    const std::string key = std::string(name) + "." + overload;
-    auto it = handles.find(key);
-    if (it == handles.end())
-      it = handles.emplace(key, c10::Dispatcher::singleton().findSchemaOrThrow(name, overload)).first;
-    op = &it->second;
-  }
-  op->callBoxed(&stack);
+/// One of LibTorch's quantized ops (registered as `quantized::<name>`, not in at::), found
+/// in the dispatcher once, when a kernel is made.
+c10::OperatorHandle quantized_op(const char* name, const char* overload = "") {
+  return c10::Dispatcher::singleton().findSchemaOrThrow(name, overload);
+}
+
+/// Calls it; the packed weights the ops take are custom-class objects, held as IValues.
+c10::IValue call_op(const c10::OperatorHandle& op, std::vector<c10::IValue> stack) {
+  op.callBoxed(&stack);
   return stack.at(0);
 }
 
@@ -82,7 +75,8 @@ torch::Tensor dequantize_uint8(const torch::Tensor& q) {
 
 class Int8Kernel : public amp::LayerKernel {
  public:
-  Int8Kernel(std::string name, c10::IValue packed) : name_(std::move(name)), packed_(std::move(packed)) {}
+  Int8Kernel(std::string name, c10::OperatorHandle op, c10::IValue packed)
+      : name_(std::move(name)), op_(std::move(op)), packed_(std::move(packed)) {}
 
  protected:
   /// The input as the ops take it: fp32 on the CPU, outside autograd.
@@ -95,6 +89,7 @@ class Int8Kernel : public amp::LayerKernel {
     return call.x.to(torch::kFloat32);
   }
   std::string name_;
+  c10::OperatorHandle op_;
   c10::IValue packed_;
 };
 
@@ -105,25 +100,22 @@ class DynamicLinear : public Int8Kernel {
     // reduce_range false: activations get all 8 bits, as the static layers'
     // calibrated ranges and ONNX Runtime's DynamicQuantizeLinear do (README,
     // "retort quantize", on CPUs without VNNI).
-    return call_op("quantized::linear_dynamic", "", {input(call).contiguous(), packed_, false}).toTensor();
+    return call_op(op_, {input(call).contiguous(), packed_, false}).toTensor();
   }
 };
 
-/// A static layer: the input quantized with its calibrated parameters, the int8
-/// op (whose output the op requantizes with the output's), the result
-/// dequantized.
+/// A static layer: the input quantized with its calibrated parameters, the int8 op (which
+/// requantizes its output with the output's), the result dequantized.
 class StaticLayer : public Int8Kernel {
  public:
-  StaticLayer(std::string name, c10::IValue packed, const char* op, const char* overload, models::Affine8 in,
-              models::Affine8 out)
-      : Int8Kernel(std::move(name), std::move(packed)), op_(op), overload_(overload), in_(in), out_(out) {}
+  StaticLayer(std::string name, c10::OperatorHandle op, c10::IValue packed, models::Affine8 in, models::Affine8 out)
+      : Int8Kernel(std::move(name), std::move(op), std::move(packed)), in_(in), out_(out) {}
   torch::Tensor run(const amp::LayerCall& call) const override {
-    auto y = call_op(op_, overload_, {quantize_uint8(input(call), in_), packed_, out_.scale, out_.zero_point});
+    auto y = call_op(op_, {quantize_uint8(input(call), in_), packed_, out_.scale, out_.zero_point});
     return dequantize_uint8(y.toTensor());
   }
 
  private:
-  const char *op_, *overload_;
   models::Affine8 in_, out_;
 };
 
@@ -161,22 +153,24 @@ std::string use_engine(Engine engine) {
               " is not in this LibTorch (it has: " + (names.empty() ? std::string("none") : join(names)) + ")");
 }
 
-std::shared_ptr<const amp::LayerKernel> make_kernel(const models::Int8Layer& layer, const amp::LayerCall& seen,
-                                                    const torch::Tensor& bias) {
+std::shared_ptr<const amp::LayerKernel> make_kernel(const models::Int8Layer& layer, const amp::LayerCall& seen) {
   const auto weight = qint8_weight(layer);
+  const auto& bias = seen.bias;
   const c10::IValue b = bias.defined() ? c10::IValue(bias.detach().to(torch::kFloat32).contiguous()) : c10::IValue();
   if (layer.op == amp::LayerOp::kConv2d) {
     if (!layer.input || !layer.output)
       throw Error("int8 layer " + layer.name + ": a convolution is quantized statically only (quant.method=static)");
     auto packed =
-        call_op("quantized::conv2d_prepack", "",
+        call_op(quantized_op("quantized::conv2d_prepack"),
                 {weight, b, pair_of(seen.stride), pair_of(seen.padding), pair_of(seen.dilation), seen.groups});
-    return std::make_shared<StaticLayer>(layer.name, packed, "quantized::conv2d", "new", *layer.input, *layer.output);
+    return std::make_shared<StaticLayer>(layer.name, quantized_op("quantized::conv2d", "new"), packed, *layer.input,
+                                         *layer.output);
   }
-  auto packed = call_op("quantized::linear_prepack", "", {weight, b});
+  auto packed = call_op(quantized_op("quantized::linear_prepack"), {weight, b});
   if (layer.input && layer.output)
-    return std::make_shared<StaticLayer>(layer.name, packed, "quantized::linear", "", *layer.input, *layer.output);
-  return std::make_shared<DynamicLinear>(layer.name, packed);
+    return std::make_shared<StaticLayer>(layer.name, quantized_op("quantized::linear"), packed, *layer.input,
+                                         *layer.output);
+  return std::make_shared<DynamicLinear>(layer.name, quantized_op("quantized::linear_dynamic"), packed);
 }
 
 Int8Weight quantize_weight(const torch::Tensor& w, int64_t axis) {

@@ -2,7 +2,7 @@
 /// int8 kernels on LibTorch's quantized ops (oneDNN, FBGEMM or QNNPACK underneath), one per
 /// layer, standing in for the layer's weight in amp's ops (amp/layer_kernels.h).
 ///   quant::use_engine(quant::Engine::kAuto);               // before packing any weight
-///   kernels.add(weight, quant::make_kernel(layer, seen, bias));  // its amp::linear runs int8
+///   kernels.add(weight, quant::make_kernel(layer, seen));        // its amp::linear runs int8
 #include <torch/torch.h>
 
 #include <memory>
@@ -24,14 +24,12 @@ std::string engine_name(Engine engine);
 /// when this LibTorch lacks it. Packing binds a weight to the engine selected then.
 std::string use_engine(Engine engine);
 
-/// The kernel of `layer` (its int8 weight, and for static its activations'
-/// parameters), called as `seen` was (the op, a convolution's stride, padding,
-/// dilation and groups), with the layer's fp32 `bias` (may be undefined).
-/// Linear and Conv1D layers: dynamic or static; a convolution: static only
-/// (Error otherwise). It runs on CPU tensors outside autograd and says so,
-/// naming the layer, when called otherwise.
-std::shared_ptr<const amp::LayerKernel> make_kernel(const models::Int8Layer& layer, const amp::LayerCall& seen,
-                                                    const torch::Tensor& bias);
+/// The kernel of `layer` (its int8 weight, and for static its activations' parameters),
+/// called as `seen` was (the op, a convolution's stride, padding, dilation and groups, the
+/// layer's fp32 bias, which may be undefined). Linear and Conv1D layers: dynamic or static;
+/// a convolution: static only (Error otherwise). It runs on CPU tensors outside autograd
+/// and says so, naming the layer, when called otherwise.
+std::shared_ptr<const amp::LayerKernel> make_kernel(const models::Int8Layer& layer, const amp::LayerCall& seen);
 
 /// Symmetric int8 per output channel (along `axis`): values round(w / scale) in
 /// [-127, 127], scale max|w| / 127 per channel (1 for an all-zero channel),

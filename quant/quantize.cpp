@@ -4,6 +4,7 @@
 
 #include "core/error.h"
 #include "core/text.h"
+#include "models/eval_scope.h"
 #include "models/weights.h"
 #include "quant/calibration.h"
 #include "quant/kernels.h"
@@ -17,20 +18,6 @@ torch::Tensor sample_input(const models::ModelOptions& o) {
   if (o.language_model()) return torch::zeros({1, 1}, torch::kInt64);
   return torch::zeros({1, o.in_channels, o.image_size, o.image_size});
 }
-
-/// Eval mode while it lives, the module's mode restored after: the forwards here must not
-/// move batch norm's running statistics (a fresh model is in training mode).
-class EvalMode {
- public:
-  explicit EvalMode(torch::nn::Module& module) : module_(module), was_training_(module.is_training()) {
-    module_.eval();
-  }
-  ~EvalMode() { module_.train(was_training_); }
-
- private:
-  torch::nn::Module& module_;
-  bool was_training_;
-};
 
 struct Seen {
   bool called = false;
@@ -110,7 +97,7 @@ std::map<std::string, ActivationObservers> calibrate(models::Model& model, const
     kernels.add(params[w], std::make_shared<Observer>(&a.input, &a.output));
   }
   torch::NoGradGuard no_grad;
-  EvalMode eval(model);
+  models::EvalScope eval(model);  // batch norm keeps its statistics
   for (const auto& x : batches) model.forward(x);
   return observers;
 }
@@ -132,6 +119,28 @@ models::Affine8 affine_of(const RangeObserver& observer) {
   return {a.scale, a.zero_point};
 }
 
+/// attach() with the model's layers as find_layers() gave them.
+std::string attach_found(models::Model& model, std::vector<models::Int8Layer> layers, Engine engine,
+                         const std::map<std::string, amp::LayerCall>& calls) {
+  const std::string engine_name = use_engine(engine);
+  auto params = model.named_parameters();
+  auto kernels = std::make_shared<amp::LayerKernels>();
+  torch::NoGradGuard no_grad;
+  for (const auto& l : layers) {
+    const std::string weight = l.weight_name();
+    if (!params.contains(weight)) throw Error("quant::attach: the model has no parameter " + weight);
+    auto& w = params[weight];
+    w.copy_(l.dequantized());
+    w.set_requires_grad(false);
+    if (l.lookup) continue;
+    auto call = calls.find(weight);
+    if (call == calls.end()) throw Error("quant::attach: " + weight + " is no linear or convolution layer's weight");
+    kernels->add(w, make_kernel(l, call->second));
+  }
+  model.set_int8(std::move(layers), std::move(kernels));
+  return engine_name;
+}
+
 }  // namespace
 
 std::map<std::string, amp::LayerCall> find_layers(models::Model& model) {
@@ -142,7 +151,7 @@ std::map<std::string, amp::LayerCall> find_layers(models::Model& model) {
       kernels.add(p.value(), std::make_shared<Recorder>(&seen[p.key()]));
   {
     torch::NoGradGuard no_grad;
-    EvalMode eval(model);
+    models::EvalScope eval(model);  // batch norm keeps its statistics
     model.forward(sample_input(model.options()));
   }
   std::map<std::string, amp::LayerCall> layers;
@@ -197,33 +206,17 @@ Quantized quantize(models::Model& model, const QuantOptions& o, const std::vecto
 }
 
 std::string attach(models::Model& model, std::vector<models::Int8Layer> layers, Engine engine) {
-  const std::string engine_name = use_engine(engine);
-  const auto calls = find_layers(model);
-  auto params = model.named_parameters();
-  auto kernels = std::make_shared<amp::LayerKernels>();
-  torch::NoGradGuard no_grad;
-  for (const auto& l : layers) {
-    const std::string weight = l.weight_name();
-    if (!params.contains(weight)) throw Error("quant::attach: the model has no parameter " + weight);
-    auto& w = params[weight];
-    w.copy_(l.dequantized());
-    w.set_requires_grad(false);
-    if (l.lookup) continue;
-    auto call = calls.find(weight);
-    if (call == calls.end()) throw Error("quant::attach: " + weight + " is no linear or convolution layer's weight");
-    kernels->add(w, make_kernel(l, call->second, call->second.bias));
-  }
-  model.set_int8(std::move(layers), std::move(kernels));
-  return engine_name;
+  return attach_found(model, std::move(layers), engine, find_layers(model));
 }
 
 std::string load_int8(models::Model& model, const std::map<std::string, torch::Tensor>& tensors,
                       const std::string& origin, Engine engine) {
+  const auto calls = find_layers(model);  // before the weights: loading keeps the bias tensors the calls hold
   std::map<std::string, amp::LayerOp> ops;
-  for (const auto& [weight, call] : find_layers(model)) ops[weight] = call.op;
+  for (const auto& [weight, call] : calls) ops[weight] = call.op;
   auto split = models::split_int8_tensors(tensors, ops, origin);
   models::load_weights(model, split.fp32, origin);
-  return attach(model, std::move(split.layers), engine);
+  return attach_found(model, std::move(split.layers), engine, calls);
 }
 
 }  // namespace retort::quant

@@ -10,6 +10,7 @@
 #include "core/error.h"
 #include "core/fs.h"
 #include "launch/world.h"
+#include "models/eval_scope.h"
 #include "models/weights.h"
 #include "trainer/checkpoint.h"
 #include "trainer/grad_reducer.h"
@@ -68,8 +69,7 @@ int set_threads(int64_t threads) {
 
 EvalResult evaluate(models::Model& model, const data::Dataset& dataset, const data::DataOptions& data,
                     const torch::Device& device, launch::Communicator& comm, const amp::AmpOptions& amp_options) {
-  const bool was_training = model.is_training();
-  model.eval();
+  models::EvalScope eval(model);
   torch::NoGradGuard no_grad;
   data::DistributedSampler sampler(dataset.size(), data.eval_batch_size, comm.rank(), comm.size(), 0, /*shuffle=*/false);
   data::LoaderOptions lopts = data::make_loader_options(data, device, 0);
@@ -91,7 +91,6 @@ EvalResult evaluate(models::Model& model, const data::Dataset& dataset, const da
   }
   comm.all_reduce_staged(sums, launch::ReduceOp::kSum);
   sums = sums.cpu();
-  model.train(was_training);
   EvalResult r;
   r.samples = static_cast<int64_t>(sums[2].item<double>());
   r.loss = sums[0].item<double>() / std::max(1.0, sums[2].item<double>());

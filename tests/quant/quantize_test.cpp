@@ -94,7 +94,7 @@ TEST(Int8Kernels, StaticLinearAndConvolutionComputeTheirQuantizedArithmetic) {
     auto layer = int8_layer(w, op);
     layer.input = in, layer.output = out;
     const auto call = call_of(op, x, w, b);
-    const auto got = make_kernel(layer, call, b)->run(call);
+    const auto got = make_kernel(layer, call)->run(call);
     // The emulation: the input and the weight as their int8 values stand for,
     // exact products and sums, the result requantized.
     auto emulated_call = call_of(op, fake_quant(x, in).to(torch::kFloat), layer.dequantized(), b);
@@ -116,7 +116,7 @@ TEST(Int8Kernels, DynamicLinearRangesEachInputAsItComes) {
   for (double spread : {0.1, 10.0}) {  // the input's own range sets its scale, whatever it is
     auto x = torch::randn({5, 32}) * spread;
     const auto call = call_of(amp::LayerOp::kLinear, x, w, b);
-    const auto got = make_kernel(layer, call, b)->run(call);
+    const auto got = make_kernel(layer, call)->run(call);
     const double lo = std::min(0.0, x.min().item<double>()), hi = std::max(0.0, x.max().item<double>());
     const models::Affine8 a{(hi - lo) / 255, static_cast<int64_t>(std::round(-lo / ((hi - lo) / 255)))};
     const auto expected =
@@ -132,7 +132,7 @@ TEST(Int8Kernels, RefuseAnInputThatWantsAGradient) {
   auto w = torch::randn({4, 6});
   const auto layer = int8_layer(w, amp::LayerOp::kLinear);
   auto call = call_of(amp::LayerOp::kLinear, torch::randn({2, 6}, torch::requires_grad()), w, {});
-  test::expect_error<Error>([&] { make_kernel(layer, call, {})->run(call); }, {"int8 layer layer", "no gradient"});
+  test::expect_error<Error>([&] { make_kernel(layer, call)->run(call); }, {"int8 layer layer", "no gradient"});
 }
 
 TEST(Quantize, FindsEachFamilysLayersAndHowTheModelCallsThem) {
