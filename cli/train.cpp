@@ -229,6 +229,7 @@ RunSummary run_one(const config::Composed& composed_in, launch::World& world) {
   if (comm->rank() == 0) {
     log->info("retort {} | run dir {} | {} rank(s), backend {}, device {}, {} thread(s)", RETORT_VERSION,
               run_dir.string(), comm->size(), comm->backend(), device.str(), threads);
+    if (world.hosts().size() > 1) log->info("ranks by host: {}", launch::ranks_by_host(world.hosts()));
     log->info("model {}: {} parameters | data {}: {} train / {} test samples", rc.model.name,
               models::count_parameters(*model), rc.data.name, train_set->size(), test_set->size());
   }
@@ -251,11 +252,13 @@ RunSummary run_one(const config::Composed& composed_in, launch::World& world) {
   RunSummary summary{trainer.fit(), run_dir};
   if (comm->rank() == 0) {
     const auto& r = summary.result;
+    const char* outcome = r.stopped_early ? "stopped" : "done";
     if (r.last_eval.samples > 0)
-      log->info("done: {} steps in {:.1f} s ({:.0f} samples/s) | test accuracy {:.2f} %, loss {:.4f} | {}", r.steps,
-                r.train_seconds, r.samples_per_s, 100.0 * r.last_eval.accuracy, r.last_eval.loss, run_dir.string());
+      log->info("{}: {} steps in {:.1f} s ({:.0f} samples/s) | test accuracy {:.2f} %, loss {:.4f} | {}", outcome,
+                r.steps, r.train_seconds, r.samples_per_s, 100.0 * r.last_eval.accuracy, r.last_eval.loss,
+                run_dir.string());
     else
-      log->info("done: {} steps in {:.1f} s ({:.0f} samples/s) | {}", r.steps, r.train_seconds, r.samples_per_s,
+      log->info("{}: {} steps in {:.1f} s ({:.0f} samples/s) | {}", outcome, r.steps, r.train_seconds, r.samples_per_s,
                 run_dir.string());
   }
   return summary;
@@ -355,8 +358,8 @@ int train(launch::World& world, TrainArgs a) {
     if (boot->rank() == 0) std::cout << config::emit(composed.config);
     return kExitOk;
   }
-  run_one(composed, world);
-  return kExitOk;
+  // Stopped by a signal (a preemption): not done, so a scheduler's script can requeue it.
+  return run_one(composed, world).result.stopped_early ? kExitStopped : kExitOk;
 }
 
 }  // namespace

@@ -14,11 +14,12 @@ function(retort_library folder)
   endif()
 endfunction()
 
-# retort_test(<name> SOURCES ... DEPS ... [TORCH] [MPI_RANKS n])
+# retort_test(<name> SOURCES ... DEPS ... [TORCH] [MPI_RANKS n] [TIMEOUT s] [PROPERTIES ...])
 #   One GoogleTest binary per test folder (test_<name>), registered with CTest.
 #   With MPI_RANKS, the binary runs under mpirun with that many ranks as a single test.
+#   PROPERTIES: more CTest properties of each discovered test (LABELS cluster RUN_SERIAL TRUE).
 function(retort_test name)
-  cmake_parse_arguments(ARG "TORCH" "MPI_RANKS;TIMEOUT" "SOURCES;DEPS" ${ARGN})
+  cmake_parse_arguments(ARG "TORCH" "MPI_RANKS;TIMEOUT" "SOURCES;DEPS;PROPERTIES" ${ARGN})
   set(target test_${name})
   add_executable(${target} ${ARG_SOURCES})
   target_link_libraries(${target} PRIVATE ${ARG_DEPS} GTest::gtest GTest::gtest_main)
@@ -40,6 +41,6 @@ function(retort_test name)
     include(GoogleTest)
     gtest_discover_tests(${target} DISCOVERY_MODE PRE_TEST
                          PROPERTIES TIMEOUT ${ARG_TIMEOUT}
-                                    ENVIRONMENT "RETORT_SOURCE_DIR=${PROJECT_SOURCE_DIR}")
+                                    ENVIRONMENT "RETORT_SOURCE_DIR=${PROJECT_SOURCE_DIR}" ${ARG_PROPERTIES})
   endif()
 endfunction()

@@ -1,13 +1,14 @@
 #pragma once
 /// Error types shared by every folder, each carrying the process exit code the CLI uses.
 ///   throw retort::DataError("cannot open '" + path + "': ...");
-/// Exit codes: 0 success, 1 anything else, 2 usage or config, 3 data, 4 checkpoint.
+/// Exit codes: 0 success, 1 anything else, 2 usage or config, 3 data, 4 checkpoint, 5 stopped
+/// by a signal before the end (a checkpoint written: trainer.resume=auto continues).
 #include <stdexcept>
 #include <string>
 
 namespace retort {
 
-enum ExitCode : int { kExitOk = 0, kExitOther = 1, kExitUsage = 2, kExitData = 3, kExitCheckpoint = 4 };
+enum ExitCode : int { kExitOk = 0, kExitOther = 1, kExitUsage = 2, kExitData = 3, kExitCheckpoint = 4, kExitStopped = 5 };
 
 class Error : public std::runtime_error {
  public:

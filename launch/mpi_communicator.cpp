@@ -53,6 +53,7 @@ struct MpiCommunicator::Impl {
   int size = 1;
   MpiOptions options;
   std::unique_ptr<detail::SequenceBoard> board;
+  std::vector<std::string> hosts;  // World::hosts(), for timeout messages
   std::atomic<int64_t> seq{0};
   std::vector<std::shared_ptr<PendingOp>> pending;  // mpi_mutex
   bool shut_down = false;
@@ -158,6 +159,7 @@ std::shared_ptr<PendingOp> MpiCommunicator::Impl::issue(std::string kind, const 
 }
 
 int64_t MpiCommunicator::Impl::test_pending_locked() {
+  board->serve();
   int64_t completed = 0;
   for (auto& op : pending) {
     int flag = 0;
@@ -219,7 +221,7 @@ void MpiCommunicator::Impl::timeout(const PendingOp& op) {
   std::string missing;
   {
     std::lock_guard<std::mutex> lock(detail::mpi_mutex());
-    missing = detail::describe_missing(board->read_all(/*wait_s=*/5.0), op.seq);
+    missing = detail::describe_missing(board->read_all(/*wait_s=*/5.0), op.seq, hosts);
   }
   char head[160];
   std::snprintf(head, sizeof head, "%.1f s", waited);
@@ -256,6 +258,8 @@ void MpiCommunicator::Impl::progress_loop() {
       if (active == 0) {
         lock.unlock();
         if (overdue) timeout(*overdue);
+        std::lock_guard<std::mutex> mpi_lock(detail::mpi_mutex());
+        board->serve();  // a peer that timed out asks how far this rank got
         continue;
       }
     }
@@ -354,6 +358,7 @@ MpiCommunicator::MpiCommunicator(World& world, MpiOptions options) : impl_(std::
   if (!(options.timeout_s > 0))
     throw ConfigError("ddp.timeout_s must be > 0, got " + std::to_string(options.timeout_s));
   impl_->options = options;
+  impl_->hosts = world.hosts();
   {
     std::lock_guard<std::mutex> lock(detail::mpi_mutex());
     detail::check_mpi(MPI_Comm_dup(MPI_COMM_WORLD, &impl_->comm), "MPI_Comm_dup");

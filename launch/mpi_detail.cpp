@@ -1,6 +1,7 @@
 #include "launch/mpi_detail.h"
 
 #if RETORT_HAVE_MPI
+#include <algorithm>
 #include <chrono>
 #include <exception>
 #include <thread>
@@ -42,69 +43,74 @@ MPI_Datatype mpi_type(torch::ScalarType dtype) {
   }
 }
 
-SequenceBoard::SequenceBoard(MPI_Comm comm) : comm_(comm) {
+namespace {
+constexpr int kQuestion = 1;  // "what is your counter?"; the payload is unused
+constexpr int kAnswer = 2;    // the counter
+}  // namespace
+
+SequenceBoard::SequenceBoard(MPI_Comm comm) {
+  check_mpi(MPI_Comm_dup(comm, &comm_), "MPI_Comm_dup");
+  MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN);
   MPI_Comm_rank(comm_, &rank_);
   MPI_Comm_size(comm_, &size_);
-  check_mpi(MPI_Win_allocate(sizeof(int64_t), sizeof(int64_t), MPI_INFO_NULL, comm_, &mine_, &win_),
-            "MPI_Win_allocate");
-  *mine_ = 0;
-  int* model = nullptr;
-  int found = 0;
-  MPI_Win_get_attr(win_, MPI_WIN_MODEL, &model, &found);
-  unified_ = !found || *model == MPI_WIN_UNIFIED;
-  // One passive-target epoch for the window's whole life: reads on timeout need no
-  // collective to open one, and the holder's own stores are legal inside it.
-  check_mpi(MPI_Win_lock_all(MPI_MODE_NOCHECK, win_), "MPI_Win_lock_all");
-  // Everyone's 0 must be in place before anyone may read it.
-  check_mpi(MPI_Barrier(comm_), "MPI_Barrier");
+  post_question_receive();
 }
 
 SequenceBoard::~SequenceBoard() {
-  if (win_ == MPI_WIN_NULL) return;
-  if (std::uncaught_exceptions() > 0) return;
-  MPI_Win_unlock_all(win_);
-  MPI_Win_free(&win_);
+  if (comm_ == MPI_COMM_NULL || std::uncaught_exceptions() > 0) return;
+  if (question_request_ != MPI_REQUEST_NULL) {
+    MPI_Cancel(&question_request_);
+    MPI_Wait(&question_request_, MPI_STATUS_IGNORE);
+  }
+  for (auto& answer : answers_) MPI_Wait(&answer.second, MPI_STATUS_IGNORE);  // 8 bytes, sent eagerly
+  MPI_Comm_free(&comm_);
 }
 
-void SequenceBoard::publish(int64_t seq) {
-  if (unified_) {
-    // Unified model: public and private copies are one memory, and "a store access to a
-    // window is eventually visible to remote get or accumulate calls without additional
-    // RMA calls" (MPI-3.1, 11.4). The board is read only after a timeout, seconds later,
-    // so no MPI_Win_sync: in Open MPI it runs the progress engine, a cost paid on every
-    // collective of a training step.
-    __atomic_store_n(mine_, seq, __ATOMIC_RELEASE);
-  } else {
-    MPI_Put(&seq, 1, MPI_INT64_T, rank_, 0, 1, MPI_INT64_T, win_);
-    MPI_Win_flush(rank_, win_);
+void SequenceBoard::post_question_receive() {
+  if (MPI_Irecv(&question_, 1, MPI_INT64_T, MPI_ANY_SOURCE, kQuestion, comm_, &question_request_) != MPI_SUCCESS)
+    question_request_ = MPI_REQUEST_NULL;
+}
+
+void SequenceBoard::serve() {
+  while (question_request_ != MPI_REQUEST_NULL) {
+    int arrived = 0;
+    MPI_Status status;
+    if (MPI_Test(&question_request_, &arrived, &status) != MPI_SUCCESS || !arrived) break;
+    auto& answer = answers_.emplace_back(mine_.load(std::memory_order_acquire), MPI_REQUEST_NULL);
+    MPI_Isend(&answer.first, 1, MPI_INT64_T, status.MPI_SOURCE, kAnswer, comm_, &answer.second);
+    post_question_receive();
+  }
+  while (!answers_.empty()) {
+    int sent = 0;
+    if (MPI_Test(&answers_.front().second, &sent, MPI_STATUS_IGNORE) != MPI_SUCCESS || !sent) break;
+    answers_.pop_front();
   }
 }
 
 std::vector<int64_t> SequenceBoard::read_all(double wait_s) {
-  // Member buffers: a get that never completes may still land later, and must not land in
-  // freed memory.
-  auto& values = scratch_;
-  auto& requests = requests_;
-  values.assign(size_, -1);
-  requests.assign(size_, MPI_REQUEST_NULL);
-  values[rank_] = *static_cast<volatile int64_t*>(mine_);
-  for (int r = 0; r < size_; ++r) {
-    if (r == rank_) continue;
-    if (MPI_Rget(&values[r], 1, MPI_INT64_T, r, 0, 1, MPI_INT64_T, win_, &requests[r]) != MPI_SUCCESS) {
-      values[r] = -1;
-      requests[r] = MPI_REQUEST_NULL;
-    }
-  }
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(wait_s);
+  // Member buffers: an answer that comes late may still land, and must not land in freed
+  // memory.
+  values_.assign(size_, -1);
+  requests_.assign(2 * static_cast<size_t>(size_), MPI_REQUEST_NULL);  // answers, then questions
+  values_[rank_] = mine_.load(std::memory_order_acquire);
   std::vector<bool> done(size_, false);
   done[rank_] = true;
-  int open = size_ - 1;
+  for (int r = 0; r < size_; ++r) {
+    if (r == rank_) continue;
+    if (MPI_Irecv(&values_[r], 1, MPI_INT64_T, r, kAnswer, comm_, &requests_[r]) != MPI_SUCCESS ||
+        MPI_Isend(&values_[rank_], 1, MPI_INT64_T, r, kQuestion, comm_, &requests_[size_ + r]) != MPI_SUCCESS)
+      done[r] = true;  // could not ask: stays -1 ("did not answer")
+  }
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(wait_s);
+  int open = static_cast<int>(std::count(done.begin(), done.end(), false));
   while (open > 0 && std::chrono::steady_clock::now() < deadline) {
+    serve();  // a peer timing out at the same moment asks us too
     for (int r = 0; r < size_; ++r) {
       if (done[r]) continue;
       int flag = 0;
-      if (requests[r] == MPI_REQUEST_NULL || MPI_Test(&requests[r], &flag, MPI_STATUS_IGNORE) != MPI_SUCCESS) {
-        flag = 1;  // failed to ask: value stays -1 ("did not answer")
+      if (MPI_Test(&requests_[r], &flag, MPI_STATUS_IGNORE) != MPI_SUCCESS) {
+        values_[r] = -1;
+        flag = 1;
       }
       if (flag) {
         done[r] = true;
@@ -113,20 +119,21 @@ std::vector<int64_t> SequenceBoard::read_all(double wait_s) {
     }
     if (open > 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
-  std::vector<int64_t> out = values;
+  std::vector<int64_t> out = values_;
   for (int r = 0; r < size_; ++r)
     if (!done[r]) out[r] = -1;
   return out;
 }
 
-std::string describe_missing(const std::vector<int64_t>& counters, int64_t seq) {
+std::string describe_missing(const std::vector<int64_t>& counters, int64_t seq,
+                             const std::vector<std::string>& hosts) {
   std::string out;
   for (size_t r = 0; r < counters.size(); ++r) {
     if (counters[r] >= seq) continue;
     if (!out.empty()) out += ", ";
-    out += std::to_string(r);
+    out += std::to_string(r) + " on " + (r < hosts.size() ? hosts[r] : "?");
     if (counters[r] < 0)
-      out += " (did not answer: busy outside MPI or dead)";
+      out += " (did not answer: dead, unreachable, or its process stuck)";
     else
       out += " (last issued #" + std::to_string(counters[r]) + ")";
   }

@@ -80,6 +80,7 @@ struct NcclCommunicator::Impl {
   MPI_Comm mpi_comm = MPI_COMM_NULL;
   std::unique_ptr<detail::SequenceBoard> board;
 #endif
+  std::vector<std::string> hosts;  // World::hosts(), for timeout messages
 
   // Watchdog.
   std::mutex mu;
@@ -112,10 +113,7 @@ std::shared_ptr<NcclOp> NcclCommunicator::Impl::enqueue(std::string kind, const 
     for (const auto& t : used) compat::record_stream(t, *stream);
     op->seq = ++seq;
 #if RETORT_HAVE_MPI
-    if (board) {
-      std::lock_guard<std::mutex> mpi_lock(detail::mpi_mutex());
-      board->publish(op->seq);
-    }
+    if (board) board->publish(op->seq);
 #endif
     check_nccl(launch(), ("nccl " + op->kind).c_str());
     check_cuda(cudaEventCreateWithFlags(&op->done, cudaEventDisableTiming), "cudaEventCreateWithFlags");
@@ -144,6 +142,12 @@ void NcclCommunicator::Impl::watch() {
       ncclCommAbort(comm);
       abort_all(kExitOther, message);
     }
+#if RETORT_HAVE_MPI
+    if (board) {
+      std::lock_guard<std::mutex> mpi_lock(detail::mpi_mutex());
+      board->serve();  // a peer that timed out asks how far this rank got
+    }
+#endif
     const auto now = Clock::now();
     std::shared_ptr<NcclOp> overdue;
     std::vector<std::shared_ptr<NcclOp>> still;
@@ -166,7 +170,7 @@ void NcclCommunicator::Impl::timeout(const NcclOp& op) {
 #if RETORT_HAVE_MPI
   if (board) {
     std::lock_guard<std::mutex> lock(detail::mpi_mutex());
-    missing = detail::describe_missing(board->read_all(5.0), op.seq);
+    missing = detail::describe_missing(board->read_all(/*wait_s=*/5.0), op.seq, hosts);
   }
 #endif
   char head[64];
@@ -210,6 +214,7 @@ NcclCommunicator::NcclCommunicator(World& world, torch::Device device, NcclOptio
   auto& d = *impl_;
   d.options = options;
   d.rank = world.rank();
+  d.hosts = world.hosts();
   d.size = world.size();
   d.device = device.has_index() ? device.index() : 0;
   c10::cuda::CUDAGuard guard(compat::device_index(d.device));

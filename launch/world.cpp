@@ -1,11 +1,14 @@
 #include "launch/world.h"
 
+#include <cstring>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <exception>
 
 #include "core/error.h"
@@ -104,6 +107,7 @@ void World::init_single() {
   size_ = 1;
   local_rank_ = 0;
   local_size_ = 1;
+  hosts_ = {hostname_};
 }
 
 void World::init_mpi() {
@@ -127,6 +131,13 @@ void World::init_mpi() {
   MPI_Comm_rank(node, &local_rank_);
   MPI_Comm_size(node, &local_size_);
   MPI_Comm_free(&node);
+  constexpr int kHostBytes = 256;
+  char mine[kHostBytes] = {0};
+  std::strncpy(mine, hostname_.c_str(), kHostBytes - 1);
+  std::vector<char> all(static_cast<size_t>(size_) * kHostBytes);
+  detail::check_mpi(MPI_Allgather(mine, kHostBytes, MPI_CHAR, all.data(), kHostBytes, MPI_CHAR, MPI_COMM_WORLD),
+                    "MPI_Allgather of host names");
+  for (int r = 0; r < size_; ++r) hosts_.emplace_back(all.data() + static_cast<size_t>(r) * kHostBytes);
 #else
   throw UsageError("started by an MPI launcher (" + launch_reason_ +
                    ") but this retort was built without MPI: rebuild with MPI, run one process, "
@@ -183,6 +194,26 @@ World* World::current() { return g_world; }
 // ------------------------------------------------------------------------------------
 // Ending the job
 // ------------------------------------------------------------------------------------
+
+std::string ranks_by_host(const std::vector<std::string>& hosts) {
+  std::vector<std::pair<std::string, std::vector<int>>> groups;
+  for (int r = 0; r < static_cast<int>(hosts.size()); ++r) {
+    auto it = std::find_if(groups.begin(), groups.end(), [&](const auto& g) { return g.first == hosts[r]; });
+    if (it == groups.end()) it = groups.insert(groups.end(), {hosts[r], {}});
+    it->second.push_back(r);
+  }
+  std::string out;
+  for (const auto& [host, ranks] : groups) {
+    out += (out.empty() ? "" : ", ") + host + ":";
+    for (size_t i = 0; i < ranks.size(); ++i) {
+      size_t j = i;  // a run of consecutive ranks reads as first-last
+      while (j + 1 < ranks.size() && ranks[j + 1] == ranks[j] + 1) ++j;
+      out += (i ? "," : " ") + std::to_string(ranks[i]) + (j > i ? "-" + std::to_string(ranks[j]) : "");
+      i = j;
+    }
+  }
+  return out;
+}
 
 void abort_all(int code, const std::string& message) {
   if (code == 0) code = kExitOther;

@@ -28,6 +28,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace retort::launch {
 
@@ -63,6 +64,8 @@ class World {
   int local_rank() const { return local_rank_; }
   int local_size() const { return local_size_; }
   const std::string& hostname() const { return hostname_; }
+  /// Every rank's host name, by rank (gathered once at start).
+  const std::vector<std::string>& hosts() const { return hosts_; }
   bool uses_mpi() const { return uses_mpi_; }
   /// The thread level MPI granted (MPI_THREAD_* value; -1 without MPI).
   int thread_level() const { return thread_level_; }
@@ -86,8 +89,12 @@ class World {
   bool uses_mpi_ = false;
   bool owns_mpi_ = false;
   std::string hostname_;
+  std::vector<std::string> hosts_;
   std::string launch_reason_;
 };
+
+/// "node-a: 0-3, node-b: 4-7" for World::hosts() (hosts in the order of their first rank).
+std::string ranks_by_host(const std::vector<std::string>& hosts);
 
 /// Ends every rank now: prints "[rank r] message" to stderr, then MPI_Abort(code) when
 /// MPI is running (the launcher kills the other ranks), else exits with `code`.

@@ -15,6 +15,7 @@ packages=(
   nodejs
   python3-torch
   clang libclang-rt-dev
+  iproute2 nftables slurm-wlm munge   # tests/cluster: hosts as network namespaces, a Slurm cluster
 )
 missing=()
 for p in "${packages[@]}"; do

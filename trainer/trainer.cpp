@@ -247,7 +247,9 @@ bool Trainer::restore(const std::string& resume) {
   if (resume == "auto") {
     auto latest = Checkpointer::latest(s.setup.run_dir / "checkpoints");
     if (!latest) {
-      logger()->info("trainer.resume=auto: no checkpoint in {}, starting fresh", (s.setup.run_dir / "checkpoints").string());
+      if (s.rank0)
+        logger()->info("trainer.resume=auto: no checkpoint in {}, starting fresh",
+                       (s.setup.run_dir / "checkpoints").string());
       return false;
     }
     dir = *latest;
@@ -282,7 +284,9 @@ bool Trainer::restore(const std::string& resume) {
   }
   s.step = get("trainer.step").item<int64_t>();
   s.skipped = get("trainer.skipped").item<int64_t>();
-  logger()->info("resumed from {} (step {}, epoch {}, batch {})", dir.string(), s.step, s.sampler->epoch() + 1, s.consumed);
+  if (s.rank0)  // once, not once per rank
+    logger()->info("resumed from {} (step {}, epoch {}, batch {})", dir.string(), s.step, s.sampler->epoch() + 1,
+                   s.consumed);
   return true;
 }
 
@@ -442,7 +446,7 @@ bool Trainer::after_step(int64_t epoch, TrainResult& result) {
   if (to.checkpoint_every > 0 && s.step % to.checkpoint_every == 0) save_checkpoint();
   if (launch::any_rank_stopping(*s.setup.comm)) {
     s.metrics->break_line();
-    logger()->warn("stop requested: writing a checkpoint at step {}; resume with trainer.resume=auto", s.step);
+    if (s.rank0) logger()->warn("stop requested: writing a checkpoint at step {}; resume with trainer.resume=auto", s.step);
     save_checkpoint();
     result.stopped_early = true;
     finished = true;

@@ -83,6 +83,7 @@ TEST(World, SingletonIsRankZeroOfOneWithoutMpi) {
   EXPECT_EQ(world.local_size(), 1);
   EXPECT_FALSE(world.uses_mpi());
   EXPECT_FALSE(world.hostname().empty());
+  EXPECT_EQ(world.hosts(), std::vector<std::string>{world.hostname()});
   EXPECT_EQ(World::current(), &world);
 }
 
@@ -262,4 +263,11 @@ TEST(StopSignals, AnyRankStoppingInAWorldOfOneIsTheLocalFlag) {
   EXPECT_TRUE(any_rank_stopping(comm));
   EXPECT_EQ(stop_signal(), 0);
   clear_stop_request();
+}
+
+TEST(RanksByHost, GroupsRanksPerHostInOrderOfTheirFirstRank) {
+  EXPECT_EQ(ranks_by_host({"a", "a", "b", "b"}), "a: 0-1, b: 2-3");
+  EXPECT_EQ(ranks_by_host({"a", "b", "a", "b", "a"}), "a: 0,2,4, b: 1,3");
+  EXPECT_EQ(ranks_by_host({"b", "a", "a", "a", "b"}), "b: 0,4, a: 1-3");
+  EXPECT_EQ(ranks_by_host({"only"}), "only: 0");
 }
