@@ -325,3 +325,23 @@ TEST_F(Cluster, SlurmPreemptionRequeuesTheJobAndItResumesExactly) {
   EXPECT_EQ(retort::read_file(shared / "run" / checkpoint(1200)), retort::read_file(shared / "ref" / checkpoint(1200)))
       << out;
 }
+
+// The supervisor's bad input: one line naming what is wrong, exit 2, nothing started.
+TEST(Supervisor, BadInputIsNamedAndNothingRuns) {
+  const std::string sup = kIn + "launch/scripts/supervise.sh ";
+  const TempDir dir("supervise-input");
+  const std::string hostfile = (dir / "hosts.txt").string();
+  std::ofstream(hostfile) << "node01 slots=1\n";
+  struct Case {
+    std::string args, says;
+  };
+  for (const Case& c :
+       {Case{hostfile + " 1 recipes/fmnist/default.yaml", "give run.dir=<dir>"},
+        Case{"--max-restarts many " + hostfile + " 1 r.yaml run.dir=x", "'many' is not a whole number"},
+        Case{"--retries 3 " + hostfile + " 1 r.yaml run.dir=x", "unknown option '--retries'"},
+        Case{dir.string() + "/none.txt 1 r.yaml run.dir=x", "cannot read hostfile"}, Case{hostfile + " 1", "usage:"}}) {
+    const auto r = run_shell(sup + c.args);
+    EXPECT_EQ(r.code, 2) << c.args << "\n" << r.out;
+    EXPECT_NE(r.out.find(c.says), std::string::npos) << c.args << "\n" << r.out;
+  }
+}
