@@ -4,8 +4,8 @@
 #      memory (best of REPS, alternating);
 #   2. the reducer vs a raw MPI_Allreduce of the same gradients, over TCP and over shared
 #      memory (bench/reducer_bench.cpp);
-#   3. a host's death (link down, its processes killed) to the job's end, and the
-#      supervisor's restart to the first new step, on the surviving host.
+#   3. a host's death (its link down) to the job's end, and the supervisor's restart to
+#      the first new step, on the surviving host.
 # Needs root. Leaves no hosts behind.
 #   bench/cluster_bench.sh [build_dir]
 set -euo pipefail
@@ -57,8 +57,11 @@ mlp="recipes/fmnist/default.yaml model=mlp optim=sgd data.subset=6400 data.batch
 (cd "$root" && env "${tcp_env[@]}" launch/scripts/supervise.sh --backoff 0 "$tmp/hosts.txt" 1 $mlp run.dir="$run" > "$tmp/failover.out" 2>&1) &
 sup=$!
 until grep -q '"step":1000[,}]' "$run/metrics.jsonl" 2> /dev/null; do sleep 0.05; done
+# Silence, as a dead host gives the others: its processes here keep running, cut off.
+# (Killing them would tell mpirun at once: its "ssh" child here is that host's daemon.)
 died=$(date +%s.%N)
 "$hosts" link rt-h2 down
+until grep -q "restart 1 of" "$run/restarts.log" 2> /dev/null; do sleep 0.05; done
 ip netns pids rt-h2 | xargs -r kill -9
 wait "$sup"
 python3 - "$died" "$run" <<'PY'

@@ -6,11 +6,14 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <nlohmann/json.hpp>
+
 #include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <functional>
 #include <future>
+#include <map>
 #include <random>
 #include <string>
 #include <thread>
@@ -66,6 +69,18 @@ int logged_step(const fs::path& run_dir) {
     if (at != std::string::npos) step = std::max(step, std::atoi(line.c_str() + at + 7));
   }
   return step;
+}
+
+/// The loss of each step of a run's metrics.jsonl (a step logged again after a restart:
+/// its last record).
+std::map<int, double> train_losses(const fs::path& run_dir) {
+  std::ifstream in(run_dir / "metrics.jsonl");
+  std::map<int, double> out;
+  for (std::string line; std::getline(in, line);) {
+    const auto j = nlohmann::json::parse(line);
+    if (j.value("kind", "") == "train") out[j.at("step").get<int>()] = j.at("loss").get<double>();
+  }
+  return out;
 }
 
 /// Waits until the run has logged `step` (or 60 s went by).
@@ -224,14 +239,14 @@ TEST_F(Cluster, SupervisorRestartsAfterARankDiesAndMatchesAnUninterruptedRun) {
 }
 
 // A host that stays down: the supervisor leaves it out and training finishes on the other
-// host alone, with the same global batches: the weights differ from the uninterrupted
-// run's by float reduction order only, as much as one process's differ from 2 ranks'.
+// host alone, with the same global batches: after the restart the losses are the 2-host
+// run's up to float reduction order. (The final weights are compared loosely: a 1e-7
+// reduction-order difference grows chaotically over hundreds of SGD steps, to 1.7e-3 from
+// step 300 of this job, measured; 2 ranks resumed at the same size are bit-exact.)
 TEST_F(Cluster, SupervisorGoesOnWithFewerHostsWhenOneStaysDown) {
-  const std::string steps = "optim=sgd optim.lr=0.05 trainer.max_steps=1000 ";
+  const std::string steps = "optim=sgd optim.lr=0.05 trainer.max_steps=1000 trainer.log_every=1 ";
   auto ref = multinode(steps + "run.dir=" + (dir_ / "ref").string());
   ASSERT_EQ(ref.code, 0) << ref.out;
-  auto one = run_shell(kIn + RETORT_BIN " train " + kJob + steps + "run.dir=" + (dir_ / "one").string());
-  ASSERT_EQ(one.code, 0) << one.out;
 
   const fs::path run = dir_ / "run";
   const auto [r, kill_at] = supervise_through_failure(steps, run, 150, 800, [] {
@@ -242,14 +257,17 @@ TEST_F(Cluster, SupervisorGoesOnWithFewerHostsWhenOneStaysDown) {
   const std::string log = retort::read_file(run / "restarts.log");
   EXPECT_NE(log.find("hosts not answering, left out: rt-h2"), std::string::npos) << log;
   EXPECT_NE(r.out.find("1 rank(s)"), std::string::npos) << r.out;
-  const auto want = read_f32_tensors(dir_ / "ref" / checkpoint(1000));
-  ASSERT_FALSE(want.empty());
-  const double order_noise = max_relative_diff(read_f32_tensors(dir_ / "one" / checkpoint(1000)), want);
-  const double got = max_relative_diff(read_f32_tensors(run / checkpoint(1000)), want);
-  EXPECT_GT(order_noise, 0) << "1 process and 2 ranks reduce in another order";
-  EXPECT_LT(got, 2 * order_noise) << "host down at step " << kill_at << "\n" << log;
-  std::cout << "host down at step " << kill_at << ": " << got << " from the 2-host run (1 process: " << order_noise
-            << ")\n";
+  const auto from = log.find("checkpoints/step-");
+  ASSERT_NE(from, std::string::npos) << log;
+  const int resumed = std::atoi(log.c_str() + from + 17);
+  const auto want = train_losses(dir_ / "ref"), got = train_losses(run);  // the last record of each step
+  for (int step = resumed + 1; step <= resumed + 20; ++step)
+    EXPECT_NEAR(got.at(step), want.at(step), 1e-5 * want.at(step)) << "step " << step << "\n" << log;
+  const double diff =
+      max_relative_diff(read_f32_tensors(run / checkpoint(1000)), read_f32_tensors(dir_ / "ref" / checkpoint(1000)));
+  EXPECT_LT(diff, 1e-2) << log;
+  std::cout << "host down at step " << kill_at << ", resumed from " << resumed << ": weights " << diff
+            << " from the 2-host run's\n";
 }
 
 namespace {
