@@ -317,11 +317,12 @@ TEST_F(Cluster, SlurmPreemptionRequeuesTheJobAndItResumesExactly) {
   ASSERT_EQ(up.code, 0) << up.out;
   const std::string env = "SLURM_CONF=" + (shared / "slurm" / "slurm.conf").string() +
                           " OMPI_MCA_btl_tcp_if_include=10.77.0.0/24 RETORT=" RETORT_BIN " ";
-  const std::string submit = "cd " + shared.string() + " && " + env +
-                             "sbatch --parsable --nodes=2 --ntasks-per-node=1 --gpus-per-node=0 --cpus-per-task=1 "
-                             "--time=10 " +
-                             kSource + "/launch/scripts/slurm.sbatch " + kSource + "/" + kJob +
-                             "trainer.max_steps=1200 run.dir=";
+  const std::string submit =
+      "cd " + shared.string() + " && " + env +
+      "sbatch --parsable --nodes=2 --ntasks-per-node=1 --gpus-per-node=0 --cpus-per-task=1 "
+      "--time=10 " +
+      kSource + "/launch/scripts/slurm.sbatch " + kSource + "/" + kJob +
+      "trainer.max_steps=1200 ddp.timeout_s=60 run.dir=";  // a rank that dies ends its peer within a minute
   auto ref = run_shell(submit + (shared / "ref").string());
   ASSERT_EQ(ref.code, 0) << ref.out;
   const std::string ref_id = ref.out.substr(0, ref.out.find_first_of(";\n"));
