@@ -34,10 +34,9 @@ void check_mpi(int rc, const char* call);
 MPI_Datatype mpi_type(torch::ScalarType dtype);
 
 /// Per-rank collective sequence counters, asked for on timeout to learn which ranks never
-/// reached a collective. Each rank stores its own counter
-/// locally (no communication in the hot path) and answers the peers' questions from
-/// serve(), which its progress or watchdog thread calls while the rank is alive, whatever
-/// its main thread is doing. Point-to-point messages on a communicator of the board's own,
+/// reached a collective. Each rank stores its own counter locally (no communication in the
+/// hot path) and answers the peers' questions from serve(), which its progress or watchdog
+/// thread calls while the rank is alive, whatever its main thread is doing. Point-to-point messages on a communicator of the board's own,
 /// not a one-sided window: Open MPI 4.1 opens no window between hosts over TCP (its pt2pt
 /// component refuses MPI_THREAD_MULTIPLE, rdma needs RDMA hardware), and a board must work
 /// wherever the collectives do.

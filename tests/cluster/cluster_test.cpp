@@ -60,7 +60,8 @@ std::string checkpoint(int step) {
   return std::string("checkpoints/") + name + "/model.safetensors";
 }
 
-/// The step of the newest "train" record of a run's metrics.jsonl (0 if none yet).
+/// The step of the newest record of a run's metrics.jsonl (0 if none yet). Polled while the
+/// run writes, so it reads numbers, not JSON: the last line may be half-written.
 int logged_step(const fs::path& run_dir) {
   std::ifstream in(run_dir / "metrics.jsonl");
   int step = 0;
