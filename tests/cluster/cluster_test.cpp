@@ -241,11 +241,12 @@ TEST_F(Cluster, SupervisorRestartsAfterARankDiesAndMatchesAnUninterruptedRun) {
 
 // A host that stays down: the supervisor leaves it out and training finishes on the other
 // host alone, with the same global batches: after the restart the losses are the 2-host
-// run's up to float reduction order. (The final weights are compared loosely: a 1e-7
-// reduction-order difference grows chaotically over hundreds of SGD steps, to 1.7e-3 from
-// step 300 of this job, measured; 2 ranks resumed at the same size are bit-exact.)
+// run's up to float reduction order, and the final weights those of one process resumed
+// from the same checkpoint. (Not the 2-host run's final weights: a 1e-7 reduction-order
+// difference grows chaotically over hundreds of SGD steps, to 0.23 from step 100 of this job,
+// seen; 2 ranks resumed at the same size are bit-exact.)
 TEST_F(Cluster, SupervisorGoesOnWithFewerHostsWhenOneStaysDown) {
-  const std::string steps = "optim=sgd optim.lr=0.05 trainer.max_steps=1000 trainer.log_every=1 ";
+  const std::string steps = "optim=sgd optim.lr=0.05 trainer.max_steps=1000 trainer.log_every=1 trainer.keep_last=20 ";
   auto ref = multinode(steps + "run.dir=" + (dir_ / "ref").string());
   ASSERT_EQ(ref.code, 0) << ref.out;
 
@@ -264,11 +265,16 @@ TEST_F(Cluster, SupervisorGoesOnWithFewerHostsWhenOneStaysDown) {
   const auto want = train_losses(dir_ / "ref"), got = train_losses(run);  // the last record of each step
   for (int step = resumed + 1; step <= resumed + 20; ++step)
     EXPECT_NEAR(got.at(step), want.at(step), 1e-5 * want.at(step)) << "step " << step << "\n" << log;
+  const fs::path one = dir_ / "one";
+  const auto resume = run / checkpoint(resumed);
+  auto alone = run_shell(kIn + RETORT_BIN " train " + kJob + steps + "trainer.resume=" + resume.parent_path().string() +
+                         " run.dir=" + one.string());
+  ASSERT_EQ(alone.code, 0) << alone.out;
   const double diff =
-      max_relative_diff(read_f32_tensors(run / checkpoint(1000)), read_f32_tensors(dir_ / "ref" / checkpoint(1000)));
-  EXPECT_LT(diff, 1e-2) << log;
+      max_relative_diff(read_f32_tensors(run / checkpoint(1000)), read_f32_tensors(one / checkpoint(1000)));
+  EXPECT_LT(diff, 1e-6) << log;
   std::cout << "host down at step " << kill_at << ", resumed from " << resumed << ": weights " << diff
-            << " from the 2-host run's\n";
+            << " from one process resumed there\n";
 }
 
 namespace {
