@@ -51,6 +51,13 @@ std::unique_ptr<torch::optim::Optimizer> make_optimizer(const OptimOptions& o, c
   throw ConfigError("optim.name: unknown optimizer '" + o.name + "' (known: adamw, sgd)");
 }
 
+void clip_grad_norm(torch::optim::Optimizer& optimizer, double max_norm) {
+  std::vector<torch::Tensor> params;
+  for (auto& group : optimizer.param_groups())
+    for (auto& p : group.params()) params.push_back(p);
+  torch::nn::utils::clip_grad_norm_(params, max_norm);
+}
+
 void set_lr(torch::optim::Optimizer& optimizer, double lr) {
   for (auto& group : optimizer.param_groups()) group.options().set_lr(lr);
 }

@@ -21,6 +21,10 @@ std::unique_ptr<torch::optim::Optimizer> make_optimizer(const OptimOptions& opti
 /// Sets the learning rate of every parameter group.
 void set_lr(torch::optim::Optimizer& optimizer, double lr);
 
+/// Scales the gradients of every parameter the optimizer steps so that their global L2
+/// norm is at most max_norm (torch.nn.utils.clip_grad_norm_).
+void clip_grad_norm(torch::optim::Optimizer& optimizer, double max_norm);
+
 /// Per-parameter state keyed "<field>.<param name>" (adamw: step, exp_avg, exp_avg_sq;
 /// sgd: momentum_buffer). Parameters without state yet are absent.
 std::map<std::string, torch::Tensor> optimizer_state(torch::optim::Optimizer& optimizer, const NamedParams& params);

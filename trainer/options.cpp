@@ -26,6 +26,11 @@ void TrainerOptions::declare(config::Fields<TrainerOptions>& f) {
         "(the student's CE term when distilling; the test loss stays plain)")
       .min(0)
       .less_than(1);
+  f.add("profile", &TrainerOptions::profile,
+        "profile this many optimizer steps with LibTorch's profiler (0: off): a Chrome trace per rank in "
+        "run.dir/trace-rank<r>.json, and each phase's and the slowest ops' time per step in the log")
+      .min(0);
+  f.add("profile_warmup", &TrainerOptions::profile_warmup, "steps of this run before the profiled ones").min(0);
 }
 
 void OptimOptions::declare(config::Fields<OptimOptions>& f) {

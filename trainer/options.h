@@ -27,6 +27,8 @@ struct TrainerOptions {
   std::string progress = "auto";  ///< auto (in-place on a terminal), plain, off
   bool eval = true;             ///< evaluate on the test split after every epoch
   double label_smoothing = 0.0; ///< training cross-entropy on labels: (1 - eps) one-hot + eps / classes
+  int64_t profile = 0;          ///< optimizer steps to profile (0: off), after profile_warmup steps
+  int64_t profile_warmup = 5;   ///< steps of this run before the profiled ones
   static void declare(config::Fields<TrainerOptions>& f);
 };
 

@@ -16,6 +16,7 @@
 #include "trainer/grad_reducer.h"
 #include "trainer/metrics.h"
 #include "trainer/optim.h"
+#include "trainer/profiler.h"
 #include "trainer/schedule.h"
 
 namespace retort::trainer {
@@ -145,6 +146,8 @@ struct Trainer::State {
   int64_t skipped = 0;
   int64_t samples_total = 0;   // samples trained on, over all ranks, by this fit()
   double lr = 0;
+  std::unique_ptr<Profiler> profiler;  // while trainer.profile's steps run
+  int64_t profile_from = -1;           // the step after which profiling starts
 };
 
 Trainer::Trainer(TrainerSetup setup) : s_(std::make_unique<State>()) {
@@ -322,6 +325,8 @@ TrainResult Trainer::fit() {
   for (size_t i = 0; i < s.terms.size(); ++i) s.window.terms.push_back(torch::zeros_like(s.window.loss));
   s.samples_total = 0;
   su.task->train(true);
+  if (to.profile > 0) s.profile_from = s.step + to.profile_warmup;
+  profile_at_step_end(false);
 
   bool done = s.step >= s.total_steps;
   for (int64_t epoch = s.sampler->epoch(); epoch < to.max_epochs && !done; ++epoch) {
@@ -334,6 +339,7 @@ TrainResult Trainer::fit() {
     if (result.stopped_early) break;
     end_epoch(epoch, done, result);
   }
+  if (s.profiler) write_profile();  // training ended within the profiled steps
   result.steps = s.step;
   result.train_seconds = seconds_since(t0);
   result.samples_per_s = static_cast<double>(s.samples_total) / std::max(result.train_seconds, 1e-9);
@@ -346,7 +352,12 @@ bool Trainer::train_epoch(int64_t epoch, TrainResult& result) {
   const int64_t batches = s.sampler->batches_per_epoch();
   data::Loader loader(*su.train_set, *s.sampler, s.loader);
   int64_t micro = 0, step_batches = 0, step_samples = 0;
-  while (auto batch = loader.next()) {
+  for (;;) {
+    auto batch = [&] {
+      RETORT_PHASE("data");
+      return loader.next();
+    }();
+    if (!batch) break;
     if (micro == 0) {
       // This optimizer step spans up to grad_accum global batches; the last step of an
       // epoch may have fewer, and the last batch may be short. Weighting each rank's mean
@@ -376,6 +387,7 @@ void Trainer::train_micro_batch(const data::Batch& batch, int64_t step_samples, 
   // --- FORWARD (autocast) --------------------------------------------------------------
   Losses losses;
   {
+    RETORT_PHASE("forward");
     amp::Autocast autocast(su.amp, su.device.type());
     losses = local > 0 ? su.task->loss(batch.x, batch.labels().smoothed(su.trainer.label_smoothing))
                        : empty_shard_loss(batch.x);
@@ -390,7 +402,10 @@ void Trainer::train_micro_batch(const data::Batch& batch, int64_t step_samples, 
   const double weight = static_cast<double>(local) / static_cast<double>(step_samples);
 
   // --- BACKWARD (scaled; the reducer's hooks all-reduce full buckets meanwhile) --------
-  s.scaler->scale(losses.total * weight).backward();
+  {
+    RETORT_PHASE("backward");
+    s.scaler->scale(losses.total * weight).backward();
+  }
   s.window.loss += losses.total.detach().to(torch::kFloat32) * weight;
   for (size_t i = 0; i < s.terms.size(); ++i) s.window.terms[i] += losses.terms[i].second.detach().to(torch::kFloat32) * weight;
   s.scaler->record_terms(losses.terms);
@@ -413,15 +428,17 @@ void Trainer::optimizer_step() {
   auto& s = *s_;
   auto& su = s.setup;
   // --- REDUCE, UNSCALE, CLIP, STEP OR SKIP -----------------------------------------------
-  s.reducer->finish();
-  s.scaler->unscale(*s.optimizer);
-  su.task->before_step();
-  if (su.trainer.grad_clip > 0) {
-    std::vector<torch::Tensor> ps;
-    for (auto& group : s.optimizer->param_groups())
-      for (auto& p : group.params()) ps.push_back(p);
-    torch::nn::utils::clip_grad_norm_(ps, su.trainer.grad_clip);
+  {
+    RETORT_PHASE("reduce");
+    s.reducer->finish();
   }
+  {
+    RETORT_PHASE("unscale");
+    s.scaler->unscale(*s.optimizer);
+    su.task->before_step();
+    if (su.trainer.grad_clip > 0) clip_grad_norm(*s.optimizer, su.trainer.grad_clip);
+  }
+  RETORT_PHASE("step");
   s.lr = s.schedule->lr(s.step);
   set_lr(*s.optimizer, s.lr);
   const bool stepped = s.scaler->step(*s.optimizer);
@@ -442,8 +459,12 @@ bool Trainer::after_step(int64_t epoch, TrainResult& result) {
   const auto& to = s.setup.trainer;
   // --- METRICS, CHECKPOINTS, STOP --------------------------------------------------------
   bool finished = s.step >= s.total_steps;
-  if (s.step % to.log_every == 0 || finished || s.step == 1) log_metrics(epoch);
+  {
+    RETORT_PHASE("metrics");
+    if (s.step % to.log_every == 0 || finished || s.step == 1) log_metrics(epoch);
+  }
   if (to.checkpoint_every > 0 && s.step % to.checkpoint_every == 0) save_checkpoint();
+  profile_at_step_end(finished);
   if (launch::any_rank_stopping(*s.setup.comm)) {
     s.metrics->break_line();
     if (s.rank0) logger()->warn("stop requested: writing a checkpoint at step {}; resume with trainer.resume=auto", s.step);
@@ -452,6 +473,37 @@ bool Trainer::after_step(int64_t epoch, TrainResult& result) {
     finished = true;
   }
   return finished;
+}
+
+void Trainer::profile_at_step_end(bool finished) {
+  auto& s = *s_;
+  const auto& to = s.setup.trainer;
+  if (!s.profiler && s.step == s.profile_from && !finished)
+    s.profiler = std::make_unique<Profiler>(s.setup.device);
+  else if (s.profiler && (s.step == s.profile_from + to.profile || finished))
+    write_profile();
+}
+
+void Trainer::write_profile() {
+  auto& s = *s_;
+  auto profile = s.profiler->stop();
+  s.profiler.reset();
+  const double steps = static_cast<double>(s.step - s.profile_from);
+  const auto path = s.setup.run_dir / ("trace-rank" + std::to_string(s.setup.comm->rank()) + ".json");
+  std::filesystem::create_directories(s.setup.run_dir);
+  profile.write_chrome_trace(path.string());
+  if (!s.rank0) return;
+  std::string phases, ops;
+  int shown = 0;
+  for (const auto& op : profile.ops()) {
+    if (op.phase)
+      phases += fmt::format("  {} {:.2f}", op.name.substr(op.name.find("::") + 2), op.total_ms / steps);
+    else if (shown++ < 10)
+      ops += fmt::format("\n  {:9.3f} ms  {:6.1f} calls  {}", op.self_ms / steps, op.calls / steps, op.name);
+  }
+  logger()->info("profile of steps {}-{}: {} ({} events)", s.profile_from + 1, s.step, path.string(), profile.events());
+  logger()->info("profile: ms per step by phase:{}", phases);
+  logger()->info("profile: the ops of most self time, per step (self ms, calls, op):{}", ops);
 }
 
 void Trainer::log_metrics(int64_t epoch) {

@@ -81,6 +81,8 @@ class Trainer {
   void optimizer_step();
   bool after_step(int64_t epoch, TrainResult& result);   // true: training is over
   void log_metrics(int64_t epoch);
+  void profile_at_step_end(bool finished);  // starts or ends trainer.profile's span
+  void write_profile();
   void end_epoch(int64_t epoch, bool done, TrainResult& result);
   void save_checkpoint();
   bool restore(const std::string& resume);
