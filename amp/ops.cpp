@@ -92,6 +92,11 @@ torch::Tensor softmax(const torch::Tensor& x, int64_t dim) {
   return torch::softmax(in[0], dim);
 }
 
+torch::Tensor gelu(const torch::Tensor& x, const std::string& approximate) {
+  auto in = autocast_inputs(Op::kGelu, {x});
+  return torch::gelu(in[0], approximate);
+}
+
 torch::Tensor log_softmax(const torch::Tensor& x, int64_t dim) {
   auto in = autocast_inputs(Op::kLogSoftmax, {x});
   return torch::log_softmax(in[0], dim);

@@ -10,6 +10,7 @@
 #include <torch/torch.h>
 
 #include <memory>
+#include <string>
 
 #include "launch/communicator.h"
 
@@ -61,6 +62,10 @@ torch::Tensor cross_entropy(const torch::Tensor& logits, const torch::Tensor& ta
 torch::Tensor mse_loss(const torch::Tensor& input, const torch::Tensor& target);
 /// mean(1 - cos(a_i, b_i)) over rows after flattening all but dim 0.
 torch::Tensor cosine_loss(const torch::Tensor& a, const torch::Tensor& b);
+
+// --- fp32 on CPU, as they come on CUDA -------------------------------------------------
+/// approximate: "none" (erf) or "tanh" (GPT-2's gelu_new), as torch::gelu.
+torch::Tensor gelu(const torch::Tensor& x, const std::string& approximate = "none");
 
 // --- promote to the widest input type -------------------------------------------------
 torch::Tensor add(const torch::Tensor& a, const torch::Tensor& b);

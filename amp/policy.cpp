@@ -20,6 +20,7 @@ const char* policy_name(CastPolicy policy) {
     case CastPolicy::kFp32: return "fp32";
     case CastPolicy::kFp32Stats: return "fp32_stats";
     case CastPolicy::kPromote: return "promote";
+    case CastPolicy::kFp32OnCpu: return "fp32_on_cpu";
   }
   return "?";
 }
@@ -30,6 +31,11 @@ torch::ScalarType target_dtype(Op op, torch::TensorList inputs) {
     case CastPolicy::kFp32:
     case CastPolicy::kFp32Stats: return torch::kFloat;  // kFp32Stats: of the parameters
     case CastPolicy::kPromote: break;
+    case CastPolicy::kFp32OnCpu:
+      if (current_device_type() == torch::kCPU) return torch::kFloat;
+      for (const auto& t : inputs)
+        if (eligible(t)) return t.scalar_type();
+      return current_dtype();
   }
   // Start from the autocast dtype, as PyTorch's promote policy does, so that inputs all in
   // the low dtype stay there and one fp32 input lifts every input to fp32.
@@ -41,7 +47,8 @@ torch::ScalarType target_dtype(Op op, torch::TensorList inputs) {
 }
 
 std::vector<torch::Tensor> autocast_inputs(Op op, torch::TensorList inputs) {
-  if (!is_enabled()) return inputs.vec();
+  if (!is_enabled() || (policy_of(op) == CastPolicy::kFp32OnCpu && current_device_type() != torch::kCPU))
+    return inputs.vec();
   const torch::ScalarType dtype = target_dtype(op, inputs);
   std::vector<torch::Tensor> out;
   out.reserve(inputs.size());

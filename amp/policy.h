@@ -17,6 +17,9 @@
 ///   CNN's training memory, stay in the low dtype instead of being widened and saved in fp32.
 /// kPromote: inputs cast to the widest floating type among them, so mixing a low and an
 ///   fp32 tensor never silently drops precision.
+/// kFp32OnCpu: inputs cast to fp32 under a CPU guard, left as they come under a CUDA one.
+///   For GPT-2's tanh GELU, whose bf16 kernel in LibTorch's CPU build is slower than casting
+///   to fp32 and back (bench/RESULTS.md, "Framework overhead"), where CUDA's is fast.
 /// With autocast off, or for tensors on another device type than the guard's, nothing is
 /// cast. fp64 and non-floating tensors are never cast.
 #include <torch/torch.h>
@@ -26,13 +29,14 @@
 
 namespace retort::amp {
 
-enum class CastPolicy { kLowerPrecision, kFp32, kFp32Stats, kPromote };
+enum class CastPolicy { kLowerPrecision, kFp32, kFp32Stats, kPromote, kFp32OnCpu };
 
 enum class Op {
   kLinear, kMatmul, kBmm, kAddmm, kBaddbmm, kConv2d, kAttentionScores,
   kSoftmax, kLogSoftmax, kLayerNorm, kGroupNorm, kBatchNorm, kExp, kLog, kPow, kSum, kMean, kNorm,
   kCrossEntropy, kMseLoss, kCosineLoss,
   kAdd, kCat, kStack,
+  kGelu,
   kCount
 };
 
@@ -71,6 +75,8 @@ inline constexpr OpPolicy kOpPolicies[] = {
   {Op::kAdd,               "add",                CastPolicy::kPromote},
   {Op::kCat,               "cat",                CastPolicy::kPromote},
   {Op::kStack,             "stack",              CastPolicy::kPromote},
+
+  {Op::kGelu,              "gelu",               CastPolicy::kFp32OnCpu},
 };
 // clang-format on
 
@@ -97,7 +103,8 @@ std::vector<torch::Tensor> autocast_inputs(Op op, torch::TensorList inputs);
 void write_back_statistics(const torch::Tensor& original, const torch::Tensor& used);
 
 /// The dtype `op` casts its floating inputs to under the current state: the autocast
-/// dtype, kFloat, or the widest floating type among `inputs` on the guard's device type.
+/// dtype, kFloat, or the widest floating type among `inputs` on the guard's device type
+/// (kFp32OnCpu under a CUDA guard: the first eligible input's own dtype).
 torch::ScalarType target_dtype(Op op, torch::TensorList inputs);
 
 }  // namespace retort::amp

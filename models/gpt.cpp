@@ -125,7 +125,7 @@ torch::Tensor Gpt::block(const Block& b, const torch::Tensor& x, const torch::Te
   auto y = amp::add(x, attend(b, h, masked, cache, layer, attention));
   h = amp::layer_norm(y, {D}, b.ln_2->weight, b.ln_2->bias, b.ln_2->options.eps());
   report(GptSite::kLn2, layer, h);
-  h = torch::gelu(b.c_fc(h), "tanh");  // GPT-2's gelu_new
+  h = amp::gelu(b.c_fc(h), "tanh");  // GPT-2's gelu_new
   report(GptSite::kMlpHidden, layer, h);
   h = torch::dropout(b.mlp_proj(h), options_.dropout, is_training());
   return amp::add(y, h);

@@ -35,6 +35,7 @@ TEST(Policy, TableMatchesTheDesign) {
   for (Op op : {Op::kAdd, Op::kCat, Op::kStack}) {
     EXPECT_EQ(amp::policy_of(op), CastPolicy::kPromote) << amp::op_name(op);
   }
+  EXPECT_EQ(amp::policy_of(Op::kGelu), CastPolicy::kFp32OnCpu);
   EXPECT_STREQ(amp::op_name(Op::kCosineLoss), "cosine_loss");
   EXPECT_STREQ(amp::policy_name(CastPolicy::kPromote), "promote");
 }
@@ -203,6 +204,21 @@ TEST(Ops, PromoteToWidestInput) {
   EXPECT_EQ(amp::target_dtype(amp::Op::kSoftmax, {lo}), torch::kFloat);
 }
 
+TEST(Ops, GeluRunsInFp32UnderACpuGuard) {
+  torch::manual_seed(4);
+  auto x = torch::randn({3, 8}).to(torch::kBFloat16);
+  {
+    amp::Autocast g(true, torch::kBFloat16, torch::kCPU);
+    for (const char* approximate : {"none", "tanh"}) {
+      auto y = amp::gelu(x, approximate);
+      EXPECT_EQ(y.scalar_type(), torch::kFloat) << approximate;
+      EXPECT_TRUE(torch::equal(y, torch::gelu(x.to(torch::kFloat), approximate))) << approximate;
+    }
+    EXPECT_EQ(amp::target_dtype(amp::Op::kGelu, {x}), torch::kFloat);
+  }
+  EXPECT_EQ(amp::gelu(x, "tanh").scalar_type(), torch::kBFloat16) << "autocast off: the plain op";
+}
+
 TEST(Ops, DisabledAutocastRunsThePlainOp) {
   auto x = torch::randn({2, 3});
   auto w = torch::randn({4, 3}, torch::requires_grad());
@@ -319,6 +335,7 @@ TEST(OpsCuda, Fp16AutocastOnCuda) {
     auto y2 = amp::linear(x, w);
     EXPECT_EQ(y.scalar_type(), torch::kHalf);
     EXPECT_EQ(amp::softmax(y, -1).scalar_type(), torch::kFloat);
+    EXPECT_EQ(amp::gelu(y, "tanh").scalar_type(), torch::kHalf) << "fp32 on CPU only";
     EXPECT_EQ(amp::add(y, x.narrow(1, 0, 4)).scalar_type(), torch::kFloat);
     EXPECT_EQ(amp::cast_cache_stats().casts, 1);
     EXPECT_EQ(amp::linear(cpu_x, cpu_w).scalar_type(), torch::kFloat) << "CPU tensors untouched by a CUDA guard";
