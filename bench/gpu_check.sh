@@ -3,7 +3,8 @@
 # build retort with CUDA + NCCL against the machine's LibTorch, run the GPU tests, train the
 # distillation recipe in fp32 / fp16 (gradient scaler) / bf16 over NCCL, time retort's
 # training step against PyTorch's in each precision and its NCCL all-reduce against
-# ncclAllReduce, then run the whole test suite.
+# ncclAllReduce, time a gpt of GPT-2 small's shape against PyTorch's with a profiled trace
+# of one step of each (traces/), then run the whole test suite.
 #
 # Prepared as docs/GPU.md says, in a folder git ignores and the device call
 # carries (.gpu): debs/ + env.sh (the libraries PyTorch's machine lacks), fmnist/ (the four
@@ -12,11 +13,11 @@
 #   bench/gpu_check.sh            # writes summary.md and logs into $OUT (or /tmp/gpu-check)
 # Each phase has a time limit so that a slow or failing one leaves the rest their turn; the
 # whole suite (last) gets what is left of BUDGET seconds (default 520). PHASES picks phases
-# (default: all of "gpu-tests train bench nccl suite"; the build always runs); SUITE_REGEX
+# (default: all of "gpu-tests train bench gpt nccl suite"; the build always runs); SUITE_REGEX
 # narrows the suite to the tests it names, with their output.
 set -uo pipefail
 budget=${BUDGET:-520}
-phases=" ${PHASES:-gpu-tests train bench nccl suite} "
+phases=" ${PHASES:-gpu-tests train bench gpt nccl suite} "
 want() { [[ $phases == *" $1 "* ]]; }
 out=${OUT:-/tmp/gpu-check}
 mkdir -p "$out/logs"
@@ -108,6 +109,41 @@ EOF
     done
   done
   say "step benchmarks done"
+fi
+
+# 3b. A gpt of GPT-2 small's shape (12 layers, 768 wide, context 1024, GPT-2's vocabulary),
+#     where the step is compute-bound: retort's step vs PyTorch's twin on one batch held in
+#     memory (bench/reference/lm_train.py --fixed-batch), each precision, both clipping at 1.0;
+#     one more step of each profiled, its Chrome trace in traces/.
+if want gpt && [ -x $b/bench/step_bench ]; then
+  mkdir -p "$out/traces"
+  shape=(--dim 768 --heads 12 --context 1024 --vocab 50257 --batch 8 --steps 10 --warmup 3 --device cuda
+         --profile --profile-steps 1)
+  echo "| gpt 124M, batch 8 x 1024 | retort ms/step | PyTorch ms/step | PyTorch / retort time | retort GPU peak MiB |" >> "$out/summary.md"
+  echo "|---|---|---|---|---|" >> "$out/summary.md"
+  for p in "off bf16 fp32" "autocast fp16 fp16" "autocast bf16 bf16" "master bf16 bf16-master"; do
+    read -r mode dtype label <<< "$p"
+    r=$(timeout 120 $b/bench/step_bench --model gpt --depth 12 "${shape[@]}" --grad-clip 1 --amp "$mode" \
+        --dtype "$dtype" --trace "$out/traces/retort-$label.json" 2>> "$out/logs/gpt.err")
+    echo "$r" >> "$out/logs/gpt.jsonl"
+    py=""
+    if [ "$mode" != master ]; then
+      py=$(cd bench/reference && timeout 120 python3 lm_train.py - --layers 12 "${shape[@]}" --fixed-batch \
+           --amp "$mode" --dtype "$dtype" --trace "$out/traces/pytorch-$label.json" 2>> "$out/logs/gpt.err")
+      echo "$py" >> "$out/logs/gpt.jsonl"
+    fi
+    python3 - "$label" "$r" "$py" >> "$out/summary.md" <<'EOF'
+import json, sys
+label, r, p = sys.argv[1:]
+r = json.loads(r) if r.strip() else {}
+p = json.loads(p) if p.strip() else {}
+rs, ps = r.get("ms_per_step"), p.get("ms_per_step")
+f = lambda v: f"{v:.1f}" if v is not None else "-"
+print(f"| {label} | {f(rs)} | {f(ps)} | {f'{ps / rs:.2f}' if rs and ps else '-'} | {f(r.get('gpu_peak_mb'))} |")
+EOF
+  done
+  gzip -f "$out"/traces/*.json 2> /dev/null
+  say "gpt step benchmarks done (traces/)"
 fi
 
 # 4. retort's NCCL all-reduce vs ncclAllReduce called directly (world of one).

@@ -6,6 +6,7 @@
 # quieter machine. PyTorch runs twice: as installed (glibc malloc), and with retort's
 # malloc (jemalloc preloaded with the settings of core/malloc_conf.cpp).
 #   [DIM=192 DEPTH=6 HEADS=6 CONTEXT=256 BATCH=32] bench/lm_speed.sh [build_dir] [threads]
+#   BASELINE=<another build dir>: its retort too, alternating with this one (a fix's before/after)
 # Needs outputs/data/fortunes-bytes (README, "Language models"). Prints a markdown table:
 # the best tokens/s of each over the steps after the first 5, and the ratios.
 set -euo pipefail
@@ -26,9 +27,9 @@ model=(model.dim="$dim" model.depth="$depth" model.heads="$heads" model.context=
 twin=(--dim "$dim" --layers "$depth" --heads "$heads" --context "$context" --batch "$batch" --steps "$steps" --warmup 5
       --threads "$threads")
 
-retort_run() {  # $1: amp mode; prints tokens/s over the steps after the first 5
+retort_run() {  # $1: amp mode, [$2: build dir]; prints tokens/s over the steps after the first 5
   rm -rf "$tmp/run"
-  (cd "$root" && "$build/retort" train recipes/text/lm_teacher.yaml "${model[@]}" model.dropout=0 amp.mode="$1" \
+  (cd "$root" && "${2:-$build}/retort" train recipes/text/lm_teacher.yaml "${model[@]}" model.dropout=0 amp.mode="$1" \
      trainer.max_steps=$((steps + 5)) trainer.log_every=5 trainer.threads="$threads" trainer.eval=false \
      trainer.progress=off trainer.checkpoint_every=1000000 run.dir="$tmp/run" > /dev/null)
   python3 -c "import json,sys
@@ -45,6 +46,7 @@ twin_run() {  # $1: amp mode, then env assignments
 for _ in $(seq "$reps"); do
   for amp in off autocast; do
     echo "$amp retort $(retort_run "$amp")" >> "$tmp/raw"
+    [ -n "${BASELINE:-}" ] && echo "$amp baseline $(retort_run "$amp" "$BASELINE")" >> "$tmp/raw"
     echo "$amp pytorch $(twin_run "$amp")" >> "$tmp/raw"
     echo "$amp pytorch-jemalloc $(twin_run "$amp" "${same_malloc[@]}")" >> "$tmp/raw"
   done
@@ -53,9 +55,12 @@ python3 - "$tmp/raw" <<'PY'
 import sys
 rows = [l.split() for l in open(sys.argv[1])]
 best = lambda amp, impl: max(float(r[2]) for r in rows if r[0] == amp and r[1] == impl)
-print("| precision | retort tokens/s | PyTorch tokens/s | ratio | PyTorch + retort's malloc | ratio |")
-print("|---|---|---|---|---|---|")
+base = any(r[1] == "baseline" for r in rows)
+print("| precision | retort tokens/s | PyTorch tokens/s | ratio | PyTorch + retort's malloc | ratio |"
+      + (" baseline build tokens/s | retort / baseline |" if base else ""))
+print("|---|---|---|---|---|---|" + ("---|---|" if base else ""))
 for amp, name in (("off", "fp32"), ("autocast", "bf16 autocast")):
     r, p, j = best(amp, "retort"), best(amp, "pytorch"), best(amp, "pytorch-jemalloc")
-    print(f"| {name} | {r:,.0f} | {p:,.0f} | {r / p:.2f} | {j:,.0f} | {r / j:.2f} |")
+    b = f" {best(amp, 'baseline'):,.0f} | {r / best(amp, 'baseline'):.2f} |" if base else ""
+    print(f"| {name} | {r:,.0f} | {p:,.0f} | {r / p:.2f} | {j:,.0f} | {r / j:.2f} |" + b)
 PY
