@@ -326,7 +326,7 @@ TrainResult Trainer::fit() {
   s.samples_total = 0;
   su.task->train(true);
   if (to.profile > 0) s.profile_from = s.step + to.profile_warmup;
-  profile_at_step_end(false);
+  profile_at_step_end(s.step >= s.total_steps);
 
   bool done = s.step >= s.total_steps;
   for (int64_t epoch = s.sampler->epoch(); epoch < to.max_epochs && !done; ++epoch) {
@@ -488,7 +488,7 @@ void Trainer::write_profile() {
   auto& s = *s_;
   auto profile = s.profiler->stop();
   s.profiler.reset();
-  const double steps = static_cast<double>(s.step - s.profile_from);
+  const double steps = static_cast<double>(std::max<int64_t>(s.step - s.profile_from, 1));  // a stop may come first
   const auto path = s.setup.run_dir / ("trace-rank" + std::to_string(s.setup.comm->rank()) + ".json");
   std::filesystem::create_directories(s.setup.run_dir);
   profile.write_chrome_trace(path.string());
