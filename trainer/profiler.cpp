@@ -77,10 +77,11 @@ Profile Profiler::stop() {
   for (const auto& e : result->events()) {
     Profile::Event ev;
     ev.name = e.name();
+    ev.device = e.deviceType() != c10::DeviceType::CPU;
     ev.start_ns = start_ns(e, 0);
     ev.duration_ns = duration_ns(e, 0);
-    ev.thread = e.startThreadId();
-    ev.device = e.deviceType() != c10::DeviceType::CPU;
+    // A kernel's row is its stream: kernels on one stream never overlap, on two they may.
+    ev.thread = ev.device ? static_cast<uint64_t>(e.deviceResourceId()) : e.startThreadId();
     p.events_.push_back(std::move(ev));
   }
   std::sort(p.events_.begin(), p.events_.end(), [](const Profile::Event& a, const Profile::Event& b) {
