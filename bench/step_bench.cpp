@@ -206,7 +206,7 @@ int main(int argc, char** argv) {
   trainer::GradReducer reducer(params, comm, trainer::GradReducerOptions{}, stepped);  // master: fp32 gradients
   amp::GradScaler scaler(amp::scaler_options(amp_options), comm);
   scaler.set_named_parameters(stepped);
-  const bool gpt = model_name == "gpt";
+  const bool gpt = mo.language_model();
   auto x = gpt ? torch::randint(0, mo.vocab_size, {batch, context}, torch::kInt64).to(device)
                : torch::randn({batch, 1, 28, 28}).to(device);
   auto y = gpt ? torch::randint(0, mo.vocab_size, {batch, context}, torch::kInt64).to(device)
@@ -270,7 +270,7 @@ int main(int argc, char** argv) {
     const auto result = profiler.stop();
     if (!trace.empty()) result.write_chrome_trace(trace);
     for (const auto& op : result.ops()) {
-      if (op.phase) phases[op.name.substr(op.name.find("::") + 2)] = {op.total_ms / profile_steps, op.self_ms / profile_steps};
+      if (op.phase) phases[op.phase_name()] = {op.total_ms / profile_steps, op.self_ms / profile_steps};
       if (op.phase || op.device) continue;
       op_calls += op.calls;
       if (op.name == "aten::_to_copy") copies = op.calls;

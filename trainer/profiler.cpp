@@ -48,6 +48,8 @@ std::set<ActivityType> activities(bool cuda) {
 
 }  // namespace
 
+std::string ProfiledOp::phase_name() const { return phase ? name.substr(kPhasePrefix.size()) : ""; }
+
 Profiler::Profiler(torch::Device device) : device_(device) {
   const ProfilerConfig config(ProfilerState::KINETO);
   const auto kinds = activities(device.is_cuda());

@@ -29,6 +29,8 @@ struct ProfiledOp {
   double self_ms = 0;   ///< total less the calls nested in it on the same thread
   bool phase = false;   ///< a RETORT_PHASE mark
   bool device = false;  ///< a kernel (or copy) on the GPU
+  /// A phase's name as RETORT_PHASE was given it ("forward"); "" for an op.
+  std::string phase_name() const;
 };
 
 class Profile {
@@ -39,7 +41,7 @@ class Profile {
   /// Chrome's trace-event format: one complete event ("ph": "X") per call, phases and ops on
   /// their CPU thread's row, kernels on the GPU's.
   void write_chrome_trace(const std::string& path) const;
-  size_t events() const { return events_.size(); }
+  size_t event_count() const { return events_.size(); }
 
  private:
   friend class Profiler;

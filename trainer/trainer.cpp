@@ -326,9 +326,9 @@ TrainResult Trainer::fit() {
   s.samples_total = 0;
   su.task->train(true);
   if (to.profile > 0) s.profile_from = s.step + to.profile_warmup;
-  profile_at_step_end(s.step >= s.total_steps);
-
   bool done = s.step >= s.total_steps;
+  profile_at_step_end(done);
+
   for (int64_t epoch = s.sampler->epoch(); epoch < to.max_epochs && !done; ++epoch) {
     if (!resumed_mid_epoch) {
       s.sampler->set_epoch(epoch);
@@ -497,11 +497,11 @@ void Trainer::write_profile() {
   int shown = 0;
   for (const auto& op : profile.ops()) {
     if (op.phase)
-      phases += fmt::format("  {} {:.2f}", op.name.substr(op.name.find("::") + 2), op.total_ms / steps);
+      phases += fmt::format("  {} {:.2f}", op.phase_name(), op.total_ms / steps);
     else if (shown++ < 10)
       ops += fmt::format("\n  {:9.3f} ms  {:6.1f} calls  {}", op.self_ms / steps, op.calls / steps, op.name);
   }
-  logger()->info("profile of steps {}-{}: {} ({} events)", s.profile_from + 1, s.step, path.string(), profile.events());
+  logger()->info("profile of steps {}-{}: {} ({} events)", s.profile_from + 1, s.step, path.string(), profile.event_count());
   logger()->info("profile: ms per step by phase:{}", phases);
   logger()->info("profile: the ops of most self time, per step (self ms, calls, op):{}", ops);
 }

@@ -63,6 +63,7 @@ TEST(Profiler, SumsEachOpWithItsSelfTimeAndPutsThePhasesFirst) {
   ASSERT_FALSE(ops.empty());
   EXPECT_EQ(ops.front().name, "retort::forward");
   EXPECT_TRUE(ops.front().phase);
+  EXPECT_EQ(ops.front().phase_name(), "forward");
   EXPECT_EQ(ops.front().calls, 3);
   const auto* mm = find_op(ops, "aten::mm");
   const auto* relu = find_op(ops, "aten::relu");
